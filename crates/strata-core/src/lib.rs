@@ -1,0 +1,37 @@
+//! Strata's domain: snapshot lifecycle, block maps, lineage, diffs, checksums and tokens,
+//! written against two storage ports.
+//!
+//! # Model
+//! A snapshot is a map from block index to chunk digest. While `pending`, its writes are
+//! kept as a flat list of (index, digest) records in the metadata store
+//! ([`ports::MetadataStore::record_block`]). CompleteSnapshot turns that list into a
+//! persistent, content-addressed radix tree ([`block_map`]) built on the parent's tree,
+//! sharing every untouched subtree with it; the snapshot then stores only the tree's root.
+//! Chunk bytes live in the [`ports::ChunkStore`], named by their SHA-256, once per
+//! distinct content; all-zero blocks are recorded but never stored.
+//!
+//! # Invariants and what keeps them
+//! | invariant | kept by |
+//! |---|---|
+//! | an acknowledged Put survives a crash | the chunk is durable before `record_block` is called; `record_block` returns only after its transaction is durable |
+//! | a tree never references a missing chunk | chunks are written before the write record that names them; trees are built only from write records |
+//! | a tree never references a missing node | [`ports::MetadataStore::seal_snapshot`] stores the nodes and the root in one transaction |
+//! | a Put is never lost by a concurrent Complete | the seal only commits if the snapshot's write sequence is unchanged since the tree was built, else it is rebuilt |
+//! | readers see a snapshot exactly when it is `completed` | the status and the root change in the same transaction; reads require `completed` |
+//! | no wrong byte is ever served | GetSnapshotBlock hashes the stored bytes and compares with the digest before answering |
+//! | tokens cannot be forged or moved | [`tokens`]: keyed MAC over payload and context |
+//!
+//! # Lineage
+//! Every snapshot records its `lineage`: the id of its oldest ancestor. Two snapshots are
+//! related (ListChangedBlocks accepts them) exactly when their lineages are equal.
+
+pub mod block_map;
+pub mod checksum;
+pub mod error;
+pub mod ports;
+pub mod service;
+pub mod snapshot;
+pub mod tokens;
+
+pub use error::ServiceError;
+pub use service::{Clock, SnapshotService, SystemClock};

@@ -1,0 +1,110 @@
+//! The snapshot record and its lifecycle.
+//!
+//! ```text
+//! StartSnapshot ──► Pending ──CompleteSnapshot (count and checksum valid)──► Completed
+//!                      └── no Put/Complete for `timeout` ──► Error
+//! ```
+//! Only a `Pending` snapshot accepts writes; only a `Completed` one can be read.
+
+use serde::{Deserialize, Serialize};
+use strata_types::{AccountId, SnapshotId, VolumeSize};
+
+use crate::block_map::NodeHash;
+
+/// The lifecycle state of a snapshot (the wire's `Status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotStatus {
+    /// Accepting writes.
+    Pending,
+    /// Sealed and readable.
+    Completed,
+    /// Abandoned (inactivity timeout); never readable.
+    Error,
+}
+
+impl SnapshotStatus {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotStatus::Pending => "pending",
+            SnapshotStatus::Completed => "completed",
+            SnapshotStatus::Error => "error",
+        }
+    }
+}
+
+/// A user tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    /// 1..=127 characters.
+    pub key: String,
+    /// 0..=255 characters.
+    pub value: String,
+}
+
+/// Everything stored about one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    /// The id.
+    pub id: SnapshotId,
+    /// The owning account; other accounts never see the snapshot.
+    pub owner: AccountId,
+    /// Lifecycle state as last stored (see [`SnapshotRecord::status_at`] for the timeout).
+    pub status: SnapshotStatus,
+    /// Size in GiB.
+    pub volume_size: VolumeSize,
+    /// The snapshot this one is incremental on.
+    pub parent: Option<SnapshotId>,
+    /// The oldest ancestor (the snapshot itself when it has no parent). Two snapshots are
+    /// related exactly when their lineages are equal.
+    pub lineage: SnapshotId,
+    /// Free text, at most 255 characters.
+    pub description: Option<String>,
+    /// Tags given at start.
+    pub tags: Vec<Tag>,
+    /// Requested encryption flag (stored and reported; data is not yet encrypted at rest).
+    pub encrypted: bool,
+    /// Requested KMS key.
+    pub kms_key_arn: Option<String>,
+    /// Inactivity timeout in minutes.
+    pub timeout_minutes: u32,
+    /// Idempotency token given at start, if any.
+    pub client_token: Option<String>,
+    /// A canonical rendering of the start parameters, compared on client-token reuse.
+    pub start_fingerprint: String,
+    /// Start time, Unix milliseconds.
+    pub start_time_ms: i64,
+    /// Last Start/Put/Complete, Unix milliseconds: the inactivity timer's origin.
+    pub last_activity_ms: i64,
+    /// Completion time, Unix milliseconds.
+    pub completion_time_ms: Option<i64>,
+    /// The last `x-amz-Progress` a client sent.
+    pub progress: Option<u8>,
+    /// Count of recorded block writes; bumps on every write (the seal's race check).
+    pub write_sequence: u64,
+    /// Number of distinct indexes written to this snapshot (set when completed).
+    pub changed_blocks: u64,
+    /// Root of the block map (set when completed; `None` is an empty map).
+    pub root: Option<NodeHash>,
+    /// Why the snapshot is in `error`.
+    pub status_message: Option<String>,
+}
+
+impl SnapshotRecord {
+    /// When the inactivity timer of a pending snapshot runs out (Unix milliseconds).
+    pub fn deadline_ms(&self) -> i64 {
+        self.last_activity_ms
+            .saturating_add(i64::from(self.timeout_minutes) * 60_000)
+    }
+
+    /// The status as of `now_ms`: a pending snapshot past its deadline is in error even if
+    /// the stored record has not been updated yet.
+    pub fn status_at(&self, now_ms: i64) -> SnapshotStatus {
+        if self.status == SnapshotStatus::Pending && now_ms > self.deadline_ms() {
+            SnapshotStatus::Error
+        } else {
+            self.status
+        }
+    }
+}

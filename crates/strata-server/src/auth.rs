@@ -1,0 +1,57 @@
+//! SigV4 authentication of EBS requests: the bridge between the HTTP request and the
+//! pure verifier in `strata_sigv4`.
+
+use http::request::Parts;
+use strata_sigv4::{PayloadHash, verify_request};
+use strata_types::AccountId;
+use time::OffsetDateTime;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// Who sent a request, and what its signature covered.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The account the key belongs to.
+    pub account: AccountId,
+    /// How the payload was signed; a hex hash must still be compared with a streamed body.
+    pub payload_hash: PayloadHash,
+}
+
+/// Verify the request's signature. `body_sha256_hex` is the hash of an already-read body,
+/// or `None` for a streamed one (whose `x-amz-content-sha256` header then says what was
+/// signed).
+pub fn authenticate(
+    state: &AppState,
+    parts: &Parts,
+    body_sha256_hex: Option<&str>,
+) -> Result<Caller, ApiError> {
+    let now_ms = state.clock.now_ms();
+    let now = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let mut headers = parts.headers.clone();
+    // HTTP/1.1 clients send Host; a request built in-process has only an absolute URI.
+    if !headers.contains_key(http::header::HOST)
+        && let Some(authority) = parts.uri.authority()
+        && let Ok(value) = http::HeaderValue::from_str(authority.as_str())
+    {
+        headers.insert(http::header::HOST, value);
+    }
+    let verified = verify_request(
+        &parts.method,
+        &parts.uri,
+        &headers,
+        body_sha256_hex,
+        now,
+        &state.keys,
+    )?;
+    let account = state
+        .keys
+        .account_of(&verified.access_key_id)
+        .cloned()
+        .ok_or_else(|| ApiError::from(strata_sigv4::AuthError::UnknownAccessKey))?;
+    Ok(Caller {
+        account,
+        payload_hash: verified.payload_hash,
+    })
+}

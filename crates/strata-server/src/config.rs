@@ -1,0 +1,153 @@
+//! Server settings: command-line flags, environment and an optional TOML file, validated
+//! into one [`Settings`] value before anything starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+use strata_types::AccountId;
+
+use crate::credentials::AccessKey;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9555";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./strata-data";
+/// Default root account id.
+pub const DEFAULT_ROOT_ACCOUNT: &str = "000000000000";
+/// How long a request body may stall between two pieces before the request is cut off.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The optional config file (`--config`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Extra accounts and their keys.
+    #[serde(default)]
+    pub accounts: Vec<AccountConfig>,
+    /// Seconds a request body may stall.
+    pub body_timeout_secs: Option<u64>,
+}
+
+/// One `[[accounts]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// 12-digit account id.
+    pub id: String,
+    /// Its keys.
+    pub keys: Vec<KeyConfig>,
+}
+
+/// One `[[accounts.keys]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+}
+
+impl ConfigFile {
+    /// Read and parse a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// The configured keys, validated.
+    pub fn access_keys(&self) -> anyhow::Result<Vec<AccessKey>> {
+        let mut keys = Vec::new();
+        for account in &self.accounts {
+            let id = AccountId::parse(&account.id).map_err(anyhow::Error::msg)?;
+            for key in &account.keys {
+                anyhow::ensure!(
+                    !key.access_key_id.is_empty() && !key.secret_access_key.is_empty(),
+                    "account {id}: access keys and secrets must not be empty"
+                );
+                keys.push(AccessKey {
+                    access_key_id: key.access_key_id.clone(),
+                    secret_access_key: key.secret_access_key.clone(),
+                    account: id.clone(),
+                });
+            }
+        }
+        Ok(keys)
+    }
+}
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Where data lives.
+    pub data_dir: PathBuf,
+    /// The root account.
+    pub root_account: AccountId,
+    /// The root key pair from the environment, if given.
+    pub root_key_from_env: Option<(String, String)>,
+    /// Keys of further accounts.
+    pub extra_keys: Vec<AccessKey>,
+    /// How long a request body may stall.
+    pub body_timeout: Duration,
+}
+
+impl Settings {
+    /// Settings with every default, for `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> anyhow::Result<Self> {
+        Ok(Self {
+            listen: DEFAULT_LISTEN.parse()?,
+            data_dir: data_dir.into(),
+            root_account: AccountId::parse(DEFAULT_ROOT_ACCOUNT).map_err(anyhow::Error::msg)?,
+            root_key_from_env: None,
+            extra_keys: Vec::new(),
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+        })
+    }
+
+    /// Apply a config file on top of these settings.
+    pub fn with_config_file(mut self, file: &ConfigFile) -> anyhow::Result<Self> {
+        self.extra_keys.extend(file.access_keys()?);
+        if let Some(secs) = file.body_timeout_secs {
+            anyhow::ensure!(secs > 0, "body_timeout_secs must be positive");
+            self.body_timeout = Duration::from_secs(secs);
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_files_declare_accounts_and_refuse_typos() {
+        let file: ConfigFile = toml::from_str(
+            r#"
+            body_timeout_secs = 5
+            [[accounts]]
+            id = "111122223333"
+            [[accounts.keys]]
+            access_key_id = "AKIAOTHER"
+            secret_access_key = "secret"
+            "#,
+        )
+        .expect("valid config");
+        let settings = Settings::new("/tmp/x")
+            .and_then(|s| s.with_config_file(&file))
+            .expect("settings");
+        assert_eq!(settings.extra_keys.len(), 1);
+        assert_eq!(settings.extra_keys[0].account.as_str(), "111122223333");
+        assert_eq!(settings.body_timeout, Duration::from_secs(5));
+
+        assert!(toml::from_str::<ConfigFile>("body_timeout = 5").is_err());
+        let bad_account: ConfigFile =
+            toml::from_str("[[accounts]]\nid = \"12\"\nkeys = []").expect("parses");
+        assert!(bad_account.access_keys().is_err());
+    }
+}

@@ -1,0 +1,117 @@
+//! PutSnapshotBlock: `PUT /snapshots/{snapshotId}/blocks/{blockIndex}` → 201, only once
+//! the block is durable.
+
+use axum::body::Body;
+use axum::response::Response;
+use http::HeaderValue;
+use http::request::Parts;
+use http_body_util::BodyExt;
+use strata_core::checksum::{BlockHasher, from_base64, to_base64};
+use strata_sigv4::PayloadHash;
+use strata_types::BLOCK_SIZE;
+use strata_wire::headers::{CHECKSUM, CHECKSUM_ALGORITHM, DATA_LENGTH, PROGRESS, SHA256};
+use strata_wire::types::PutSnapshotBlockResponse;
+
+use super::{block_index, header, integer, required_header, snapshot_id};
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::dispatch::json_response;
+use crate::error::ApiError;
+
+/// Handle PutSnapshotBlock: validate everything that can be checked before the body, then
+/// stream the body into the hasher, then store.
+pub async fn handle(
+    state: &AppState,
+    caller: &Caller,
+    snapshot_label: &str,
+    index_label: &str,
+    parts: &Parts,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = snapshot_id(snapshot_label)?;
+    let index = block_index(index_label)?;
+    let headers = &parts.headers;
+    let data_length = integer("x-amz-Data-Length", required_header(headers, DATA_LENGTH)?)?;
+    if data_length != BLOCK_SIZE as i64 {
+        return Err(ApiError::invalid_parameter(format!(
+            "x-amz-Data-Length is {data_length}; every block must be exactly {BLOCK_SIZE} bytes."
+        )));
+    }
+    let claimed = from_base64(required_header(headers, CHECKSUM)?).ok_or_else(|| {
+        ApiError::invalid_parameter("x-amz-Checksum is not a base64 SHA-256 digest.")
+    })?;
+    let algorithm = required_header(headers, CHECKSUM_ALGORITHM)?;
+    if algorithm != SHA256 {
+        return Err(ApiError::invalid_parameter(format!(
+            "x-amz-Checksum-Algorithm is '{algorithm}'; only SHA256 is supported."
+        )));
+    }
+    let progress = header(headers, PROGRESS)?
+        .map(|p| {
+            integer("x-amz-Progress", p).and_then(|n| {
+                u8::try_from(n).ok().filter(|n| *n <= 100).ok_or_else(|| {
+                    ApiError::invalid_parameter("x-amz-Progress must be between 0 and 100.")
+                })
+            })
+        })
+        .transpose()?;
+    state
+        .service
+        .check_writable(&caller.account, &id, index)
+        .await?;
+
+    let block = read_block(state, body).await?;
+    if let PayloadHash::Sha256Hex(signed) = &caller.payload_hash
+        && *signed != block.digest.to_hex()
+    {
+        return Err(ApiError::from(
+            strata_sigv4::AuthError::ContentSha256Mismatch,
+        ));
+    }
+    let digest = state
+        .service
+        .put_block(&caller.account, &id, index, block, claimed, progress)
+        .await?;
+    let mut response = json_response(201, &PutSnapshotBlockResponse {})?;
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&to_base64(&digest)) {
+        headers.insert(CHECKSUM, value);
+    }
+    headers.insert(CHECKSUM_ALGORITHM, HeaderValue::from_static(SHA256));
+    Ok(response)
+}
+
+/// Stream the body into a [`BlockHasher`], giving up if it exceeds one block or stalls for
+/// longer than the body timeout.
+async fn read_block(
+    state: &AppState,
+    mut body: Body,
+) -> Result<strata_core::checksum::HashedBlock, ApiError> {
+    let mut hasher = BlockHasher::default();
+    loop {
+        let frame = match tokio::time::timeout(state.body_timeout, body.frame()).await {
+            Err(_) => {
+                return Err(ApiError::invalid_parameter(format!(
+                    "Failed to read block data: the body stalled for {} s after {} bytes.",
+                    state.body_timeout.as_secs_f64(),
+                    hasher.len()
+                )));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(error))) => {
+                return Err(ApiError::invalid_parameter(format!(
+                    "Failed to read block data: {error}"
+                )));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data()
+            && !hasher.update(&data)
+        {
+            return Err(ApiError::invalid_parameter(format!(
+                "The block data is longer than {BLOCK_SIZE} bytes."
+            )));
+        }
+    }
+    Ok(hasher.finish())
+}

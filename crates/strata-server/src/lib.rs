@@ -1,0 +1,19 @@
+//! Strata's HTTP server: the EBS direct APIs over HTTP/1.1, SigV4 authentication, and
+//! the composition root that wires the domain service to the embedded stores.
+//!
+//! Request flow: [`dispatch`] assigns a request id, routes the request line to an
+//! operation (`strata_wire::route`), verifies its signature ([`auth`]), runs the
+//! operation's handler ([`handlers`]), which converts wire values into domain values and
+//! calls `strata_core::SnapshotService`, and maps any error through [`error`], the single
+//! place where internal errors become EBS exceptions.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod credentials;
+pub mod dispatch;
+pub mod error;
+pub mod handlers;
+
+pub use app::{RunningServer, serve, start};
+pub use config::Settings;

@@ -1,0 +1,168 @@
+//! [`FsChunkStore`]: chunk bytes as files named by their digest.
+//!
+//! # Layout (format version 1)
+//! `ROOT/ab/cd/abcd…(64 hex digits)` holds the raw 524,288 bytes of the chunk whose
+//! SHA-256 is `abcd…`. The two fan-out levels keep directories small (65,536 leaves).
+//! `ROOT/tmp/` holds files being written; whatever is left there after a crash is
+//! garbage and is removed at open.
+//!
+//! # Durability
+//! A chunk is written to `tmp/`, fsynced, renamed into place, and the directory that
+//! received it is fsynced, so a file under its final name is always complete and survives
+//! power loss. Newly created fan-out directories are fsynced into their parents too.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use strata_core::ports::{ChunkStore, StoreError};
+use strata_types::ChunkDigest;
+
+/// Chunks as files under one directory.
+///
+/// Cheap to clone: clones share the directory and the temp-name counter.
+#[derive(Debug, Clone)]
+pub struct FsChunkStore {
+    root: Arc<PathBuf>,
+    temp_counter: Arc<AtomicU64>,
+}
+
+impl FsChunkStore {
+    /// Open (creating if needed) a chunk directory and clear leftovers of interrupted writes.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        let temp = root.join("tmp");
+        if temp.exists() {
+            fs::remove_dir_all(&temp).map_err(|e| io_error("clear", &temp, &e))?;
+        }
+        fs::create_dir_all(&temp).map_err(|e| io_error("create", &temp, &e))?;
+        sync_dir(&root)?;
+        Ok(Self {
+            root: Arc::new(root),
+            temp_counter: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Where the chunk `digest` lives.
+    pub fn chunk_path(&self, digest: &ChunkDigest) -> PathBuf {
+        let hex = digest.to_hex();
+        self.root.join(&hex[0..2]).join(&hex[2..4]).join(hex)
+    }
+
+    fn put_blocking(&self, digest: ChunkDigest, data: &[u8]) -> Result<(), StoreError> {
+        let target = self.chunk_path(&digest);
+        if target.exists() {
+            return Ok(());
+        }
+        let dir = target.parent().unwrap_or(self.root.as_path()).to_path_buf();
+        ensure_dir(&dir)?;
+        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        let temp = self
+            .root
+            .join("tmp")
+            .join(format!("{}.{n}", digest.to_hex()));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| io_error("create", &temp, &e))?;
+        file.write_all(data)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| io_error("write", &temp, &e))?;
+        drop(file);
+        fs::rename(&temp, &target).map_err(|e| io_error("rename", &target, &e))?;
+        sync_dir(&dir)
+    }
+
+    fn get_blocking(&self, digest: ChunkDigest) -> Result<Option<Bytes>, StoreError> {
+        let path = self.chunk_path(&digest);
+        match fs::read(&path) {
+            Ok(data) => Ok(Some(Bytes::from(data))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error("read", &path, &e)),
+        }
+    }
+}
+
+impl ChunkStore for FsChunkStore {
+    async fn put(&self, digest: ChunkDigest, data: Bytes) -> Result<(), StoreError> {
+        let store = self.clone();
+        blocking(move || store.put_blocking(digest, &data)).await
+    }
+
+    async fn get(&self, digest: ChunkDigest) -> Result<Option<Bytes>, StoreError> {
+        let store = self.clone();
+        blocking(move || store.get_blocking(digest)).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Backend(format!("chunk worker failed: {e}")))?
+}
+
+/// Create `dir` (and its parent) if missing, making each creation durable.
+fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        if !parent.is_dir() {
+            ensure_dir(parent)?;
+        }
+        match fs::create_dir(dir) {
+            Ok(()) => sync_dir(parent)?,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_error("create", dir, &e)),
+        }
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error("sync", dir, &e))
+}
+
+fn io_error(action: &str, path: &Path, error: &std::io::Error) -> StoreError {
+    StoreError::Backend(format!("cannot {action} {}: {error}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn chunks_round_trip_and_writes_are_idempotent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FsChunkStore::open(dir.path().join("chunks")).expect("open");
+        let data = Bytes::from(vec![9u8; 1000]);
+        let digest = ChunkDigest::of(&data);
+        assert_eq!(store.get(digest).await.expect("get"), None);
+        store.put(digest, data.clone()).await.expect("put");
+        store.put(digest, data.clone()).await.expect("put again");
+        assert_eq!(store.get(digest).await.expect("get"), Some(data));
+        assert!(store.chunk_path(&digest).is_file());
+        let leftovers = fs::read_dir(dir.path().join("chunks/tmp"))
+            .expect("tmp")
+            .count();
+        assert_eq!(leftovers, 0);
+    }
+
+    #[tokio::test]
+    async fn interrupted_writes_are_cleared_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("chunks");
+        drop(FsChunkStore::open(&root).expect("open"));
+        fs::write(root.join("tmp/half-written"), b"partial").expect("write");
+        drop(FsChunkStore::open(&root).expect("reopen"));
+        assert_eq!(fs::read_dir(root.join("tmp")).expect("tmp").count(), 0);
+    }
+}

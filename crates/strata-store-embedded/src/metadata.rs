@@ -1,0 +1,458 @@
+//! [`RedbMetadataStore`]: snapshot metadata in one redb database file.
+//!
+//! # Tables (format version 1)
+//! | table | key | value |
+//! |---|---|---|
+//! | `snapshots` | snapshot id | `SnapshotRecord` as JSON |
+//! | `client_tokens` | (owner account, client token) | snapshot id |
+//! | `pending_blocks` | (snapshot id, block index) | chunk digest (32 bytes) |
+//! | `nodes` | node hash (32 bytes) | encoded block-map node |
+//!
+//! # Group commit
+//! All writes go through one writer thread. It takes every request queued at the moment,
+//! applies them in one redb transaction, commits it with `Durability::Immediate` (one
+//! fsync for the whole group) and only then answers each request. Under concurrent
+//! uploads this turns N fsyncs into one without weakening durable-on-ack. A request whose
+//! precondition fails (snapshot not pending, sequence moved) changes nothing and gets its
+//! error; the rest of the group still commits.
+//!
+//! Reads open their own read transaction on the calling (blocking) thread and never wait
+//! for the writer.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
+use strata_core::block_map::{Node, NodeHash, NodeSource};
+use strata_core::ports::{
+    BlockWrite, CreateOutcome, MetadataStore, PendingWrites, RecordBlockError, Seal, SealError,
+    StoreError,
+};
+use strata_core::snapshot::{SnapshotRecord, SnapshotStatus};
+use strata_types::{AccountId, BlockIndex, ChunkDigest, SnapshotId};
+use tokio::sync::oneshot;
+
+const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
+const CLIENT_TOKENS: TableDefinition<(&str, &str), &str> = TableDefinition::new("client_tokens");
+const PENDING_BLOCKS: TableDefinition<(&str, u32), [u8; 32]> =
+    TableDefinition::new("pending_blocks");
+const NODES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("nodes");
+
+/// Most requests applied in one group commit.
+const MAX_GROUP: usize = 512;
+
+/// Snapshot metadata in a redb file. Cheap to clone.
+///
+/// Dropping the last clone stops the writer thread (after it finished its group) and
+/// closes the database, so the same file can be opened again at once.
+#[derive(Clone)]
+pub struct RedbMetadataStore {
+    writer: Arc<Writer>,
+    db: Arc<Database>,
+}
+
+/// The writer thread and the channel to it.
+struct Writer {
+    requests: Option<mpsc::Sender<WriteRequest>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread's loop; wait so the database is released.
+        self.requests.take();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the metadata writer thread panicked");
+        }
+    }
+}
+
+impl std::fmt::Debug for RedbMetadataStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedbMetadataStore")
+    }
+}
+
+enum WriteRequest {
+    Create(
+        SnapshotRecord,
+        oneshot::Sender<Result<CreateOutcome, StoreError>>,
+    ),
+    UpdatePending(SnapshotRecord, oneshot::Sender<Result<bool, StoreError>>),
+    RecordBlock(BlockWrite, oneshot::Sender<Result<(), RecordBlockError>>),
+    Seal(Box<Seal>, oneshot::Sender<Result<(), SealError>>),
+}
+
+/// A reply computed inside a group, sent only after the group commits.
+enum Reply {
+    Create(
+        oneshot::Sender<Result<CreateOutcome, StoreError>>,
+        Result<CreateOutcome, StoreError>,
+    ),
+    UpdatePending(
+        oneshot::Sender<Result<bool, StoreError>>,
+        Result<bool, StoreError>,
+    ),
+    RecordBlock(
+        oneshot::Sender<Result<(), RecordBlockError>>,
+        Result<(), RecordBlockError>,
+    ),
+    Seal(
+        oneshot::Sender<Result<(), SealError>>,
+        Result<(), SealError>,
+    ),
+}
+
+impl Reply {
+    /// Send the computed answer, or `failure` if the group did not commit.
+    fn send(self, failure: Option<&StoreError>) {
+        // A dropped receiver means the caller went away; nothing to tell it.
+        match self {
+            Reply::Create(tx, r) => {
+                let _ = tx.send(failure.map_or(r, |e| Err(e.clone())));
+            }
+            Reply::UpdatePending(tx, r) => {
+                let _ = tx.send(failure.map_or(r, |e| Err(e.clone())));
+            }
+            Reply::RecordBlock(tx, r) => {
+                let _ = tx.send(failure.map_or(r, |e| Err(e.clone().into())));
+            }
+            Reply::Seal(tx, r) => {
+                let _ = tx.send(failure.map_or(r, |e| Err(e.clone().into())));
+            }
+        }
+    }
+}
+
+fn backend(error: impl Into<redb::Error>) -> StoreError {
+    StoreError::Backend(format!("metadata database: {}", error.into()))
+}
+
+fn decode_record(bytes: &[u8]) -> Result<SnapshotRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("snapshot record: {e}")))
+}
+
+fn encode_record(record: &SnapshotRecord) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(record).map_err(|e| StoreError::Backend(format!("encode record: {e}")))
+}
+
+impl RedbMetadataStore {
+    /// Open or create the database at `path` and start its writer thread.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Arc::new(Database::create(path).map_err(backend)?);
+        // Create every table up front so readers never meet a missing one.
+        let txn = db.begin_write().map_err(backend)?;
+        txn.open_table(SNAPSHOTS).map_err(backend)?;
+        txn.open_table(CLIENT_TOKENS).map_err(backend)?;
+        txn.open_table(PENDING_BLOCKS).map_err(backend)?;
+        txn.open_table(NODES).map_err(backend)?;
+        txn.commit().map_err(backend)?;
+
+        let (sender, requests) = mpsc::channel();
+        let writer_db = Arc::clone(&db);
+        let thread = std::thread::Builder::new()
+            .name("strata-metadata-writer".into())
+            .spawn(move || run_writer(&writer_db, &requests))
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+        let writer = Writer {
+            requests: Some(sender),
+            thread: Some(thread),
+        };
+        Ok(Self {
+            writer: Arc::new(writer),
+            db,
+        })
+    }
+
+    async fn write<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<T>) -> WriteRequest,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .requests
+            .as_ref()
+            .ok_or_else(|| StoreError::Backend("the metadata writer has stopped".into()))?
+            .send(request(tx))
+            .map_err(|_| StoreError::Backend("the metadata writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Backend("the metadata writer dropped a request".into()))
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || work(&db))
+            .await
+            .map_err(|e| StoreError::Backend(format!("metadata reader failed: {e}")))?
+    }
+}
+
+/// The writer thread: group, apply, commit, reply; until every sender is gone.
+fn run_writer(db: &Database, requests: &mpsc::Receiver<WriteRequest>) {
+    while let Ok(first) = requests.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match requests.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut replies = Vec::with_capacity(group.len());
+        let outcome = apply_group(db, group, &mut replies);
+        if let Err(error) = &outcome {
+            tracing::error!(%error, "metadata group commit failed");
+        }
+        for reply in replies {
+            reply.send(outcome.as_ref().err());
+        }
+    }
+}
+
+fn apply_group(
+    db: &Database,
+    group: Vec<WriteRequest>,
+    replies: &mut Vec<Reply>,
+) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(backend)?;
+    {
+        let mut snapshots = txn.open_table(SNAPSHOTS).map_err(backend)?;
+        let mut tokens = txn.open_table(CLIENT_TOKENS).map_err(backend)?;
+        let mut pending = txn.open_table(PENDING_BLOCKS).map_err(backend)?;
+        let mut nodes = txn.open_table(NODES).map_err(backend)?;
+        for request in group {
+            match request {
+                WriteRequest::Create(record, tx) => {
+                    let result = create(&mut snapshots, &mut tokens, &record)?;
+                    replies.push(Reply::Create(tx, Ok(result)));
+                }
+                WriteRequest::UpdatePending(record, tx) => {
+                    let result = update_pending(&mut snapshots, &record)?;
+                    replies.push(Reply::UpdatePending(tx, Ok(result)));
+                }
+                WriteRequest::RecordBlock(write, tx) => {
+                    let result = record_block(&mut snapshots, &mut pending, &write)?;
+                    replies.push(Reply::RecordBlock(tx, result));
+                }
+                WriteRequest::Seal(seal, tx) => {
+                    let result = seal_snapshot(&mut snapshots, &mut pending, &mut nodes, &seal)?;
+                    replies.push(Reply::Seal(tx, result));
+                }
+            }
+        }
+    }
+    txn.commit().map_err(backend)
+}
+
+type Table<'t, K, V> = redb::Table<'t, K, V>;
+
+fn load(
+    snapshots: &Table<'_, &str, &[u8]>,
+    id: &SnapshotId,
+) -> Result<Option<SnapshotRecord>, StoreError> {
+    snapshots
+        .get(id.as_str())
+        .map_err(backend)?
+        .map(|v| decode_record(v.value()))
+        .transpose()
+}
+
+fn save(snapshots: &mut Table<'_, &str, &[u8]>, record: &SnapshotRecord) -> Result<(), StoreError> {
+    let bytes = encode_record(record)?;
+    snapshots
+        .insert(record.id.as_str(), bytes.as_slice())
+        .map_err(backend)?;
+    Ok(())
+}
+
+fn create(
+    snapshots: &mut Table<'_, &str, &[u8]>,
+    tokens: &mut Table<'_, (&str, &str), &str>,
+    record: &SnapshotRecord,
+) -> Result<CreateOutcome, StoreError> {
+    if let Some(token) = &record.client_token {
+        let key = (record.owner.as_str(), token.as_str());
+        let existing = tokens
+            .get(key)
+            .map_err(backend)?
+            .map(|v| v.value().to_owned());
+        if let Some(existing_id) = existing {
+            let id = SnapshotId::parse(&existing_id)
+                .map_err(|e| StoreError::Corrupt(format!("client token index: {e}")))?;
+            // A token whose snapshot is gone no longer binds anything.
+            if let Some(existing) = load(snapshots, &id)? {
+                return Ok(CreateOutcome::ClientTokenExists(existing));
+            }
+        }
+        tokens.insert(key, record.id.as_str()).map_err(backend)?;
+    }
+    save(snapshots, record)?;
+    Ok(CreateOutcome::Created)
+}
+
+fn update_pending(
+    snapshots: &mut Table<'_, &str, &[u8]>,
+    record: &SnapshotRecord,
+) -> Result<bool, StoreError> {
+    match load(snapshots, &record.id)? {
+        Some(stored) if stored.status == SnapshotStatus::Pending => {
+            save(snapshots, record)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+fn record_block(
+    snapshots: &mut Table<'_, &str, &[u8]>,
+    pending: &mut Table<'_, (&str, u32), [u8; 32]>,
+    write: &BlockWrite,
+) -> Result<Result<(), RecordBlockError>, StoreError> {
+    let Some(mut record) = load(snapshots, &write.snapshot)? else {
+        return Ok(Err(RecordBlockError::NotFound));
+    };
+    if record.status != SnapshotStatus::Pending {
+        return Ok(Err(RecordBlockError::NotPending(record)));
+    }
+    pending
+        .insert((write.snapshot.as_str(), write.index.get()), write.digest.0)
+        .map_err(backend)?;
+    record.write_sequence += 1;
+    record.last_activity_ms = record.last_activity_ms.max(write.at_ms);
+    if write.progress.is_some() {
+        record.progress = write.progress;
+    }
+    save(snapshots, &record)?;
+    Ok(Ok(()))
+}
+
+fn seal_snapshot(
+    snapshots: &mut Table<'_, &str, &[u8]>,
+    pending: &mut Table<'_, (&str, u32), [u8; 32]>,
+    nodes: &mut Table<'_, [u8; 32], &[u8]>,
+    seal: &Seal,
+) -> Result<Result<(), SealError>, StoreError> {
+    let id = &seal.record.id;
+    let stored = match load(snapshots, id)? {
+        Some(stored) if stored.status == SnapshotStatus::Pending => stored,
+        _ => return Ok(Err(SealError::NotPending)),
+    };
+    if stored.write_sequence != seal.expected_sequence {
+        return Ok(Err(SealError::Raced));
+    }
+    for (hash, encoded) in &seal.new_nodes {
+        nodes.insert(hash.0, encoded.as_slice()).map_err(backend)?;
+    }
+    save(snapshots, &seal.record)?;
+    pending
+        .retain_in((id.as_str(), 0)..=(id.as_str(), u32::MAX), |_, _| false)
+        .map_err(backend)?;
+    Ok(Ok(()))
+}
+
+/// A consistent read view of tree nodes (one read transaction).
+pub struct RedbNodes {
+    table: ReadOnlyTable<[u8; 32], &'static [u8]>,
+}
+
+impl NodeSource for RedbNodes {
+    fn load(&self, hash: &NodeHash) -> Result<Arc<Node>, StoreError> {
+        let value =
+            self.table.get(hash.0).map_err(backend)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("block-map node {hash:?} is missing"))
+            })?;
+        let bytes = value.value();
+        if Node::hash_encoded(bytes) != *hash {
+            return Err(StoreError::Corrupt(format!(
+                "block-map node {hash:?} does not match its hash"
+            )));
+        }
+        Node::decode(bytes).map(Arc::new)
+    }
+}
+
+impl MetadataStore for RedbMetadataStore {
+    type Nodes = RedbNodes;
+
+    async fn create_snapshot(&self, record: SnapshotRecord) -> Result<CreateOutcome, StoreError> {
+        self.write(|tx| WriteRequest::Create(record, tx)).await?
+    }
+
+    async fn snapshot(&self, id: &SnapshotId) -> Result<Option<SnapshotRecord>, StoreError> {
+        let id = id.clone();
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(SNAPSHOTS).map_err(backend)?;
+            let value = table.get(id.as_str()).map_err(backend)?;
+            value.map(|v| decode_record(v.value())).transpose()
+        })
+        .await
+    }
+
+    async fn update_pending(&self, record: SnapshotRecord) -> Result<bool, StoreError> {
+        self.write(|tx| WriteRequest::UpdatePending(record, tx))
+            .await?
+    }
+
+    async fn record_block(&self, write: BlockWrite) -> Result<(), RecordBlockError> {
+        self.write(|tx| WriteRequest::RecordBlock(write, tx))
+            .await?
+    }
+
+    async fn pending_writes(&self, id: &SnapshotId) -> Result<PendingWrites, StoreError> {
+        let id = id.clone();
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let snapshots = txn.open_table(SNAPSHOTS).map_err(backend)?;
+            let sequence = match snapshots.get(id.as_str()).map_err(backend)? {
+                Some(v) => decode_record(v.value())?.write_sequence,
+                None => 0,
+            };
+            let pending = txn.open_table(PENDING_BLOCKS).map_err(backend)?;
+            let mut blocks = Vec::new();
+            for entry in pending
+                .range((id.as_str(), 0)..=(id.as_str(), u32::MAX))
+                .map_err(backend)?
+            {
+                let (key, value) = entry.map_err(backend)?;
+                blocks.push((BlockIndex::new(key.value().1), ChunkDigest(value.value())));
+            }
+            Ok(PendingWrites { blocks, sequence })
+        })
+        .await
+    }
+
+    async fn seal_snapshot(&self, seal: Seal) -> Result<(), SealError> {
+        self.write(|tx| WriteRequest::Seal(Box::new(seal), tx))
+            .await?
+    }
+
+    fn nodes(&self) -> Result<RedbNodes, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(NODES).map_err(backend)?;
+        Ok(RedbNodes { table })
+    }
+
+    async fn list_snapshots(&self, owner: &AccountId) -> Result<Vec<SnapshotRecord>, StoreError> {
+        let owner = owner.clone();
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(SNAPSHOTS).map_err(backend)?;
+            let mut out = Vec::new();
+            for entry in table.iter().map_err(backend)? {
+                let (_, value) = entry.map_err(backend)?;
+                let record = decode_record(value.value())?;
+                if record.owner == owner {
+                    out.push(record);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

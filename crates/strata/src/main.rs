@@ -1,0 +1,82 @@
+//! `strata`: the Strata server and tools in one binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use strata_server::config::{ConfigFile, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_ROOT_ACCOUNT};
+use strata_server::{Settings, serve};
+use strata_types::AccountId;
+
+/// Strata: a self-hosted implementation of the Amazon EBS direct APIs.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (EBS direct APIs over HTTP, SigV4-authenticated).
+    ///
+    /// Example: strata serve --listen 127.0.0.1:9555 --data-dir ./strata-data
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Directory holding all data (created if missing).
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Optional TOML file declaring more accounts and keys.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The root account's id.
+    #[arg(long, env = "STRATA_ROOT_ACCOUNT_ID", default_value = DEFAULT_ROOT_ACCOUNT)]
+    root_account_id: String,
+    /// The root account's access key id (generated on first start when unset).
+    #[arg(
+        long,
+        env = "STRATA_ROOT_ACCESS_KEY_ID",
+        requires = "root_secret_access_key"
+    )]
+    root_access_key_id: Option<String>,
+    /// The root account's secret access key.
+    #[arg(
+        long,
+        env = "STRATA_ROOT_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        requires = "root_access_key_id"
+    )]
+    root_secret_access_key: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(settings(args)?)),
+    }
+}
+
+fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
+    let mut settings = Settings::new(args.data_dir)?;
+    settings.listen = args.listen;
+    settings.root_account = AccountId::parse(&args.root_account_id).map_err(anyhow::Error::msg)?;
+    settings.root_key_from_env = args.root_access_key_id.zip(args.root_secret_access_key);
+    if let Some(path) = args.config {
+        settings = settings.with_config_file(&ConfigFile::load(&path)?)?;
+    }
+    Ok(settings)
+}
