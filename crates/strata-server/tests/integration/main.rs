@@ -1,0 +1,10 @@
+//! Integration tests of the Strata server through real clients: `aws-sdk-ebs` (SigV4 and
+//! serialization as AWS ships them) and raw signed HTTP for inputs the SDK will not send.
+
+mod errors;
+mod harness;
+mod lineage;
+mod operations;
+mod persistence;
+mod sdk;
+mod socket;
