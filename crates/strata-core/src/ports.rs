@@ -34,7 +34,7 @@ pub enum CreateOutcome {
     /// The record was stored.
     Created,
     /// The owner already used this client token: here is the snapshot it created.
-    ClientTokenExists(SnapshotRecord),
+    ClientTokenExists(Box<SnapshotRecord>),
 }
 
 /// One block write to record on a pending snapshot.
@@ -60,7 +60,7 @@ pub enum RecordBlockError {
     NotFound,
     /// The snapshot left `pending` before the write committed.
     #[error("snapshot is not pending")]
-    NotPending(SnapshotRecord),
+    NotPending(Box<SnapshotRecord>),
     /// Storage failure.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -235,7 +235,7 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             CreateOutcome::Created => Ok(record),
             CreateOutcome::ClientTokenExists(existing) => {
                 if existing.start_fingerprint == record.start_fingerprint {
-                    Ok(existing)
+                    Ok(*existing)
                 } else {
                     Err(ServiceError::IdempotencyConflict(format!(
                         "The client token was already used for snapshot '{}' with different parameters.",

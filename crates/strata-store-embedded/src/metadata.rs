@@ -286,7 +286,7 @@ fn create(
                 .map_err(|e| StoreError::Corrupt(format!("client token index: {e}")))?;
             // A token whose snapshot is gone no longer binds anything.
             if let Some(existing) = load(snapshots, &id)? {
-                return Ok(CreateOutcome::ClientTokenExists(existing));
+                return Ok(CreateOutcome::ClientTokenExists(Box::new(existing)));
             }
         }
         tokens.insert(key, record.id.as_str()).map_err(backend)?;
@@ -317,7 +317,7 @@ fn record_block(
         return Ok(Err(RecordBlockError::NotFound));
     };
     if record.status != SnapshotStatus::Pending {
-        return Ok(Err(RecordBlockError::NotPending(record)));
+        return Ok(Err(RecordBlockError::NotPending(Box::new(record))));
     }
     pending
         .insert((write.snapshot.as_str(), write.index.get()), write.digest.0)
