@@ -95,3 +95,108 @@ impl From<AuthError> for ApiError {
         Self(WireError::new(code, None, message))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_core::ports::StoreError;
+    use strata_types::SnapshotId;
+
+    /// The wire form of every service error, in one table.
+    #[test]
+    fn every_service_error_has_its_wire_form() {
+        let id = SnapshotId::parse("snap-0a").expect("id");
+        let text = || "x".to_owned();
+        let cases = [
+            (
+                ServiceError::InvalidParameter(text()),
+                400,
+                "ValidationException",
+                Some("INVALID_PARAMETER_VALUE"),
+            ),
+            (
+                ServiceError::InvalidVolumeSize(text()),
+                400,
+                "ValidationException",
+                Some("INVALID_VOLUME_SIZE"),
+            ),
+            (
+                ServiceError::InvalidTag(text()),
+                400,
+                "ValidationException",
+                Some("INVALID_TAG"),
+            ),
+            (
+                ServiceError::InvalidBlock(text()),
+                400,
+                "ValidationException",
+                Some("INVALID_BLOCK"),
+            ),
+            (
+                ServiceError::InvalidBlockToken(text()),
+                400,
+                "ValidationException",
+                Some("INVALID_BLOCK_TOKEN"),
+            ),
+            (
+                ServiceError::InvalidPageToken(text()),
+                400,
+                "ValidationException",
+                Some("INVALID_PAGE_TOKEN"),
+            ),
+            (
+                ServiceError::UnrelatedSnapshots {
+                    first: id.clone(),
+                    second: id.clone(),
+                },
+                400,
+                "ValidationException",
+                Some("UNRELATED_SNAPSHOTS"),
+            ),
+            (
+                ServiceError::ConflictingBlockUpdate(text()),
+                400,
+                "ValidationException",
+                Some("CONFLICTING_BLOCK_UPDATE"),
+            ),
+            (
+                ServiceError::SnapshotNotFound(id.clone()),
+                404,
+                "ResourceNotFoundException",
+                Some("SNAPSHOT_NOT_FOUND"),
+            ),
+            (
+                ServiceError::IdempotencyConflict(text()),
+                409,
+                "ConflictException",
+                None,
+            ),
+            (
+                ServiceError::CorruptData(text()),
+                500,
+                "InternalServerException",
+                None,
+            ),
+            (
+                ServiceError::Store(StoreError::Backend(text())),
+                500,
+                "InternalServerException",
+                None,
+            ),
+        ];
+        for (error, status, code, reason) in cases {
+            let ApiError(wire) = ApiError::from(error);
+            assert_eq!(wire.code.status(), status);
+            assert_eq!(wire.code.as_str(), code);
+            assert_eq!(wire.reason.map(Reason::as_str), reason);
+        }
+    }
+
+    #[test]
+    fn storage_details_are_not_shown_to_clients() {
+        let ApiError(wire) = ApiError::from(ServiceError::Store(StoreError::Backend(
+            "/secret/path".into(),
+        )));
+        assert!(!wire.message.contains("/secret/path"));
+    }
+}
