@@ -23,6 +23,13 @@ enum Command {
     ///
     /// Example: strata serve --listen 127.0.0.1:9555 --data-dir ./strata-data
     Serve(ServeArgs),
+    /// Measure throughput and latency against a sink, the disk and optionally moto.
+    ///
+    /// Example: strata bench --repeat 3 (or --smoke for a few seconds of everything)
+    Bench(strata_bench::BenchArgs),
+    /// Client commands (upload, download, diff, verify, nbd), in strata-cli.
+    #[command(flatten)]
+    Client(strata_cli::ClientCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,15 +65,28 @@ struct ServeArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    // Client commands and `bench` print results on stdout: logs go to stderr, warnings only.
+    let client = matches!(cli.command, Command::Client(_) | Command::Bench(_));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if client { "warn" } else { "info" })
+    });
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    if client {
+        logs.with_writer(std::io::stderr).init();
+    } else {
+        logs.init();
+    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(settings(args)?)),
+        Command::Bench(args) => {
+            strata_bench::run(&args.into_options()?, &mut |line| println!("{line}")).map(drop)
+        }
+        Command::Client(command) => {
+            let code = runtime.block_on(strata_cli::run(command));
+            drop(runtime);
+            std::process::exit(code)
+        }
     }
 }
 

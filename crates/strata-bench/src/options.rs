@@ -1,0 +1,223 @@
+//! What to measure: [`BenchArgs`] (the flags of `strata bench`) become [`BenchOptions`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::client::Endpoint;
+use crate::profile::PerfControl;
+use crate::scenarios::Scenario;
+use crate::targets::external_endpoint;
+
+/// `strata bench`: measure Strata against a sink, the disk and optionally moto.
+///
+/// Example: strata bench --repeat 3 --scenario put,get
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Scenarios to run, in order (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub scenario: Vec<Scenario>,
+    /// Blocks per put, put-dup and get run (512 KiB each).
+    #[arg(long, default_value_t = 2048)]
+    pub blocks: usize,
+    /// Concurrent requests of put, put-dup, get and mixed.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Start+Complete pairs per start run.
+    #[arg(long, default_value_t = 2000)]
+    pub start_pairs: usize,
+    /// Concurrent pairs of the start scenario.
+    #[arg(long, default_value_t = 16)]
+    pub start_concurrency: usize,
+    /// Blocks of the big snapshots of the list scenario.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub list_blocks: usize,
+    /// Changed blocks between parent and child in the list scenario.
+    #[arg(long, default_value_t = 1000)]
+    pub list_changes: usize,
+    /// Distinct contents of the list scenario's blocks.
+    #[arg(long, default_value_t = 16)]
+    pub list_pool: usize,
+    /// Runs of each scenario; each run is printed, then the median and range.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// Stop a timed phase after this many seconds even if work is left.
+    #[arg(long, default_value_t = 60)]
+    pub max_seconds: u64,
+    /// MiB written by the O_DIRECT disk baseline per repeat (0: skip the disk baselines).
+    #[arg(long, default_value_t = 1024)]
+    pub disk_mib: u64,
+    /// Directory for Strata's temp data directories and the disk baselines.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Do not measure the sink.
+    #[arg(long)]
+    pub no_sink: bool,
+    /// Also measure moto's server (`moto_server` on PATH; pip install 'moto[server]').
+    #[arg(long)]
+    pub moto: bool,
+    /// Measure this server (http://HOST:PORT) instead of starting Strata.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Access key for --endpoint (ignored without it: the self-started server has its own).
+    #[arg(long, env = "AWS_ACCESS_KEY_ID")]
+    pub access_key_id: Option<String>,
+    /// Secret key for --endpoint.
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub secret_access_key: Option<String>,
+    /// Process id of the --endpoint server, to report its CPU and RSS.
+    #[arg(long, requires = "endpoint")]
+    pub server_pid: Option<u32>,
+    /// Memory for precomputed payloads, MiB; larger uploads generate blocks on the fly.
+    #[arg(long, default_value_t = 2048)]
+    pub resident_mib: usize,
+    /// One JSON object per line instead of key=value.
+    #[arg(long)]
+    pub json: bool,
+    /// FIFOs `CTL[,ACK]` of a `perf record --control fifo:CTL,ACK -D -1` to enable only
+    /// during timed windows (see docs/performance.md).
+    #[arg(long)]
+    pub perf_control: Option<String>,
+    /// A few seconds of every scenario at tiny sizes; fails on any error (for CI).
+    #[arg(long)]
+    pub smoke: bool,
+}
+
+/// Resolved options.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Scenarios, in order.
+    pub scenarios: Vec<Scenario>,
+    /// Blocks per put/put-dup/get run.
+    pub blocks: usize,
+    /// Concurrency of the data scenarios.
+    pub concurrency: usize,
+    /// Pairs per start run.
+    pub start_pairs: usize,
+    /// Concurrency of the start scenario.
+    pub start_concurrency: usize,
+    /// Blocks of each big list snapshot.
+    pub list_blocks: usize,
+    /// Changes in each list lineage.
+    pub list_changes: usize,
+    /// Distinct contents in the list fixture.
+    pub list_pool: usize,
+    /// Runs per scenario.
+    pub repeat: usize,
+    /// Longest timed phase.
+    pub max_phase: Duration,
+    /// Bytes of the O_DIRECT baseline (0: no disk baselines).
+    pub disk_bytes: u64,
+    /// Blocks written by the chunk-file baseline.
+    pub chunk_files: usize,
+    /// Parent of temp data directories.
+    pub data_parent: PathBuf,
+    /// Measure the sink.
+    pub sink: bool,
+    /// Measure moto.
+    pub moto: bool,
+    /// An external server instead of a self-started Strata, and its pid.
+    pub endpoint: Option<(Endpoint, Option<u32>)>,
+    /// Precomputed payload blocks.
+    pub resident_blocks: usize,
+    /// JSON lines.
+    pub json: bool,
+    /// Profile only the timed windows.
+    pub perf_control: Option<PerfControl>,
+    /// Smoke mode: tiny sizes, no verdict on timings.
+    pub smoke: bool,
+}
+
+impl BenchOptions {
+    /// The smoke configuration: every scenario on the sink and Strata at tiny sizes,
+    /// a few seconds in all (debug build included).
+    pub fn smoke(data_parent: PathBuf) -> Self {
+        Self {
+            scenarios: Scenario::ALL.to_vec(),
+            blocks: 48,
+            concurrency: 8,
+            start_pairs: 24,
+            start_concurrency: 4,
+            list_blocks: 3000,
+            list_changes: 10,
+            list_pool: 4,
+            repeat: 1,
+            max_phase: Duration::from_secs(20),
+            disk_bytes: 8 * 1024 * 1024,
+            chunk_files: 16,
+            data_parent,
+            sink: true,
+            moto: false,
+            endpoint: None,
+            resident_blocks: 64,
+            json: false,
+            perf_control: None,
+            smoke: true,
+        }
+    }
+}
+
+impl BenchArgs {
+    /// Validate the flags.
+    pub fn into_options(self) -> anyhow::Result<BenchOptions> {
+        let data_parent = self.data_dir.clone().unwrap_or_else(std::env::temp_dir);
+        if self.smoke {
+            let mut options = BenchOptions::smoke(data_parent);
+            options.json = self.json;
+            if !self.scenario.is_empty() {
+                options.scenarios = self.scenario;
+            }
+            return Ok(options);
+        }
+        anyhow::ensure!(
+            self.blocks > 0 && self.concurrency > 0,
+            "--blocks and --concurrency must be positive"
+        );
+        anyhow::ensure!(self.repeat > 0, "--repeat must be at least 1");
+        anyhow::ensure!(
+            self.list_pool > 1,
+            "--list-pool must be at least 2 (a child needs other content)"
+        );
+        let endpoint = match &self.endpoint {
+            Some(url) => {
+                let key = self
+                    .access_key_id
+                    .clone()
+                    .context("--endpoint needs AWS_ACCESS_KEY_ID")?;
+                let secret = self
+                    .secret_access_key
+                    .clone()
+                    .context("--endpoint needs AWS_SECRET_ACCESS_KEY")?;
+                Some((external_endpoint(url, key, secret)?, self.server_pid))
+            }
+            None => None,
+        };
+        Ok(BenchOptions {
+            scenarios: if self.scenario.is_empty() {
+                Scenario::ALL.to_vec()
+            } else {
+                self.scenario
+            },
+            blocks: self.blocks,
+            concurrency: self.concurrency,
+            start_pairs: self.start_pairs,
+            start_concurrency: self.start_concurrency.max(1),
+            list_blocks: self.list_blocks.max(2),
+            list_changes: self.list_changes.max(1),
+            list_pool: self.list_pool,
+            repeat: self.repeat,
+            max_phase: Duration::from_secs(self.max_seconds.max(1)),
+            disk_bytes: self.disk_mib * 1024 * 1024,
+            chunk_files: 512,
+            data_parent,
+            sink: !self.no_sink,
+            moto: self.moto,
+            endpoint,
+            resident_blocks: self.resident_mib * 2,
+            json: self.json,
+            perf_control: self.perf_control.as_deref().map(PerfControl::parse),
+            smoke: false,
+        })
+    }
+}

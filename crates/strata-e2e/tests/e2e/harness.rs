@@ -1,0 +1,96 @@
+//! A Strata server for one test, restartable on the same address and data directory.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_cli::{RetryPolicy, SnapshotClient};
+use strata_server::Settings;
+use strata_server::app::{self, RunningServer};
+use tempfile::TempDir;
+
+pub const KEY: &str = "AKIDSTRATAE2E";
+pub const SECRET: &str = "e2e-secret";
+
+/// A running (or stopped) server.
+pub struct TestServer {
+    /// Holds the data directory until the server is dropped.
+    _dir: TempDir,
+    settings: Settings,
+    server: Option<RunningServer>,
+    addr: SocketAddr,
+}
+
+impl TestServer {
+    /// Start on 127.0.0.1 with a free port.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = Settings::new(dir.path().join("data")).expect("settings");
+        settings.listen = "127.0.0.1:0".parse().expect("addr");
+        settings.root_key_from_env = Some((KEY.into(), SECRET.into()));
+        let server = app::start(&settings, Arc::new(strata_core::SystemClock))
+            .await
+            .expect("server starts");
+        let addr = server.addr;
+        // A restart must come back on the same port.
+        settings.listen = addr;
+        Self {
+            _dir: dir,
+            settings,
+            server: Some(server),
+            addr,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A client with the default retry policy.
+    pub fn client(&self) -> SnapshotClient {
+        self.client_with(RetryPolicy::default())
+    }
+
+    pub fn client_with(&self, retry: RetryPolicy) -> SnapshotClient {
+        SnapshotClient::new(
+            strata_cli::connect::static_client(&self.endpoint(), KEY, SECRET),
+            retry,
+        )
+    }
+
+    /// Graceful stop: in-flight requests finish, new connections are refused.
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.expect("clean shutdown");
+        }
+    }
+
+    /// Start again on the same address and data directory.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        // The port was just released; give the kernel a few tries.
+        for attempt in 0..50 {
+            match app::start(&self.settings, Arc::new(strata_core::SystemClock)).await {
+                Ok(server) => {
+                    self.server = Some(server);
+                    return;
+                }
+                Err(error) if attempt < 49 => {
+                    let _ = error;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("restart failed: {error:#}"),
+            }
+        }
+    }
+}
+
+/// A retry policy that gives up quickly (fault tests).
+pub fn impatient() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(200),
+        attempt_timeout: Duration::from_secs(5),
+    }
+}
