@@ -87,6 +87,11 @@ pub struct SnapshotRecord {
     pub changed_blocks: u64,
     /// Root of the block map (set when completed; `None` is an empty map).
     pub root: Option<NodeHash>,
+    /// The parent's root, captured at start: the tree this snapshot's writes apply to.
+    /// Keeping it here (and live for GC) lets the parent be deleted while the child is
+    /// still pending.
+    #[serde(default)]
+    pub base_root: Option<NodeHash>,
     /// Why the snapshot is in `error`.
     pub status_message: Option<String>,
 }
