@@ -569,15 +569,9 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
         let change: RecordChange = Box::new(move |stored: &SnapshotRecord| {
             // Only a snapshot that is still pending *and still idle* times out: a Put may
             // have landed since the caller read the record.
-            (stored.status == SnapshotStatus::Pending && stored.status_at(now) == SnapshotStatus::Error)
-                .then(|| SnapshotRecord {
-                    status: SnapshotStatus::Error,
-                    status_message: Some(format!(
-                        "No block was written and the snapshot was not completed within its timeout of {} minutes.",
-                        stored.timeout_minutes
-                    )),
-                    ..stored.clone()
-                })
+            (stored.status == SnapshotStatus::Pending
+                && stored.status_at(now) == SnapshotStatus::Error)
+                .then(|| stored.as_of(now))
         });
         match self.metadata.update_snapshot(&record.id, change).await? {
             Some(expired) => {
@@ -595,11 +589,8 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
         owner: &AccountId,
     ) -> Result<Vec<SnapshotRecord>, ServiceError> {
         let now = self.now_ms();
-        let mut records = self.metadata.list_snapshots(Some(owner)).await?;
-        for record in &mut records {
-            record.status = record.status_at(now);
-        }
-        Ok(records)
+        let records = self.metadata.list_snapshots(Some(owner)).await?;
+        Ok(records.iter().map(|r| r.as_of(now)).collect())
     }
 
     /// One snapshot of `owner`, with the status as of now.
@@ -608,9 +599,8 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
         owner: &AccountId,
         id: &SnapshotId,
     ) -> Result<SnapshotRecord, ServiceError> {
-        let mut record = self.owned_snapshot(owner, id).await?;
-        record.status = record.status_at(self.now_ms());
-        Ok(record)
+        let record = self.owned_snapshot(owner, id).await?;
+        Ok(record.as_of(self.now_ms()))
     }
 
     /// DeleteSnapshot: remove a snapshot in any state (a pending one is cancelled). Its data

@@ -112,4 +112,20 @@ impl SnapshotRecord {
             self.status
         }
     }
+
+    /// The record as of `now_ms`: a pending snapshot past its deadline reads as timed out
+    /// (status `error` with its message), whether or not that was stored yet.
+    pub fn as_of(&self, now_ms: i64) -> SnapshotRecord {
+        if self.status_at(now_ms) == self.status {
+            return self.clone();
+        }
+        SnapshotRecord {
+            status: SnapshotStatus::Error,
+            status_message: Some(format!(
+                "No block was written and the snapshot was not completed within its timeout of {} minutes.",
+                self.timeout_minutes
+            )),
+            ..self.clone()
+        }
+    }
 }
