@@ -8,11 +8,15 @@
 //!   plan started. Seals write (or re-write) every node of the tree they commit with the
 //!   current time, and all node writes are serialized with the deletion, so a node a new
 //!   tree needs is never deleted.
-//! - **Chunks** are deleted only if unreferenced at the view *and* not stored or refreshed
-//!   within the grace period before the plan started, checked again atomically with the
-//!   deletion. A Put stores (or refreshes) its chunk before it records the write, so a
-//!   write recorded after the view was taken has a chunk younger than the cutoff as long
-//!   as the store-to-record gap is shorter than the grace period.
+//! - **Chunks** are deleted only if unreferenced at the view, not being written right now,
+//!   and not stored or refreshed since the cutoff (checked again atomically with the
+//!   deletion). The cutoff is the wall clock at the start minus a grace period. A Put
+//!   announces its digest in the service's in-flight set before storing the chunk and
+//!   withdraws it after its write record commits; the plan reads that set after taking the
+//!   cutoff and before taking the view. So a write committed after the view either was
+//!   announced before the set was read (its digest is live), or stored its chunk after the
+//!   cutoff (its file is too young to delete). The grace period only absorbs wall-clock
+//!   steps backwards.
 //!
 //! [`plan`] only reads; [`GcPlan`] is the complete intent (shown by dry runs); executing
 //! it is the only code path that deletes, and every deletion is conditional and
@@ -30,15 +34,15 @@ use crate::snapshot::SnapshotStatus;
 /// How a collection is run.
 #[derive(Debug, Clone, Copy)]
 pub struct GcOptions {
-    /// A chunk younger than this is never deleted (covers the gap between storing a chunk
-    /// and recording the write that references it).
+    /// A chunk stored or refreshed less than this before a collection starts is never
+    /// deleted by it (a margin for wall-clock steps; see the module docs).
     pub chunk_grace: Duration,
 }
 
 impl Default for GcOptions {
     fn default() -> Self {
         Self {
-            chunk_grace: Duration::from_secs(600),
+            chunk_grace: Duration::from_secs(60),
         }
     }
 }
@@ -91,12 +95,13 @@ pub struct GcReport {
 pub fn plan<N: NodeSource>(
     view: &GcView<N>,
     chunks: &[StoredChunk],
+    in_flight: &HashSet<ChunkDigest>,
     now_ms: i64,
     wall_now: SystemTime,
     options: GcOptions,
 ) -> Result<GcPlan, StoreError> {
     let mut live_nodes = HashSet::new();
-    let mut live_chunks = HashSet::new();
+    let mut live_chunks: HashSet<ChunkDigest> = in_flight.clone();
     let mut expired_snapshots = Vec::new();
     let mut pending_alive = HashSet::new();
     for record in &view.records {
@@ -179,6 +184,55 @@ fn mark(
         }
     }
     Ok(())
+}
+
+/// Digests of chunks being stored whose write records are not committed yet. A Put holds
+/// an [`InFlightGuard`] from before it stores the chunk until its record commits.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    digests: std::sync::Mutex<std::collections::HashMap<ChunkDigest, usize>>,
+}
+
+impl InFlight {
+    /// Announce a write of `digest`; withdrawn when the guard drops.
+    pub fn announce(self: &std::sync::Arc<Self>, digest: ChunkDigest) -> InFlightGuard {
+        *self.lock().entry(digest).or_insert(0) += 1;
+        InFlightGuard {
+            set: std::sync::Arc::clone(self),
+            digest,
+        }
+    }
+
+    /// The digests announced right now.
+    pub fn snapshot(&self) -> HashSet<ChunkDigest> {
+        self.lock().keys().copied().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ChunkDigest, usize>> {
+        // The map stays consistent even if a holder panicked: every update is one statement.
+        self.digests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Keeps a digest announced in an [`InFlight`] set while alive.
+#[derive(Debug)]
+pub struct InFlightGuard {
+    set: std::sync::Arc<InFlight>,
+    digest: ChunkDigest,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let mut digests = self.set.lock();
+        if let Some(count) = digests.get_mut(&self.digest) {
+            *count -= 1;
+            if *count == 0 {
+                digests.remove(&self.digest);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -286,6 +340,7 @@ mod tests {
         let plan = plan(
             &view,
             &chunks,
+            &HashSet::new(),
             20,
             wall,
             GcOptions {
@@ -307,6 +362,44 @@ mod tests {
     }
 
     #[test]
+    fn in_flight_digests_are_live_until_their_guard_drops() {
+        let set = std::sync::Arc::new(InFlight::default());
+        let a = set.announce(digest(1));
+        let b = set.announce(digest(1));
+        assert_eq!(set.snapshot().len(), 1);
+        drop(a);
+        assert!(set.snapshot().contains(&digest(1)));
+        drop(b);
+        assert!(set.snapshot().is_empty());
+        // An unreferenced old chunk that is in flight is kept.
+        let view = GcView {
+            records: Vec::new(),
+            pending: Vec::new(),
+            nodes: Vec::new(),
+            reader: MemoryNodes::default(),
+        };
+        let old = StoredChunk {
+            digest: digest(1),
+            size: 1,
+            modified: SystemTime::UNIX_EPOCH,
+        };
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+        let busy = HashSet::from([digest(1)]);
+        let kept = plan(&view, &[old], &busy, 0, wall, GcOptions::default()).expect("plan");
+        assert!(kept.garbage_chunks.is_empty());
+        let idle = plan(
+            &view,
+            &[old],
+            &HashSet::new(),
+            0,
+            wall,
+            GcOptions::default(),
+        )
+        .expect("plan");
+        assert_eq!(idle.garbage_chunks.len(), 1);
+    }
+
+    #[test]
     fn nodes_written_after_the_plan_started_are_kept() {
         let nodes = MemoryNodes::default();
         let tree = apply(&nodes, None, &[(BlockIndex::new(0), digest(1))], 1 << 20).expect("tree");
@@ -318,12 +411,13 @@ mod tests {
             reader: nodes,
         };
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
-        let early = plan(&view, &[], 50, wall, GcOptions::default()).expect("plan");
+        let none = HashSet::new();
+        let early = plan(&view, &[], &none, 50, wall, GcOptions::default()).expect("plan");
         assert!(
             early.garbage_nodes.is_empty(),
             "written at the plan's start: kept"
         );
-        let later = plan(&view, &[], 51, wall, GcOptions::default()).expect("plan");
+        let later = plan(&view, &[], &none, 51, wall, GcOptions::default()).expect("plan");
         assert_eq!(later.garbage_nodes.len(), tree.new_nodes.len());
     }
 }

@@ -9,7 +9,7 @@ use strata_types::{AccountId, BLOCK_SIZE, BlockIndex, ChunkDigest, SnapshotId, V
 use crate::block_map::{self, DiffStats};
 use crate::checksum::{HashedBlock, linear_aggregate};
 use crate::error::ServiceError;
-use crate::gc::{self, GcOptions, GcPlan, GcReport};
+use crate::gc::{self, GcOptions, GcPlan, GcReport, InFlight};
 use crate::ports::{
     BlockWrite, ChunkStore, CreateOutcome, MetadataStore, RecordBlockError, RecordChange, Seal,
     SealError, StoreError,
@@ -147,6 +147,7 @@ pub struct SnapshotService<M, C> {
     chunks: Arc<C>,
     tokens: TokenIssuer,
     clock: Arc<dyn Clock>,
+    in_flight: Arc<InFlight>,
 }
 
 impl<M, C> Clone for SnapshotService<M, C> {
@@ -156,6 +157,7 @@ impl<M, C> Clone for SnapshotService<M, C> {
             chunks: Arc::clone(&self.chunks),
             tokens: self.tokens.clone(),
             clock: Arc::clone(&self.clock),
+            in_flight: Arc::clone(&self.in_flight),
         }
     }
 }
@@ -173,6 +175,7 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             chunks,
             tokens,
             clock,
+            in_flight: Arc::default(),
         }
     }
 
@@ -293,6 +296,8 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             ));
         }
         self.check_writable(owner, id, index).await?;
+        // Announced until the write record commits: GC keeps the chunk meanwhile.
+        let _in_flight = self.in_flight.announce(block.digest);
         if !block.digest.is_zero_block() {
             self.chunks.put(block.digest, block.data).await?;
         }
@@ -691,11 +696,15 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
 
     /// Decide what garbage collection would delete (reads only).
     pub async fn plan_gc(&self, options: GcOptions) -> Result<GcPlan, ServiceError> {
+        // Order matters (see `gc`): the cutoff, then the in-flight set, then the view.
         let now = self.now_ms();
         let wall_now = std::time::SystemTime::now();
+        let in_flight = self.in_flight.snapshot();
         let view = self.metadata.gc_view().await?;
         let chunks = self.chunks.list().await?;
-        let plan = run_blocking(move || gc::plan(&view, &chunks, now, wall_now, options)).await?;
+        let plan =
+            run_blocking(move || gc::plan(&view, &chunks, &in_flight, now, wall_now, options))
+                .await?;
         Ok(plan)
     }
 
@@ -709,6 +718,12 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
                 .metadata
                 .delete_nodes(batch.to_vec(), plan.node_cutoff_ms)
                 .await?;
+        }
+        // Record the timeouts first: only snapshots stored as `error` lose their writes.
+        for id in &plan.expired_snapshots {
+            if let Some(record) = self.metadata.snapshot(id).await? {
+                self.expire_if_due(record).await?;
+            }
         }
         report.pending_writes_dropped = self
             .metadata

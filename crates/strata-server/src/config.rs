@@ -22,7 +22,7 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often background garbage collection runs.
 pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(15 * 60);
 /// How long an unreferenced chunk is kept after it was last stored (see `strata_core::gc`).
-pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(10 * 60);
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(60);
 
 /// The optional config file (`--config`).
 #[derive(Debug, Default, Deserialize)]

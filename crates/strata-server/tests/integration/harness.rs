@@ -173,6 +173,8 @@ impl Harness {
             secret_access_key: OTHER_SECRET.into(),
             account: strata_types::AccountId::parse(OTHER_ACCOUNT).expect("account"),
         }];
+        // Background GC would race the tests' own collections; tests that want it turn it on.
+        settings.gc_interval = None;
         adjust(&mut settings);
         let router = open_router(&settings, &clock);
         Self {
@@ -341,6 +343,13 @@ impl RawRequest {
             signing_offset: time::Duration::ZERO,
             service: "ebs",
         }
+    }
+
+    /// An admin API request (`/_strata/v1/...`), signed for the `strata` service.
+    pub fn admin(method: &'static str, path: &str) -> Self {
+        let mut raw = Self::new(method, format!("/_strata/v1{path}"));
+        raw.service = "strata";
+        raw
     }
 
     /// An EC2 Query request: `POST /` with the form-encoded `params`.

@@ -3,6 +3,7 @@
 
 mod ec2;
 mod errors;
+mod gc;
 mod harness;
 mod lineage;
 mod operations;
