@@ -1,5 +1,7 @@
 //! `strata`: the Strata server and tools in one binary.
 
+mod admin;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -23,6 +25,25 @@ enum Command {
     ///
     /// Example: strata serve --listen 127.0.0.1:9555 --data-dir ./strata-data
     Serve(ServeArgs),
+    /// List, show or delete snapshots on a running server.
+    ///
+    /// Examples: strata snapshots list; strata snapshots show snap-0123…; strata snapshots delete snap-0123…
+    Snapshots {
+        #[command(subcommand)]
+        command: admin::SnapshotsCommand,
+        #[command(flatten)]
+        connection: admin::Connection,
+    },
+    /// Collect garbage on a running server now (it also runs in the background).
+    ///
+    /// Example: strata gc --dry-run
+    Gc {
+        /// Only print what would be freed.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        connection: admin::Connection,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -30,6 +51,9 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
+    /// Seconds between background garbage collections (0: only `strata gc`).
+    #[arg(long, default_value_t = 900)]
+    gc_interval_secs: u64,
     /// Directory holding all data (created if missing).
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
@@ -56,8 +80,18 @@ struct ServeArgs {
     root_secret_access_key: Option<String>,
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // One line with the whole cause chain; no backtrace for users.
+            eprintln!("strata: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -67,12 +101,22 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(settings(args)?)),
+        Command::Snapshots {
+            command,
+            connection,
+        } => runtime.block_on(admin::snapshots(&connection, command)),
+        Command::Gc {
+            dry_run,
+            connection,
+        } => runtime.block_on(admin::gc(&connection, dry_run)),
     }
 }
 
 fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let mut settings = Settings::new(args.data_dir)?;
     settings.listen = args.listen;
+    settings.gc_interval =
+        (args.gc_interval_secs > 0).then(|| std::time::Duration::from_secs(args.gc_interval_secs));
     settings.root_account = AccountId::parse(&args.root_account_id).map_err(anyhow::Error::msg)?;
     settings.root_key_from_env = args.root_access_key_id.zip(args.root_secret_access_key);
     if let Some(path) = args.config {

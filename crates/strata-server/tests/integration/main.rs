@@ -3,6 +3,7 @@
 
 mod ec2;
 mod errors;
+mod external_clients;
 mod gc;
 mod harness;
 mod lineage;
