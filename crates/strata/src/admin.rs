@@ -259,7 +259,11 @@ mod tests {
         let text = table(&[snapshot]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
-        assert!(lines[0].starts_with("ID                     STATUS"));
+        assert!(
+            lines[0].starts_with(&format!("{:<22}  STATUS", "ID")),
+            "{}",
+            lines[0]
+        );
         assert!(lines[1].contains("snap-0123456789abcdef0  completed  8 GiB  -       42      2024-01-02 03:04:05  team=storage"), "{}", lines[1]);
     }
 }
