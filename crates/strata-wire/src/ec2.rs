@@ -9,8 +9,6 @@
 
 use std::fmt::Write;
 
-use percent_encoding::percent_decode_str;
-
 /// The XML namespace of every EC2 response.
 pub const NAMESPACE: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
 
@@ -21,21 +19,10 @@ pub struct Params(Vec<(String, String)>);
 impl Params {
     /// Parse an `application/x-www-form-urlencoded` body (`+` is a space here).
     pub fn parse_form(body: &[u8]) -> Self {
-        let text = String::from_utf8_lossy(body);
-        let decode = |s: &str| {
-            percent_decode_str(&s.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        Self(
-            text.split('&')
-                .filter(|pair| !pair.is_empty())
-                .map(|pair| {
-                    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                    (decode(key), decode(value))
-                })
-                .collect(),
-        )
+        Self(crate::query::decode_pairs(
+            &String::from_utf8_lossy(body),
+            true,
+        ))
     }
 
     /// The value of `name`.

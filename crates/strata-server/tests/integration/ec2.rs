@@ -9,7 +9,7 @@ use aws_sdk_ebs::error::ProvideErrorMetadata;
 use aws_sdk_ebs::types::Tag;
 
 use crate::harness::{Harness, OTHER_KEY, OTHER_SECRET, RawRequest, block};
-use crate::sdk::{complete, list_all, put, start};
+use crate::sdk::{complete, list_all, put, start, start_with_timeout};
 
 /// One `<item>` of a DescribeSnapshots response.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -589,16 +589,7 @@ async fn tags_are_shared_between_start_snapshot_and_ec2() {
 async fn timeouts_move_snapshots_to_error_and_survive_restarts() {
     let harness = Harness::new();
     let client = harness.client();
-    let id = client
-        .start_snapshot()
-        .volume_size(1)
-        .timeout(10)
-        .send()
-        .await
-        .expect("start")
-        .snapshot_id()
-        .expect("id")
-        .to_owned();
+    let id = start_with_timeout(&client, 10).await;
     put(&client, &id, 0, &block(1)).await;
     harness.clock.advance(Duration::from_secs(5 * 60));
     drop(client);

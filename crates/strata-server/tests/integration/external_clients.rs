@@ -10,7 +10,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::harness::{Harness, ROOT_KEY, ROOT_SECRET, SocketHarness, block};
-use crate::sdk::{complete, put, start};
+use crate::sdk::{complete, put, start, start_with_timeout};
 
 /// Whether `program` runs; under CI its absence fails the test.
 fn available(program: &str, probe: &[&str]) -> bool {
@@ -191,16 +191,7 @@ async fn coldsnap_wait_follows_the_snapshot_state() {
     );
 
     // A snapshot that timed out (error) makes the wait fail at once.
-    let abandoned = client
-        .start_snapshot()
-        .volume_size(1)
-        .timeout(10)
-        .send()
-        .await
-        .expect("start")
-        .snapshot_id()
-        .expect("id")
-        .to_owned();
+    let abandoned = start_with_timeout(&client, 10).await;
     server.clock.advance(Duration::from_secs(11 * 60));
     let failing = wait(&abandoned, "30");
     let started = std::time::Instant::now();

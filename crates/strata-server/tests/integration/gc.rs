@@ -8,7 +8,7 @@ use std::time::Duration;
 use strata_wire::admin::GcSummary;
 
 use crate::harness::{BLOCK, Harness, OTHER_KEY, OTHER_SECRET, RawRequest, block};
-use crate::sdk::{complete, get, list_all, put, start};
+use crate::sdk::{complete, get, list_all, put, start, start_with_timeout};
 
 async fn gc(harness: &Harness, dry_run: bool) -> GcSummary {
     let response = harness
@@ -87,16 +87,7 @@ async fn gc_returns_the_space_of_deleted_and_timed_out_snapshots() {
     }
     complete(&client, &c, 4, None).await;
     // D: pending with 3 blocks, then abandoned past its timeout.
-    let d = client
-        .start_snapshot()
-        .volume_size(1)
-        .timeout(10)
-        .send()
-        .await
-        .expect("start")
-        .snapshot_id()
-        .expect("id")
-        .to_owned();
+    let d = start_with_timeout(&client, 10).await;
     for i in 0..3 {
         put(&client, &d, i, &block(300 + i as u64)).await;
     }
