@@ -77,6 +77,13 @@ pub struct StartSnapshotInput {
     pub timeout_minutes: Option<i64>,
 }
 
+/// Proof that a block write was checked (owner, state, index) before its body was read.
+#[derive(Debug, Clone)]
+pub struct WritePermit {
+    record: SnapshotRecord,
+    index: BlockIndex,
+}
+
 /// CompleteSnapshot's optional aggregate checksum.
 #[derive(Debug, Clone, Copy)]
 pub struct AggregateChecksum {
@@ -251,13 +258,14 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
         }
     }
 
-    /// Check, before the body is read, that a block may be written at `index`.
+    /// PutSnapshotBlock, first half: check, before the body is read, that a block may be
+    /// written at `index`. The permit carries what was checked into [`Self::put_block`].
     pub async fn check_writable(
         &self,
         owner: &AccountId,
         id: &SnapshotId,
         index: BlockIndex,
-    ) -> Result<SnapshotRecord, ServiceError> {
+    ) -> Result<WritePermit, ServiceError> {
         let record = self.owned_snapshot(owner, id).await?;
         let record = self.expire_if_due(record).await?;
         if record.status != SnapshotStatus::Pending {
@@ -270,20 +278,22 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
                 record.volume_size.block_count() - 1
             )));
         }
-        Ok(record)
+        Ok(WritePermit { record, index })
     }
 
-    /// PutSnapshotBlock: verify the body against the client's checksum, store it, record it.
-    /// Returns only once both the bytes and the record are durable.
+    /// PutSnapshotBlock, second half: verify the body against the client's checksum, store
+    /// it, record it. Returns only once both the bytes and the record are durable. The
+    /// snapshot's state is not read again: the record write itself refuses a snapshot that
+    /// left `pending` meanwhile, and only a deadline that may have passed costs a re-read.
     pub async fn put_block(
         &self,
-        owner: &AccountId,
-        id: &SnapshotId,
-        index: BlockIndex,
+        permit: WritePermit,
         block: HashedBlock,
         claimed: ChunkDigest,
         progress: Option<u8>,
     ) -> Result<ChunkDigest, ServiceError> {
+        let WritePermit { record, index } = permit;
+        let id = &record.id;
         if block.data.len() != BLOCK_SIZE {
             return Err(ServiceError::InvalidParameter(format!(
                 "The block data is {} bytes; every block must be exactly {BLOCK_SIZE} bytes.",
@@ -295,7 +305,10 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
                 "The checksum of the block data does not match x-amz-Checksum.".into(),
             ));
         }
-        self.check_writable(owner, id, index).await?;
+        if record.status_at(self.now_ms()) != SnapshotStatus::Pending {
+            // The body took us past the deadline as last seen; the stored one may be later.
+            self.check_writable(&record.owner, id, index).await?;
+        }
         // Announced until the write record commits: GC keeps the chunk meanwhile.
         let _in_flight = self.in_flight.announce(block.digest);
         if !block.digest.is_zero_block() {

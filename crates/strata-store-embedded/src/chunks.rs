@@ -97,7 +97,10 @@ impl FsChunkStore {
             .create_new(true)
             .open(&temp)
             .map_err(|e| io_error("create", &temp, &e))?;
+        // The modification time is set from the fine-grained clock: the kernel stamps new
+        // files with a coarse one that can lag the GC cutoff by a tick (see `strata_core::gc`).
         file.write_all(data)
+            .and_then(|()| file.set_modified(SystemTime::now()))
             .and_then(|()| file.sync_all())
             .map_err(|e| io_error("write", &temp, &e))?;
         drop(file);

@@ -52,8 +52,12 @@ async fn write(
         assert!(hasher.update(&content(*seed)));
         let block = hasher.finish();
         let digest = block.digest;
+        let permit = service
+            .check_writable(owner, &id, BlockIndex::new(*index))
+            .await
+            .expect("writable");
         service
-            .put_block(owner, &id, BlockIndex::new(*index), block, digest, None)
+            .put_block(permit, block, digest, None)
             .await
             .expect("put");
     }

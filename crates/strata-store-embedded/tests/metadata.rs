@@ -326,15 +326,12 @@ async fn complete_with_races(races: usize) -> Result<SnapshotStatus, ServiceErro
     assert!(hasher.update(&vec![7u8; strata_types::BLOCK_SIZE]));
     let block = hasher.finish();
     let digest = block.digest;
+    let permit = service
+        .check_writable(&owner, &snapshot.id, BlockIndex::new(0))
+        .await
+        .expect("writable");
     service
-        .put_block(
-            &owner,
-            &snapshot.id,
-            BlockIndex::new(0),
-            block,
-            digest,
-            None,
-        )
+        .put_block(permit, block, digest, None)
         .await
         .expect("put");
     service
