@@ -92,11 +92,7 @@ impl FsChunkStore {
             .root
             .join("tmp")
             .join(format!("{}.{n}", digest.to_hex()));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(|e| io_error("create", &temp, &e))?;
+        let mut file = create_for(&temp, data).map_err(|e| io_error("create", &temp, &e))?;
         // The modification time is set from the fine-grained clock: the kernel stamps new
         // files with a coarse one that can lag the GC cutoff by a tick (see `strata_core::gc`).
         file.write_all(data)
@@ -169,6 +165,29 @@ impl FsChunkStore {
         fs::remove_file(&path).map_err(|e| io_error("delete", &path, &e))?;
         Ok(Some(metadata.len()))
     }
+}
+
+/// Create `path` for writing `data`: with `O_DIRECT` (no copy into the page cache) when
+/// the buffer allows it and the file system supports it, else buffered.
+fn create_for(path: &Path, data: &[u8]) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        const ALIGN: usize = strata_core::checksum::BUFFER_ALIGN;
+        if data.as_ptr().align_offset(ALIGN) == 0 && data.len() % ALIGN == 0 {
+            let mut direct = options.clone();
+            direct.custom_flags(libc::O_DIRECT);
+            match direct.open(path) {
+                Ok(file) => return Ok(file),
+                // tmpfs and some others refuse O_DIRECT: write through the page cache there.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    options.open(path)
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>, StoreError> {
