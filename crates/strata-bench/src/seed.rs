@@ -126,9 +126,14 @@ async fn put(
         data: payload.data.clone(),
         digest,
     };
+    let permit = state
+        .service
+        .check_writable(owner, snapshot, BlockIndex::new(index))
+        .await
+        .context("seed: check block")?;
     state
         .service
-        .put_block(owner, snapshot, BlockIndex::new(index), block, digest, None)
+        .put_block(permit, block, digest, None)
         .await
         .context("seed: put block")?;
     Ok(())

@@ -85,6 +85,12 @@ impl Node {
         self.level
     }
 
+    /// The values of the occupied slots, ascending: chunk digests in a leaf (level 0),
+    /// child node hashes above.
+    pub fn values(&self) -> impl Iterator<Item = [u8; 32]> + '_ {
+        self.slots.iter().copied()
+    }
+
     /// The value in `slot`, if occupied.
     fn get(&self, slot: usize) -> Option<[u8; 32]> {
         let bit = 1u64 << slot;

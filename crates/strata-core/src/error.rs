@@ -21,6 +21,9 @@ pub enum ServiceError {
     /// A tag is malformed, duplicated or over the limit.
     #[error("{0}")]
     InvalidTag(String),
+    /// More tags than a snapshot may have.
+    #[error("{0}")]
+    TagLimitExceeded(String),
     /// A block index is outside the volume.
     #[error("{0}")]
     InvalidBlock(String),

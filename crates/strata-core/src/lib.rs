@@ -28,6 +28,7 @@
 pub mod block_map;
 pub mod checksum;
 pub mod error;
+pub mod gc;
 pub mod ports;
 pub mod service;
 pub mod snapshot;

@@ -3,6 +3,7 @@
 //! service's correctness argument (see the crate docs) rests on exactly these.
 
 use std::future::Future;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use strata_types::{AccountId, BlockIndex, ChunkDigest, SnapshotId};
@@ -82,8 +83,11 @@ pub struct Seal {
     pub expected_sequence: u64,
     /// The sealed record (status completed, root and counters set).
     pub record: SnapshotRecord,
-    /// Tree nodes to store (insert-if-absent).
+    /// Tree nodes to store; a node that exists already gets its write time refreshed.
     pub new_nodes: Vec<(NodeHash, Vec<u8>)>,
+    /// The write time recorded for the nodes (Unix ms, service clock): GC never deletes a
+    /// node written after its plan started.
+    pub written_ms: i64,
 }
 
 /// Why a seal was not stored.
@@ -122,11 +126,20 @@ pub trait MetadataStore: Send + Sync + 'static {
         id: &SnapshotId,
     ) -> impl Future<Output = Result<Option<SnapshotRecord>, StoreError>> + Send;
 
-    /// Replace a record that is still pending (status transitions such as timeout to error).
-    /// Returns false, writing nothing, if the stored record is no longer pending.
-    fn update_pending(
+    /// Atomically read, change and store one record: `change` sees the stored record and
+    /// returns the replacement, or `None` to leave it as it is. Returns the stored
+    /// replacement, or `None` if the snapshot does not exist or `change` declined.
+    fn update_snapshot(
         &self,
-        record: SnapshotRecord,
+        id: &SnapshotId,
+        change: RecordChange,
+    ) -> impl Future<Output = Result<Option<SnapshotRecord>, StoreError>> + Send;
+
+    /// Remove a snapshot in any state: its record, pending writes and client-token entry.
+    /// Returns false if it did not exist. Its tree nodes and chunks are left to GC.
+    fn delete_snapshot(
+        &self,
+        id: &SnapshotId,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Record a block write, atomically with the check that the snapshot is still pending,
@@ -152,17 +165,53 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// A node reader for tree walks (which run on blocking threads).
     fn nodes(&self) -> Result<Self::Nodes, StoreError>;
 
-    /// Every snapshot owned by `owner`, ordered by id.
+    /// Every snapshot owned by `owner` (every snapshot when `None`), ordered by id.
     fn list_snapshots(
         &self,
-        owner: &AccountId,
+        owner: Option<&AccountId>,
     ) -> impl Future<Output = Result<Vec<SnapshotRecord>, StoreError>> + Send;
+
+    /// One consistent view for garbage collection: every record, the digests written to
+    /// every snapshot that has pending writes, every stored node with its write time, and a
+    /// node reader of the same instant.
+    fn gc_view(&self) -> impl Future<Output = Result<GcView<Self::Nodes>, StoreError>> + Send;
+
+    /// Delete the nodes in `hashes` whose last write time is before `written_before_ms`
+    /// (a node written or re-written since is kept). Returns how many were deleted.
+    fn delete_nodes(
+        &self,
+        hashes: Vec<NodeHash>,
+        written_before_ms: i64,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// Drop the pending writes of snapshots that are in `error` (timed out); a snapshot
+    /// that is not in `error` any more is left alone. Returns how many writes were dropped.
+    fn drop_pending_writes(
+        &self,
+        ids: Vec<SnapshotId>,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+}
+
+/// A read-modify-write of one record, run atomically by the store.
+pub type RecordChange = Box<dyn FnOnce(&SnapshotRecord) -> Option<SnapshotRecord> + Send>;
+
+/// See [`MetadataStore::gc_view`].
+pub struct GcView<N> {
+    /// Every snapshot record.
+    pub records: Vec<SnapshotRecord>,
+    /// Digests recorded as pending writes, per snapshot.
+    pub pending: Vec<(SnapshotId, Vec<ChunkDigest>)>,
+    /// Every stored node and when it was last written (Unix ms, service clock).
+    pub nodes: Vec<(NodeHash, i64)>,
+    /// Reads nodes as of the same instant.
+    pub reader: N,
 }
 
 /// Chunk bytes, named by the SHA-256 of their content.
 pub trait ChunkStore: Send + Sync + 'static {
     /// Store `data` under `digest`. The caller has verified `digest == sha256(data)`.
-    /// Idempotent: storing an existing chunk is a cheap no-op. Durable on return.
+    /// Idempotent: storing an existing chunk only refreshes its modification time (which
+    /// is what keeps GC from deleting content that is being re-uploaded). Durable on return.
     fn put(
         &self,
         digest: ChunkDigest,
@@ -175,4 +224,27 @@ pub trait ChunkStore: Send + Sync + 'static {
         &self,
         digest: ChunkDigest,
     ) -> impl Future<Output = Result<Option<Bytes>, StoreError>> + Send;
+
+    /// Every stored chunk with its size and last modification.
+    fn list(&self) -> impl Future<Output = Result<Vec<StoredChunk>, StoreError>> + Send;
+
+    /// Delete `digest` if it was not stored or refreshed since `idle_since`, atomically with
+    /// respect to [`ChunkStore::put`] of the same digest. Returns the bytes freed, or `None`
+    /// if the chunk was kept (or absent).
+    fn delete_if_idle(
+        &self,
+        digest: ChunkDigest,
+        idle_since: SystemTime,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+}
+
+/// One entry of [`ChunkStore::list`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredChunk {
+    /// Its name.
+    pub digest: ChunkDigest,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last store or refresh.
+    pub modified: SystemTime,
 }

@@ -9,9 +9,10 @@ use strata_types::{AccountId, BLOCK_SIZE, BlockIndex, ChunkDigest, SnapshotId, V
 use crate::block_map::{self, DiffStats};
 use crate::checksum::{HashedBlock, linear_aggregate};
 use crate::error::ServiceError;
+use crate::gc::{self, GcOptions, GcPlan, GcReport, InFlight};
 use crate::ports::{
-    BlockWrite, ChunkStore, CreateOutcome, MetadataStore, RecordBlockError, Seal, SealError,
-    StoreError,
+    BlockWrite, ChunkStore, CreateOutcome, MetadataStore, RecordBlockError, RecordChange, Seal,
+    SealError, StoreError,
 };
 use crate::snapshot::{SnapshotRecord, SnapshotStatus, Tag};
 use crate::tokens::{
@@ -74,6 +75,13 @@ pub struct StartSnapshotInput {
     pub kms_key_arn: Option<String>,
     /// Inactivity timeout, minutes.
     pub timeout_minutes: Option<i64>,
+}
+
+/// Proof that a block write was checked (owner, state, index) before its body was read.
+#[derive(Debug, Clone)]
+pub struct WritePermit {
+    record: SnapshotRecord,
+    index: BlockIndex,
 }
 
 /// CompleteSnapshot's optional aggregate checksum.
@@ -146,6 +154,7 @@ pub struct SnapshotService<M, C> {
     chunks: Arc<C>,
     tokens: TokenIssuer,
     clock: Arc<dyn Clock>,
+    in_flight: Arc<InFlight>,
 }
 
 impl<M, C> Clone for SnapshotService<M, C> {
@@ -155,6 +164,7 @@ impl<M, C> Clone for SnapshotService<M, C> {
             chunks: Arc::clone(&self.chunks),
             tokens: self.tokens.clone(),
             clock: Arc::clone(&self.clock),
+            in_flight: Arc::clone(&self.in_flight),
         }
     }
 }
@@ -172,6 +182,7 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             chunks,
             tokens,
             clock,
+            in_flight: Arc::default(),
         }
     }
 
@@ -194,7 +205,7 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
         let now = self.now_ms();
         let fingerprint = start_fingerprint(&input, &validated);
 
-        let lineage_of_parent = match &input.parent {
+        let (lineage_of_parent, base_root) = match &input.parent {
             Some(parent_id) => {
                 let parent = self.owned_snapshot(owner, parent_id).await?;
                 if parent.status_at(now) != SnapshotStatus::Completed {
@@ -203,9 +214,9 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
                         parent.status_at(now).as_str()
                     )));
                 }
-                Some(parent.lineage)
+                (Some(parent.lineage), parent.root)
             }
-            None => None,
+            None => (None, None),
         };
         let id = SnapshotId::generate();
         let record = SnapshotRecord {
@@ -229,6 +240,7 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             write_sequence: 0,
             changed_blocks: 0,
             root: None,
+            base_root,
             status_message: None,
         };
         match self.metadata.create_snapshot(record.clone()).await? {
@@ -246,13 +258,14 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
         }
     }
 
-    /// Check, before the body is read, that a block may be written at `index`.
+    /// PutSnapshotBlock, first half: check, before the body is read, that a block may be
+    /// written at `index`. The permit carries what was checked into [`Self::put_block`].
     pub async fn check_writable(
         &self,
         owner: &AccountId,
         id: &SnapshotId,
         index: BlockIndex,
-    ) -> Result<SnapshotRecord, ServiceError> {
+    ) -> Result<WritePermit, ServiceError> {
         let record = self.owned_snapshot(owner, id).await?;
         let record = self.expire_if_due(record).await?;
         if record.status != SnapshotStatus::Pending {
@@ -265,20 +278,22 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
                 record.volume_size.block_count() - 1
             )));
         }
-        Ok(record)
+        Ok(WritePermit { record, index })
     }
 
-    /// PutSnapshotBlock: verify the body against the client's checksum, store it, record it.
-    /// Returns only once both the bytes and the record are durable.
+    /// PutSnapshotBlock, second half: verify the body against the client's checksum, store
+    /// it, record it. Returns only once both the bytes and the record are durable. The
+    /// snapshot's state is not read again: the record write itself refuses a snapshot that
+    /// left `pending` meanwhile, and only a deadline that may have passed costs a re-read.
     pub async fn put_block(
         &self,
-        owner: &AccountId,
-        id: &SnapshotId,
-        index: BlockIndex,
+        permit: WritePermit,
         block: HashedBlock,
         claimed: ChunkDigest,
         progress: Option<u8>,
     ) -> Result<ChunkDigest, ServiceError> {
+        let WritePermit { record, index } = permit;
+        let id = &record.id;
         if block.data.len() != BLOCK_SIZE {
             return Err(ServiceError::InvalidParameter(format!(
                 "The block data is {} bytes; every block must be exactly {BLOCK_SIZE} bytes.",
@@ -290,7 +305,12 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
                 "The checksum of the block data does not match x-amz-Checksum.".into(),
             ));
         }
-        self.check_writable(owner, id, index).await?;
+        if record.status_at(self.now_ms()) != SnapshotStatus::Pending {
+            // The body took us past the deadline as last seen; the stored one may be later.
+            self.check_writable(&record.owner, id, index).await?;
+        }
+        // Announced until the write record commits: GC keeps the chunk meanwhile.
+        let _in_flight = self.in_flight.announce(block.digest);
         if !block.digest.is_zero_block() {
             self.chunks.put(block.digest, block.data).await?;
         }
@@ -339,10 +359,7 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
                     "The aggregate checksum does not match the blocks written to snapshot '{id}'."
                 )));
             }
-            let parent_root = match &record.parent {
-                Some(parent) => self.owned_snapshot(owner, parent).await?.root,
-                None => None,
-            };
+            let parent_root = record.base_root;
             let nodes = self.metadata.nodes()?;
             let keep_below = record.volume_size.block_count();
             let blocks = pending.blocks;
@@ -363,6 +380,7 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
                 expected_sequence: pending.sequence,
                 record: sealed,
                 new_nodes: update.new_nodes,
+                written_ms: now,
             };
             match self.metadata.seal_snapshot(seal).await {
                 Ok(()) => return Ok(SnapshotStatus::Completed),
@@ -566,21 +584,176 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
         {
             return Ok(record);
         }
-        let expired = SnapshotRecord {
-            status: SnapshotStatus::Error,
-            status_message: Some(format!(
-                "No block was written and the snapshot was not completed within its timeout of {} minutes.",
-                record.timeout_minutes
-            )),
-            ..record
-        };
-        if self.metadata.update_pending(expired.clone()).await? {
-            tracing::info!(id = %expired.id, "pending snapshot timed out");
-            Ok(expired)
-        } else {
-            // Someone else moved it first; report what is stored now.
-            self.owned_snapshot(&expired.owner, &expired.id).await
+        let change: RecordChange = Box::new(move |stored: &SnapshotRecord| {
+            // Only a snapshot that is still pending *and still idle* times out: a Put may
+            // have landed since the caller read the record.
+            (stored.status == SnapshotStatus::Pending
+                && stored.status_at(now) == SnapshotStatus::Error)
+                .then(|| stored.as_of(now))
+        });
+        match self.metadata.update_snapshot(&record.id, change).await? {
+            Some(expired) => {
+                tracing::info!(id = %expired.id, "pending snapshot timed out");
+                Ok(expired)
+            }
+            // Someone else changed it first; report what is stored now.
+            None => self.owned_snapshot(&record.owner, &record.id).await,
         }
+    }
+
+    /// Every snapshot of `owner`, with the status as of now (timeouts applied).
+    pub async fn list_snapshots(
+        &self,
+        owner: &AccountId,
+    ) -> Result<Vec<SnapshotRecord>, ServiceError> {
+        let now = self.now_ms();
+        let records = self.metadata.list_snapshots(Some(owner)).await?;
+        Ok(records.iter().map(|r| r.as_of(now)).collect())
+    }
+
+    /// One snapshot of `owner`, with the status as of now.
+    pub async fn describe_snapshot(
+        &self,
+        owner: &AccountId,
+        id: &SnapshotId,
+    ) -> Result<SnapshotRecord, ServiceError> {
+        let record = self.owned_snapshot(owner, id).await?;
+        Ok(record.as_of(self.now_ms()))
+    }
+
+    /// DeleteSnapshot: remove a snapshot in any state (a pending one is cancelled). Its data
+    /// is reclaimed by the next garbage collection, unless other snapshots share it.
+    pub async fn delete_snapshot(
+        &self,
+        owner: &AccountId,
+        id: &SnapshotId,
+    ) -> Result<(), ServiceError> {
+        self.owned_snapshot(owner, id).await?;
+        if self.metadata.delete_snapshot(id).await? {
+            tracing::info!(%id, "snapshot deleted");
+            Ok(())
+        } else {
+            Err(ServiceError::SnapshotNotFound(id.clone()))
+        }
+    }
+
+    /// CreateTags: add or overwrite tags on snapshots of `owner`; all or nothing.
+    pub async fn create_tags(
+        &self,
+        owner: &AccountId,
+        ids: &[SnapshotId],
+        tags: &[Tag],
+    ) -> Result<(), ServiceError> {
+        for id in ids {
+            let mut merged = self.owned_snapshot(owner, id).await?.tags;
+            merge_tags(&mut merged, tags);
+            validate_tags(&merged)?;
+        }
+        for id in ids {
+            let tags = tags.to_vec();
+            let change: RecordChange = Box::new(move |stored: &SnapshotRecord| {
+                let mut record = stored.clone();
+                merge_tags(&mut record.tags, &tags);
+                (record.tags.len() <= MAX_TAGS).then_some(record)
+            });
+            if self.metadata.update_snapshot(id, change).await?.is_none() {
+                return Err(ServiceError::SnapshotNotFound(id.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// DeleteTags: remove tags by key (and value, when given; all tags when `keys` is empty).
+    pub async fn delete_tags(
+        &self,
+        owner: &AccountId,
+        ids: &[SnapshotId],
+        keys: &[(String, Option<String>)],
+    ) -> Result<(), ServiceError> {
+        for id in ids {
+            self.owned_snapshot(owner, id).await?;
+        }
+        for id in ids {
+            let keys = keys.to_vec();
+            let change: RecordChange = Box::new(move |stored: &SnapshotRecord| {
+                let mut record = stored.clone();
+                record.tags.retain(|tag| {
+                    !keys.is_empty()
+                        && !keys.iter().any(|(key, value)| {
+                            *key == tag.key && value.as_ref().is_none_or(|v| *v == tag.value)
+                        })
+                });
+                Some(record)
+            });
+            self.metadata.update_snapshot(id, change).await?;
+        }
+        Ok(())
+    }
+
+    /// Move every idle pending snapshot past its timeout to `error` (the background sweep;
+    /// reads apply timeouts by themselves, this makes them durable and their data
+    /// reclaimable). Returns how many timed out.
+    pub async fn expire_idle_snapshots(&self) -> Result<usize, ServiceError> {
+        let now = self.now_ms();
+        let mut expired = 0;
+        for record in self.metadata.list_snapshots(None).await? {
+            if record.status == SnapshotStatus::Pending
+                && record.status_at(now) == SnapshotStatus::Error
+                && self.expire_if_due(record).await?.status == SnapshotStatus::Error
+            {
+                expired += 1;
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Decide what garbage collection would delete (reads only).
+    pub async fn plan_gc(&self, options: GcOptions) -> Result<GcPlan, ServiceError> {
+        // Order matters (see `gc`): the cutoff, then the in-flight set, then the view.
+        let now = self.now_ms();
+        let wall_now = std::time::SystemTime::now();
+        let in_flight = self.in_flight.snapshot();
+        let view = self.metadata.gc_view().await?;
+        let chunks = self.chunks.list().await?;
+        let plan =
+            run_blocking(move || gc::plan(&view, &chunks, &in_flight, now, wall_now, options))
+                .await?;
+        Ok(plan)
+    }
+
+    /// Execute a plan: the only code that deletes stored data. Nodes go in small batches so
+    /// the metadata writer is never held for long.
+    pub async fn execute_gc(&self, plan: &GcPlan) -> Result<GcReport, ServiceError> {
+        const NODE_BATCH: usize = 1024;
+        let mut report = GcReport::default();
+        for batch in plan.garbage_nodes.chunks(NODE_BATCH) {
+            report.nodes_deleted += self
+                .metadata
+                .delete_nodes(batch.to_vec(), plan.node_cutoff_ms)
+                .await?;
+        }
+        // Record the timeouts first: only snapshots stored as `error` lose their writes.
+        for id in &plan.expired_snapshots {
+            if let Some(record) = self.metadata.snapshot(id).await? {
+                self.expire_if_due(record).await?;
+            }
+        }
+        report.pending_writes_dropped = self
+            .metadata
+            .drop_pending_writes(plan.expired_snapshots.clone())
+            .await?;
+        let cutoff = plan.chunk_cutoff.unwrap_or(std::time::UNIX_EPOCH);
+        for (digest, _) in &plan.garbage_chunks {
+            match self.chunks.delete_if_idle(*digest, cutoff).await? {
+                Some(bytes) => {
+                    report.chunks_deleted += 1;
+                    report.bytes_freed += bytes;
+                }
+                None => report.chunks_kept += 1,
+            }
+        }
+        tracing::info!(?report, "garbage collection finished");
+        Ok(report)
     }
 
     fn page_start(
@@ -710,7 +883,7 @@ fn validate_start(input: &StartSnapshotInput) -> Result<ValidatedStart, ServiceE
 
 fn validate_tags(tags: &[Tag]) -> Result<(), ServiceError> {
     if tags.len() > MAX_TAGS {
-        return Err(ServiceError::InvalidTag(format!(
+        return Err(ServiceError::TagLimitExceeded(format!(
             "{} tags were given; a snapshot can have at most {MAX_TAGS}.",
             tags.len()
         )));
@@ -762,6 +935,16 @@ fn valid_kms_key_arn(arn: &str) -> bool {
                 .all(|b| b.is_ascii_digit())
             && (before.len() == 12 || before.as_bytes()[before.len() - 13] == b':')
     })
+}
+
+/// Add `new` to `tags`, replacing the values of keys already present.
+fn merge_tags(tags: &mut Vec<Tag>, new: &[Tag]) {
+    for tag in new {
+        match tags.iter_mut().find(|t| t.key == tag.key) {
+            Some(existing) => existing.value.clone_from(&tag.value),
+            None => tags.push(tag.clone()),
+        }
+    }
 }
 
 /// A canonical digest of the start parameters, compared when a client token is reused.

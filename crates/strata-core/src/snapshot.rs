@@ -87,6 +87,11 @@ pub struct SnapshotRecord {
     pub changed_blocks: u64,
     /// Root of the block map (set when completed; `None` is an empty map).
     pub root: Option<NodeHash>,
+    /// The parent's root, captured at start: the tree this snapshot's writes apply to.
+    /// Keeping it here (and live for GC) lets the parent be deleted while the child is
+    /// still pending.
+    #[serde(default)]
+    pub base_root: Option<NodeHash>,
     /// Why the snapshot is in `error`.
     pub status_message: Option<String>,
 }
@@ -105,6 +110,22 @@ impl SnapshotRecord {
             SnapshotStatus::Error
         } else {
             self.status
+        }
+    }
+
+    /// The record as of `now_ms`: a pending snapshot past its deadline reads as timed out
+    /// (status `error` with its message), whether or not that was stored yet.
+    pub fn as_of(&self, now_ms: i64) -> SnapshotRecord {
+        if self.status_at(now_ms) == self.status {
+            return self.clone();
+        }
+        SnapshotRecord {
+            status: SnapshotStatus::Error,
+            status_message: Some(format!(
+                "No block was written and the snapshot was not completed within its timeout of {} minutes.",
+                self.timeout_minutes
+            )),
+            ..self.clone()
         }
     }
 }

@@ -9,9 +9,11 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use rand::Rng;
+use strata_core::gc::GcOptions;
 use strata_core::tokens::TokenIssuer;
 use strata_core::{Clock, SnapshotService, SystemClock};
 use strata_store_embedded::{EmbeddedStore, FsChunkStore, RedbMetadataStore};
+use strata_types::AccountId;
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
@@ -31,6 +33,10 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// The clock (shared with the service, so tests can move time).
     pub clock: Arc<dyn Clock>,
+    /// The root account (the only one allowed to run GC through the admin API).
+    pub root_account: AccountId,
+    /// How garbage collection runs.
+    pub gc_options: GcOptions,
 }
 
 const TOKEN_KEY_FILE: &str = "token-key";
@@ -87,6 +93,10 @@ pub fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         keys,
         body_timeout: settings.body_timeout,
         clock,
+        root_account: settings.root_account.clone(),
+        gc_options: GcOptions {
+            chunk_grace: settings.gc_grace,
+        },
     })
 }
 
@@ -101,6 +111,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    background: tokio::task::JoinHandle<()>,
+    stop_background: tokio::sync::watch::Sender<bool>,
 }
 
 impl RunningServer {
@@ -109,6 +121,8 @@ impl RunningServer {
         // The receiver is gone only if the server already stopped.
         let _ = self.shutdown.send(());
         self.task.await.context("server task failed")??;
+        let _ = self.stop_background.send(true);
+        self.background.await.context("background task failed")?;
         Ok(())
     }
 }
@@ -121,6 +135,12 @@ pub async fn start(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
     let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
+    let (stop_background, stopped) = tokio::sync::watch::channel(false);
+    let background = tokio::spawn(crate::background::run(
+        Arc::clone(&state),
+        settings.gc_interval,
+        stopped,
+    ));
     let app = router(state);
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -134,6 +154,8 @@ pub async fn start(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         addr,
         shutdown,
         task,
+        background,
+        stop_background,
     })
 }
 

@@ -2,12 +2,11 @@
 //! pure verifier in `strata_sigv4`.
 
 use http::request::Parts;
-use strata_sigv4::{PayloadHash, verify_request};
+use strata_sigv4::{AuthError, PayloadHash, verify_request};
 use strata_types::AccountId;
 use time::OffsetDateTime;
 
 use crate::app::AppState;
-use crate::error::ApiError;
 
 /// Who sent a request, and what its signature covered.
 #[derive(Debug, Clone)]
@@ -18,14 +17,15 @@ pub struct Caller {
     pub payload_hash: PayloadHash,
 }
 
-/// Verify the request's signature. `body_sha256_hex` is the hash of an already-read body,
-/// or `None` for a streamed one (whose `x-amz-content-sha256` header then says what was
-/// signed).
+/// Verify the request's signature, made for `service` (`ebs`, `ec2` or the admin API's
+/// `strata`). `body_sha256_hex` is the hash of an already-read body, or `None` for a
+/// streamed one (whose `x-amz-content-sha256` header then says what was signed).
 pub fn authenticate(
     state: &AppState,
     parts: &Parts,
     body_sha256_hex: Option<&str>,
-) -> Result<Caller, ApiError> {
+    service: &str,
+) -> Result<Caller, AuthError> {
     let now_ms = state.clock.now_ms();
     let now = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
@@ -45,11 +45,16 @@ pub fn authenticate(
         now,
         &state.keys,
     )?;
+    if verified.service != service {
+        return Err(AuthError::Malformed(format!(
+            "Credential should be scoped to correct service: '{service}'."
+        )));
+    }
     let account = state
         .keys
         .account_of(&verified.access_key_id)
         .cloned()
-        .ok_or_else(|| ApiError::from(strata_sigv4::AuthError::UnknownAccessKey))?;
+        .ok_or(AuthError::UnknownAccessKey)?;
     Ok(Caller {
         account,
         payload_hash: verified.payload_hash,

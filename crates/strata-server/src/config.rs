@@ -19,6 +19,10 @@ pub const DEFAULT_DATA_DIR: &str = "./strata-data";
 pub const DEFAULT_ROOT_ACCOUNT: &str = "000000000000";
 /// How long a request body may stall between two pieces before the request is cut off.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often background garbage collection runs.
+pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// How long an unreferenced chunk is kept after it was last stored (see `strata_core::gc`).
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(60);
 
 /// The optional config file (`--config`).
 #[derive(Debug, Default, Deserialize)]
@@ -29,6 +33,10 @@ pub struct ConfigFile {
     pub accounts: Vec<AccountConfig>,
     /// Seconds a request body may stall.
     pub body_timeout_secs: Option<u64>,
+    /// Seconds between background garbage collections; 0 turns them off.
+    pub gc_interval_secs: Option<u64>,
+    /// Seconds an unreferenced chunk is kept after it was last stored.
+    pub gc_grace_secs: Option<u64>,
 }
 
 /// One `[[accounts]]` entry.
@@ -95,6 +103,10 @@ pub struct Settings {
     pub extra_keys: Vec<AccessKey>,
     /// How long a request body may stall.
     pub body_timeout: Duration,
+    /// Background GC period (`None`: only on demand).
+    pub gc_interval: Option<Duration>,
+    /// GC grace period for unreferenced chunks.
+    pub gc_grace: Duration,
 }
 
 impl Settings {
@@ -107,6 +119,8 @@ impl Settings {
             root_key_from_env: None,
             extra_keys: Vec::new(),
             body_timeout: DEFAULT_BODY_TIMEOUT,
+            gc_interval: Some(DEFAULT_GC_INTERVAL),
+            gc_grace: DEFAULT_GC_GRACE,
         })
     }
 
@@ -116,6 +130,12 @@ impl Settings {
         if let Some(secs) = file.body_timeout_secs {
             anyhow::ensure!(secs > 0, "body_timeout_secs must be positive");
             self.body_timeout = Duration::from_secs(secs);
+        }
+        if let Some(secs) = file.gc_interval_secs {
+            self.gc_interval = (secs > 0).then(|| Duration::from_secs(secs));
+        }
+        if let Some(secs) = file.gc_grace_secs {
+            self.gc_grace = Duration::from_secs(secs);
         }
         Ok(self)
     }

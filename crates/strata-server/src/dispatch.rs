@@ -12,6 +12,7 @@ use axum::routing::get;
 use http::{HeaderValue, Request, StatusCode};
 use http_body_util::BodyExt;
 use strata_sigv4::sha256_hex;
+use strata_wire::ec2::{Ec2Error, Ec2ErrorCode, Params};
 use strata_wire::headers::{ERROR_TYPE, REQUEST_ID};
 use strata_wire::{ErrorCode, Operation, WireError, route};
 use tracing::Instrument;
@@ -19,10 +20,15 @@ use tracing::Instrument;
 use crate::app::AppState;
 use crate::auth::authenticate;
 use crate::error::ApiError;
-use crate::handlers;
+use crate::{admin, ec2, handlers};
 
 /// Largest body accepted by operations other than PutSnapshotBlock (StartSnapshot's JSON).
 const MAX_SMALL_BODY: usize = 64 * 1024;
+/// Largest EC2 Query body (DescribeSnapshots may list many ids and filters).
+const MAX_EC2_BODY: usize = 1024 * 1024;
+/// SigV4 service names.
+const EBS_SERVICE: &str = "ebs";
+const EC2_SERVICE: &str = "ec2";
 
 /// The router: `/health` for load balancers, everything else through [`handle`].
 pub fn router(state: Arc<AppState>) -> Router {
@@ -40,35 +46,64 @@ async fn health() -> Response {
     response
 }
 
-/// Serve one EBS request.
+/// Which API a request is for.
+enum Api {
+    /// An EBS direct API operation.
+    Ebs(Operation),
+    /// The EC2 Query API (`POST /`).
+    Ec2,
+    /// Strata's admin API.
+    Admin,
+}
+
+fn classify(method: &http::Method, path: &str) -> Option<Api> {
+    if path.starts_with(strata_wire::admin::PREFIX) {
+        return Some(Api::Admin);
+    }
+    if path == "/" && method == http::Method::POST {
+        return Some(Api::Ec2);
+    }
+    route(method.as_str(), path).map(Api::Ebs)
+}
+
+/// Serve one request of any of the three APIs, with its request id and log line.
 async fn handle(State(state): State<Arc<AppState>>, request: Request<Body>) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let started = Instant::now();
     let span = tracing::info_span!("request", request_id = %request_id);
-    let operation = route(request.method().as_str(), request.uri().path());
-    let name = operation.as_ref().map_or("Unknown", Operation::name);
-    let snapshot = operation
-        .as_ref()
-        .and_then(Operation::snapshot_label)
-        .unwrap_or("-")
-        .to_owned();
-    let result = async {
-        match operation {
-            Some(op) => run(&state, op, request).await,
-            None => Err(ApiError(WireError::new(
+    let (name, snapshot, mut response) = match classify(request.method(), request.uri().path()) {
+        Some(Api::Ebs(op)) => {
+            let name = op.name().to_owned();
+            let snapshot = op.snapshot_label().unwrap_or("-").to_owned();
+            let result = run_ebs(&state, op, request).instrument(span.clone()).await;
+            let response = result.unwrap_or_else(|error| error_response(&error.0));
+            (name, snapshot, response)
+        }
+        Some(Api::Ec2) => {
+            let (action, response) = run_ec2(&state, request, &request_id)
+                .instrument(span.clone())
+                .await;
+            (action, "-".to_owned(), response)
+        }
+        Some(Api::Admin) => {
+            let name = format!("Admin {}", request.uri().path());
+            let result = run_admin(&state, request).instrument(span.clone()).await;
+            let response = result.unwrap_or_else(|error| error_response(&error.0));
+            (name, "-".to_owned(), response)
+        }
+        None => {
+            let error = WireError::new(
                 ErrorCode::UnknownOperationException,
                 None,
                 format!(
-                    "No EBS operation matches {} {}.",
+                    "No operation matches {} {}.",
                     request.method(),
                     request.uri().path()
                 ),
-            ))),
+            );
+            ("Unknown".to_owned(), "-".to_owned(), error_response(&error))
         }
-    }
-    .instrument(span.clone())
-    .await;
-    let mut response = result.unwrap_or_else(|error| error_response(&error.0));
+    };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
@@ -81,7 +116,7 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request<Body>) -> R
         .to_owned();
     span.in_scope(|| {
         tracing::info!(
-            operation = name,
+            operation = %name,
             snapshot = %snapshot,
             status,
             error = %error_type,
@@ -92,8 +127,8 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request<Body>) -> R
     response
 }
 
-/// Authenticate, then run the operation's handler.
-async fn run(
+/// Authenticate an EBS request, then run the operation's handler.
+async fn run_ebs(
     state: &AppState,
     op: Operation,
     request: Request<Body>,
@@ -105,7 +140,7 @@ async fn run(
     } = op
     {
         // The block body streams; the signature covers it only through x-amz-content-sha256.
-        let caller = authenticate(state, &parts, None)?;
+        let caller = authenticate(state, &parts, None, EBS_SERVICE)?;
         return handlers::put_snapshot_block::handle(
             state,
             &caller,
@@ -116,8 +151,8 @@ async fn run(
         )
         .await;
     }
-    let body = read_small_body(state, body).await?;
-    let caller = authenticate(state, &parts, Some(&sha256_hex(&body)))?;
+    let body = read_small_body(state, body, MAX_SMALL_BODY).await?;
+    let caller = authenticate(state, &parts, Some(&sha256_hex(&body)), EBS_SERVICE)?;
     match op {
         Operation::StartSnapshot => handlers::start_snapshot::handle(state, &caller, &body).await,
         Operation::CompleteSnapshot { snapshot_id } => {
@@ -140,13 +175,50 @@ async fn run(
     }
 }
 
+/// Read, authenticate and run an EC2 Query request; errors are rendered as EC2 XML.
+async fn run_ec2(state: &AppState, request: Request<Body>, request_id: &str) -> (String, Response) {
+    let (parts, body) = request.into_parts();
+    let body = match read_small_body(state, body, MAX_EC2_BODY).await {
+        Ok(body) => body,
+        Err(error) => {
+            let error = Ec2Error::new(Ec2ErrorCode::InvalidParameterValue, error.0.message);
+            return ("Ec2".to_owned(), ec2::error_response(&error, request_id));
+        }
+    };
+    let params = Params::parse_form(&body);
+    let name = ec2::action(&params).unwrap_or("Ec2").to_owned();
+    let result = match authenticate(state, &parts, Some(&sha256_hex(&body)), EC2_SERVICE) {
+        Ok(caller) => ec2::handle(state, &caller, &params, request_id).await,
+        Err(error) => Err(ec2::auth_error(&error)),
+    };
+    let response = result.unwrap_or_else(|error| ec2::error_response(&error, request_id));
+    (name, response)
+}
+
+/// Authenticate and run an admin request.
+async fn run_admin(state: &AppState, request: Request<Body>) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let body = read_small_body(state, body, MAX_SMALL_BODY).await?;
+    let caller = authenticate(
+        state,
+        &parts,
+        Some(&sha256_hex(&body)),
+        strata_wire::admin::SERVICE,
+    )?;
+    admin::handle(state, &caller, &parts).await
+}
+
 /// Read a small body whole, within the size limit and the stall timeout.
-async fn read_small_body(state: &AppState, body: Body) -> Result<bytes::Bytes, ApiError> {
-    let limited = http_body_util::Limited::new(body, MAX_SMALL_BODY);
+async fn read_small_body(
+    state: &AppState,
+    body: Body,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, limit);
     match tokio::time::timeout(state.body_timeout, limited.collect()).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(error)) => Err(ApiError::invalid_parameter(format!(
-            "The request body could not be read (at most {MAX_SMALL_BODY} bytes): {error}"
+            "The request body could not be read (at most {limit} bytes): {error}"
         ))),
         Err(_) => Err(ApiError::invalid_parameter(
             "The request body was not received in time.",

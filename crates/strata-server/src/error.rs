@@ -42,7 +42,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::InvalidVolumeSize(_) => {
                 WireError::validation(Reason::InvalidVolumeSize, message)
             }
-            ServiceError::InvalidTag(_) => WireError::validation(Reason::InvalidTag, message),
+            ServiceError::InvalidTag(_) | ServiceError::TagLimitExceeded(_) => {
+                WireError::validation(Reason::InvalidTag, message)
+            }
             ServiceError::InvalidBlock(_) => WireError::validation(Reason::InvalidBlock, message),
             ServiceError::InvalidBlockToken(_) => {
                 WireError::validation(Reason::InvalidBlockToken, message)

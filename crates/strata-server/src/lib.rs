@@ -7,11 +7,14 @@
 //! calls `strata_core::SnapshotService`, and maps any error through [`error`], the single
 //! place where internal errors become EBS exceptions.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod background;
 pub mod config;
 pub mod credentials;
 pub mod dispatch;
+pub mod ec2;
 pub mod error;
 pub mod handlers;
 

@@ -6,7 +6,7 @@
 //! | `snapshots` | snapshot id | `SnapshotRecord` as JSON |
 //! | `client_tokens` | (owner account, client token) | snapshot id |
 //! | `pending_blocks` | (snapshot id, block index) | chunk digest (32 bytes) |
-//! | `nodes` | node hash (32 bytes) | encoded block-map node |
+//! | `nodes` | node hash (32 bytes) | last write time (Unix ms, i64 LE) ‖ encoded block-map node |
 //!
 //! # Group commit
 //! All writes go through one writer thread. It takes every request queued at the moment,
@@ -26,8 +26,8 @@ use std::sync::mpsc;
 use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
 use strata_core::block_map::{Node, NodeHash, NodeSource};
 use strata_core::ports::{
-    BlockWrite, CreateOutcome, MetadataStore, PendingWrites, RecordBlockError, Seal, SealError,
-    StoreError,
+    BlockWrite, CreateOutcome, GcView, MetadataStore, PendingWrites, RecordBlockError,
+    RecordChange, Seal, SealError, StoreError,
 };
 use strata_core::snapshot::{SnapshotRecord, SnapshotStatus};
 use strata_types::{AccountId, BlockIndex, ChunkDigest, SnapshotId};
@@ -76,23 +76,45 @@ impl std::fmt::Debug for RedbMetadataStore {
     }
 }
 
+// Short-lived channel messages, one per request: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum WriteRequest {
     Create(
         SnapshotRecord,
         oneshot::Sender<Result<CreateOutcome, StoreError>>,
     ),
-    UpdatePending(SnapshotRecord, oneshot::Sender<Result<bool, StoreError>>),
+    Update(
+        SnapshotId,
+        RecordChange,
+        oneshot::Sender<Result<Option<SnapshotRecord>, StoreError>>,
+    ),
+    Delete(SnapshotId, oneshot::Sender<Result<bool, StoreError>>),
+    DeleteNodes(
+        Vec<NodeHash>,
+        i64,
+        oneshot::Sender<Result<usize, StoreError>>,
+    ),
+    DropPending(Vec<SnapshotId>, oneshot::Sender<Result<usize, StoreError>>),
     RecordBlock(BlockWrite, oneshot::Sender<Result<(), RecordBlockError>>),
     Seal(Box<Seal>, oneshot::Sender<Result<(), SealError>>),
 }
 
 /// A reply computed inside a group, sent only after the group commits.
+#[allow(clippy::large_enum_variant)]
 enum Reply {
     Create(
         oneshot::Sender<Result<CreateOutcome, StoreError>>,
         Result<CreateOutcome, StoreError>,
     ),
-    UpdatePending(
+    Update(
+        oneshot::Sender<Result<Option<SnapshotRecord>, StoreError>>,
+        Result<Option<SnapshotRecord>, StoreError>,
+    ),
+    Count(
+        oneshot::Sender<Result<usize, StoreError>>,
+        Result<usize, StoreError>,
+    ),
+    Flag(
         oneshot::Sender<Result<bool, StoreError>>,
         Result<bool, StoreError>,
     ),
@@ -114,7 +136,13 @@ impl Reply {
             Reply::Create(tx, r) => {
                 let _ = tx.send(failure.map_or(r, |e| Err(e.clone())));
             }
-            Reply::UpdatePending(tx, r) => {
+            Reply::Update(tx, r) => {
+                let _ = tx.send(failure.map_or(r, |e| Err(e.clone())));
+            }
+            Reply::Count(tx, r) => {
+                let _ = tx.send(failure.map_or(r, |e| Err(e.clone())));
+            }
+            Reply::Flag(tx, r) => {
                 let _ = tx.send(failure.map_or(r, |e| Err(e.clone())));
             }
             Reply::RecordBlock(tx, r) => {
@@ -231,9 +259,21 @@ fn apply_group(
                     let result = create(&mut snapshots, &mut tokens, &record)?;
                     replies.push(Reply::Create(tx, Ok(result)));
                 }
-                WriteRequest::UpdatePending(record, tx) => {
-                    let result = update_pending(&mut snapshots, &record)?;
-                    replies.push(Reply::UpdatePending(tx, Ok(result)));
+                WriteRequest::Update(id, change, tx) => {
+                    let result = update(&mut snapshots, &id, change)?;
+                    replies.push(Reply::Update(tx, Ok(result)));
+                }
+                WriteRequest::Delete(id, tx) => {
+                    let result = delete(&mut snapshots, &mut tokens, &mut pending, &id)?;
+                    replies.push(Reply::Flag(tx, Ok(result)));
+                }
+                WriteRequest::DeleteNodes(hashes, before, tx) => {
+                    let result = delete_nodes(&mut nodes, &hashes, before)?;
+                    replies.push(Reply::Count(tx, Ok(result)));
+                }
+                WriteRequest::DropPending(ids, tx) => {
+                    let result = drop_pending(&mut snapshots, &mut pending, &ids)?;
+                    replies.push(Reply::Count(tx, Ok(result)));
                 }
                 WriteRequest::RecordBlock(write, tx) => {
                     let result = record_block(&mut snapshots, &mut pending, &write)?;
@@ -295,17 +335,95 @@ fn create(
     Ok(CreateOutcome::Created)
 }
 
-fn update_pending(
+fn update(
     snapshots: &mut Table<'_, &str, &[u8]>,
-    record: &SnapshotRecord,
-) -> Result<bool, StoreError> {
-    match load(snapshots, &record.id)? {
-        Some(stored) if stored.status == SnapshotStatus::Pending => {
-            save(snapshots, record)?;
-            Ok(true)
+    id: &SnapshotId,
+    change: RecordChange,
+) -> Result<Option<SnapshotRecord>, StoreError> {
+    let Some(stored) = load(snapshots, id)? else {
+        return Ok(None);
+    };
+    match change(&stored) {
+        Some(record) if record.id == *id => {
+            save(snapshots, &record)?;
+            Ok(Some(record))
         }
-        _ => Ok(false),
+        _ => Ok(None),
     }
+}
+
+fn remove_pending(
+    pending: &mut Table<'_, (&str, u32), [u8; 32]>,
+    id: &SnapshotId,
+) -> Result<usize, StoreError> {
+    let mut removed = 0;
+    pending
+        .retain_in((id.as_str(), 0)..=(id.as_str(), u32::MAX), |_, _| {
+            removed += 1;
+            false
+        })
+        .map_err(backend)?;
+    Ok(removed)
+}
+
+fn delete(
+    snapshots: &mut Table<'_, &str, &[u8]>,
+    tokens: &mut Table<'_, (&str, &str), &str>,
+    pending: &mut Table<'_, (&str, u32), [u8; 32]>,
+    id: &SnapshotId,
+) -> Result<bool, StoreError> {
+    let Some(record) = load(snapshots, id)? else {
+        return Ok(false);
+    };
+    if let Some(token) = &record.client_token {
+        tokens
+            .remove((record.owner.as_str(), token.as_str()))
+            .map_err(backend)?;
+    }
+    remove_pending(pending, id)?;
+    snapshots.remove(id.as_str()).map_err(backend)?;
+    Ok(true)
+}
+
+fn delete_nodes(
+    nodes: &mut Table<'_, [u8; 32], &[u8]>,
+    hashes: &[NodeHash],
+    written_before_ms: i64,
+) -> Result<usize, StoreError> {
+    let mut deleted = 0;
+    for hash in hashes {
+        let written = match nodes.get(hash.0).map_err(backend)? {
+            Some(value) => split_node_value(value.value())?.0,
+            None => continue,
+        };
+        if written < written_before_ms {
+            nodes.remove(hash.0).map_err(backend)?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+fn drop_pending(
+    snapshots: &mut Table<'_, &str, &[u8]>,
+    pending: &mut Table<'_, (&str, u32), [u8; 32]>,
+    ids: &[SnapshotId],
+) -> Result<usize, StoreError> {
+    let mut dropped = 0;
+    for id in ids {
+        if load(snapshots, id)?.is_some_and(|r| r.status == SnapshotStatus::Error) {
+            dropped += remove_pending(pending, id)?;
+        }
+    }
+    Ok(dropped)
+}
+
+/// A stored node value: (last write time, encoded node).
+fn split_node_value(value: &[u8]) -> Result<(i64, &[u8]), StoreError> {
+    let (time, encoded) = value
+        .split_first_chunk::<8>()
+        .ok_or_else(|| StoreError::Corrupt("block-map node value is truncated".into()))?;
+    Ok((i64::from_le_bytes(*time), encoded))
 }
 
 fn record_block(
@@ -345,13 +463,15 @@ fn seal_snapshot(
     if stored.write_sequence != seal.expected_sequence {
         return Ok(Err(SealError::Raced));
     }
+    let mut value = Vec::new();
     for (hash, encoded) in &seal.new_nodes {
-        nodes.insert(hash.0, encoded.as_slice()).map_err(backend)?;
+        value.clear();
+        value.extend_from_slice(&seal.written_ms.to_le_bytes());
+        value.extend_from_slice(encoded);
+        nodes.insert(hash.0, value.as_slice()).map_err(backend)?;
     }
     save(snapshots, &seal.record)?;
-    pending
-        .retain_in((id.as_str(), 0)..=(id.as_str(), u32::MAX), |_, _| false)
-        .map_err(backend)?;
+    remove_pending(pending, id)?;
     Ok(Ok(()))
 }
 
@@ -366,7 +486,7 @@ impl NodeSource for RedbNodes {
             self.table.get(hash.0).map_err(backend)?.ok_or_else(|| {
                 StoreError::Corrupt(format!("block-map node {hash:?} is missing"))
             })?;
-        let bytes = value.value();
+        let (_, bytes) = split_node_value(value.value())?;
         if Node::hash_encoded(bytes) != *hash {
             return Err(StoreError::Corrupt(format!(
                 "block-map node {hash:?} does not match its hash"
@@ -394,9 +514,72 @@ impl MetadataStore for RedbMetadataStore {
         .await
     }
 
-    async fn update_pending(&self, record: SnapshotRecord) -> Result<bool, StoreError> {
-        self.write(|tx| WriteRequest::UpdatePending(record, tx))
+    async fn update_snapshot(
+        &self,
+        id: &SnapshotId,
+        change: RecordChange,
+    ) -> Result<Option<SnapshotRecord>, StoreError> {
+        let id = id.clone();
+        self.write(|tx| WriteRequest::Update(id, change, tx))
             .await?
+    }
+
+    async fn delete_snapshot(&self, id: &SnapshotId) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.write(|tx| WriteRequest::Delete(id, tx)).await?
+    }
+
+    async fn gc_view(&self) -> Result<GcView<RedbNodes>, StoreError> {
+        self.read(|db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let snapshots = txn.open_table(SNAPSHOTS).map_err(backend)?;
+            let mut records = Vec::new();
+            for entry in snapshots.iter().map_err(backend)? {
+                let (_, value) = entry.map_err(backend)?;
+                records.push(decode_record(value.value())?);
+            }
+            let pending_table = txn.open_table(PENDING_BLOCKS).map_err(backend)?;
+            let mut pending: Vec<(SnapshotId, Vec<ChunkDigest>)> = Vec::new();
+            for entry in pending_table.iter().map_err(backend)? {
+                let (key, value) = entry.map_err(backend)?;
+                let id = key.value().0;
+                let digest = ChunkDigest(value.value());
+                match pending.last_mut() {
+                    Some((last, digests)) if last.as_str() == id => digests.push(digest),
+                    _ => {
+                        let id = SnapshotId::parse(id)
+                            .map_err(|e| StoreError::Corrupt(format!("pending write key: {e}")))?;
+                        pending.push((id, vec![digest]));
+                    }
+                }
+            }
+            let table = txn.open_table(NODES).map_err(backend)?;
+            let mut nodes = Vec::new();
+            for entry in table.iter().map_err(backend)? {
+                let (key, value) = entry.map_err(backend)?;
+                nodes.push((NodeHash(key.value()), split_node_value(value.value())?.0));
+            }
+            Ok(GcView {
+                records,
+                pending,
+                nodes,
+                reader: RedbNodes { table },
+            })
+        })
+        .await
+    }
+
+    async fn delete_nodes(
+        &self,
+        hashes: Vec<NodeHash>,
+        written_before_ms: i64,
+    ) -> Result<usize, StoreError> {
+        self.write(|tx| WriteRequest::DeleteNodes(hashes, written_before_ms, tx))
+            .await?
+    }
+
+    async fn drop_pending_writes(&self, ids: Vec<SnapshotId>) -> Result<usize, StoreError> {
+        self.write(|tx| WriteRequest::DropPending(ids, tx)).await?
     }
 
     async fn record_block(&self, write: BlockWrite) -> Result<(), RecordBlockError> {
@@ -438,8 +621,11 @@ impl MetadataStore for RedbMetadataStore {
         Ok(RedbNodes { table })
     }
 
-    async fn list_snapshots(&self, owner: &AccountId) -> Result<Vec<SnapshotRecord>, StoreError> {
-        let owner = owner.clone();
+    async fn list_snapshots(
+        &self,
+        owner: Option<&AccountId>,
+    ) -> Result<Vec<SnapshotRecord>, StoreError> {
+        let owner = owner.cloned();
         self.read(move |db| {
             let txn = db.begin_read().map_err(backend)?;
             let table = txn.open_table(SNAPSHOTS).map_err(backend)?;
@@ -447,7 +633,7 @@ impl MetadataStore for RedbMetadataStore {
             for entry in table.iter().map_err(backend)? {
                 let (_, value) = entry.map_err(backend)?;
                 let record = decode_record(value.value())?;
-                if record.owner == owner {
+                if owner.as_ref().is_none_or(|o| *o == record.owner) {
                     out.push(record);
                 }
             }

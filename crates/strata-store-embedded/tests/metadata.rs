@@ -43,6 +43,7 @@ fn record(id: &str, token: Option<&str>) -> SnapshotRecord {
         write_sequence: 0,
         changed_blocks: 0,
         root: None,
+        base_root: None,
         status_message: None,
     }
 }
@@ -142,6 +143,7 @@ async fn seal_is_atomic_and_detects_races() {
             expected_sequence: pending.sequence,
             record: sealed.clone(),
             new_nodes: update.new_nodes.clone(),
+            written_ms: 1,
         })
         .await;
     assert!(matches!(raced, Err(SealError::Raced)));
@@ -160,6 +162,7 @@ async fn seal_is_atomic_and_detects_races() {
             expected_sequence: sequence,
             record: sealed.clone(),
             new_nodes: update.new_nodes.clone(),
+            written_ms: 1,
         })
         .await
         .expect("seal");
@@ -188,12 +191,17 @@ async fn seal_is_atomic_and_detects_races() {
             .seal_snapshot(Seal {
                 expected_sequence: sequence,
                 record: sealed,
-                new_nodes: Vec::new()
+                new_nodes: Vec::new(),
+                written_ms: 1,
             })
             .await,
         Err(SealError::NotPending)
     ));
-    assert!(!store.update_pending(a).await.expect("update"));
+    // Deleting removes the record and frees the client token; nodes stay for GC.
+    assert!(store.delete_snapshot(&a.id).await.expect("delete"));
+    assert!(store.snapshot(&a.id).await.expect("get").is_none());
+    assert!(!store.delete_snapshot(&a.id).await.expect("delete again"));
+    assert!(nodes.load(&stored.root.expect("root")).is_ok());
 }
 
 #[tokio::test]
@@ -239,8 +247,28 @@ impl MetadataStore for RacingStore {
     async fn snapshot(&self, id: &SnapshotId) -> Result<Option<SnapshotRecord>, StoreError> {
         self.inner.snapshot(id).await
     }
-    async fn update_pending(&self, record: SnapshotRecord) -> Result<bool, StoreError> {
-        self.inner.update_pending(record).await
+    async fn update_snapshot(
+        &self,
+        id: &SnapshotId,
+        change: strata_core::ports::RecordChange,
+    ) -> Result<Option<SnapshotRecord>, StoreError> {
+        self.inner.update_snapshot(id, change).await
+    }
+    async fn delete_snapshot(&self, id: &SnapshotId) -> Result<bool, StoreError> {
+        self.inner.delete_snapshot(id).await
+    }
+    async fn gc_view(&self) -> Result<strata_core::ports::GcView<Self::Nodes>, StoreError> {
+        self.inner.gc_view().await
+    }
+    async fn delete_nodes(
+        &self,
+        hashes: Vec<strata_core::block_map::NodeHash>,
+        before: i64,
+    ) -> Result<usize, StoreError> {
+        self.inner.delete_nodes(hashes, before).await
+    }
+    async fn drop_pending_writes(&self, ids: Vec<SnapshotId>) -> Result<usize, StoreError> {
+        self.inner.drop_pending_writes(ids).await
     }
     async fn record_block(&self, write: BlockWrite) -> Result<(), RecordBlockError> {
         self.inner.record_block(write).await
@@ -262,7 +290,10 @@ impl MetadataStore for RacingStore {
     fn nodes(&self) -> Result<Self::Nodes, StoreError> {
         self.inner.nodes()
     }
-    async fn list_snapshots(&self, owner: &AccountId) -> Result<Vec<SnapshotRecord>, StoreError> {
+    async fn list_snapshots(
+        &self,
+        owner: Option<&AccountId>,
+    ) -> Result<Vec<SnapshotRecord>, StoreError> {
         self.inner.list_snapshots(owner).await
     }
 }
@@ -295,15 +326,12 @@ async fn complete_with_races(races: usize) -> Result<SnapshotStatus, ServiceErro
     assert!(hasher.update(&vec![7u8; strata_types::BLOCK_SIZE]));
     let block = hasher.finish();
     let digest = block.digest;
+    let permit = service
+        .check_writable(&owner, &snapshot.id, BlockIndex::new(0))
+        .await
+        .expect("writable");
     service
-        .put_block(
-            &owner,
-            &snapshot.id,
-            BlockIndex::new(0),
-            block,
-            digest,
-            None,
-        )
+        .put_block(permit, block, digest, None)
         .await
         .expect("put");
     service

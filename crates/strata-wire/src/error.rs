@@ -100,6 +100,8 @@ pub enum Reason {
     ConflictingBlockUpdate,
     /// ResourceNotFoundException: no such snapshot (for this caller, in this state).
     SnapshotNotFound,
+    /// AccessDeniedException: the account may not do this.
+    UnauthorizedAccount,
 }
 
 impl Reason {
@@ -116,6 +118,7 @@ impl Reason {
             Reason::InvalidVolumeSize => "INVALID_VOLUME_SIZE",
             Reason::ConflictingBlockUpdate => "CONFLICTING_BLOCK_UPDATE",
             Reason::SnapshotNotFound => "SNAPSHOT_NOT_FOUND",
+            Reason::UnauthorizedAccount => "UNAUTHORIZED_ACCOUNT",
         }
     }
 }

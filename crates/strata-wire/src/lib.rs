@@ -6,6 +6,8 @@
 //! method, path and query into an [`Operation`], and defines the JSON documents exactly
 //! as AWS spells them. The server converts these into domain types once, at the edge.
 
+pub mod admin;
+pub mod ec2;
 pub mod error;
 pub mod headers;
 pub mod query;

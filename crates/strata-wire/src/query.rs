@@ -21,17 +21,7 @@ impl Query {
     /// Parse a raw query string. Keys and values are percent-decoded; a `+` stays a `+`
     /// (SDKs always encode spaces as `%20`, and tokens may contain a literal `+`).
     pub fn parse(raw: Option<&str>) -> Self {
-        let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
-        Self(
-            raw.unwrap_or("")
-                .split('&')
-                .filter(|pair| !pair.is_empty())
-                .map(|pair| {
-                    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                    (decode(key), decode(value))
-                })
-                .collect(),
-        )
+        Self(decode_pairs(raw.unwrap_or(""), false))
     }
 
     /// The first value of `name`.
@@ -41,6 +31,26 @@ impl Query {
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.as_str())
     }
+}
+
+/// Split `key=value&…` and percent-decode both sides. In form bodies
+/// (`plus_is_space`), a `+` stands for a space; in URL queries it is a literal `+`.
+pub fn decode_pairs(raw: &str, plus_is_space: bool) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        let text = if plus_is_space {
+            std::borrow::Cow::Owned(s.replace('+', " "))
+        } else {
+            std::borrow::Cow::Borrowed(s)
+        };
+        percent_decode_str(&text).decode_utf8_lossy().into_owned()
+    };
+    raw.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(key), decode(value))
+        })
+        .collect()
 }
 
 #[cfg(test)]

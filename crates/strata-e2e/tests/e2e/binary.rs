@@ -22,10 +22,10 @@ fn strata_binary() -> Option<PathBuf> {
     if binary.is_file() {
         Some(binary)
     } else {
-        println!(
-            "skipped: the strata binary is not built ({} missing; run cargo build -p strata)",
+        super::harness::skip(&format!(
+            "the strata binary is not built ({} missing; run cargo build -p strata)",
             binary.display()
-        );
+        ));
         None
     }
 }

@@ -16,16 +16,22 @@ struct LoopDevice(PathBuf);
 
 impl LoopDevice {
     fn attach(backing: &Path) -> Option<Self> {
-        let output = Command::new("losetup")
+        let output = match Command::new("losetup")
             .args(["--find", "--show"])
             .arg(backing)
             .output()
-            .ok()?;
+        {
+            Ok(output) => output,
+            Err(error) => {
+                super::harness::skip(&format!("losetup does not run ({error})"));
+                return None;
+            }
+        };
         if !output.status.success() {
-            println!(
-                "skipped: cannot attach a loop device ({})",
+            super::harness::skip(&format!(
+                "cannot attach a loop device ({})",
                 String::from_utf8_lossy(&output.stderr).trim()
-            );
+            ));
             return None;
         }
         let device = String::from_utf8_lossy(&output.stdout).trim().to_owned();

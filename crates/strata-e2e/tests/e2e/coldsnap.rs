@@ -15,7 +15,7 @@ fn coldsnap_available() -> bool {
         std::env::split_paths(&paths).any(|dir| dir.join("coldsnap").is_file())
     });
     if !found {
-        println!("skipped: coldsnap not on PATH");
+        super::harness::skip("coldsnap not on PATH");
     }
     found
 }

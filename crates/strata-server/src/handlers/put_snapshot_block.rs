@@ -55,7 +55,7 @@ pub async fn handle(
             })
         })
         .transpose()?;
-    state
+    let permit = state
         .service
         .check_writable(&caller.account, &id, index)
         .await?;
@@ -70,7 +70,7 @@ pub async fn handle(
     }
     let digest = state
         .service
-        .put_block(&caller.account, &id, index, block, claimed, progress)
+        .put_block(permit, block, claimed, progress)
         .await?;
     let mut response = json_response(201, &PutSnapshotBlockResponse {})?;
     let headers = response.headers_mut();

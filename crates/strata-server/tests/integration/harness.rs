@@ -91,7 +91,7 @@ impl aws_smithy_async::time::TimeSource for ClockSource {
 #[derive(Clone, Debug)]
 enum Target {
     Router(Router),
-    Socket(HyperClient<HyperConnector, Body>),
+    Socket(Box<HyperClient<HyperConnector, Body>>),
 }
 
 impl Target {
@@ -173,6 +173,8 @@ impl Harness {
             secret_access_key: OTHER_SECRET.into(),
             account: strata_types::AccountId::parse(OTHER_ACCOUNT).expect("account"),
         }];
+        // Background GC would race the tests' own collections; tests that want it turn it on.
+        settings.gc_interval = None;
         adjust(&mut settings);
         let router = open_router(&settings, &clock);
         Self {
@@ -289,7 +291,7 @@ impl SocketHarness {
     pub fn client(&self) -> aws_sdk_ebs::Client {
         let client = HyperClient::builder(TokioExecutor::new()).build_http();
         sdk_client(
-            Target::Socket(client),
+            Target::Socket(Box::new(client)),
             &format!("http://{}", self.addr()),
             &self.clock,
             ROOT_KEY,
@@ -325,6 +327,8 @@ pub struct RawRequest {
     pub credentials: Option<(String, String)>,
     /// Shift the signing time relative to the server clock.
     pub signing_offset: time::Duration,
+    /// The SigV4 service name (`ebs`, `ec2`, `strata`).
+    pub service: &'static str,
 }
 
 impl RawRequest {
@@ -337,7 +341,31 @@ impl RawRequest {
             unsigned_payload: false,
             credentials: Some((ROOT_KEY.into(), ROOT_SECRET.into())),
             signing_offset: time::Duration::ZERO,
+            service: "ebs",
         }
+    }
+
+    /// An admin API request (`/_strata/v1/...`), signed for the `strata` service.
+    pub fn admin(method: &'static str, path: &str) -> Self {
+        let mut raw = Self::new(method, format!("/_strata/v1{path}"));
+        raw.service = "strata";
+        raw
+    }
+
+    /// An EC2 Query request: `POST /` with the form-encoded `params`.
+    pub fn ec2(params: &[(&str, &str)]) -> Self {
+        let body: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .collect();
+        let mut raw = Self::new("POST", "/")
+            .header(
+                "content-type",
+                "application/x-www-form-urlencoded; charset=utf-8",
+            )
+            .body(format!("Version=2016-11-15&{}", body.join("&")).into_bytes());
+        raw.service = "ec2";
+        raw
     }
 
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
@@ -381,6 +409,32 @@ impl RawResponse {
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
+    }
+
+    /// The body parsed as XML (EC2 responses).
+    pub fn xml(&self) -> roxmltree::Document<'_> {
+        let text = std::str::from_utf8(&self.body).expect("utf-8 body");
+        roxmltree::Document::parse(text).expect("well-formed XML")
+    }
+
+    /// Assert an EC2 error: status, `<Code>`, and a request id.
+    #[track_caller]
+    pub fn assert_ec2_error(&self, status: u16, code: &str) {
+        let doc = self.xml();
+        let found = doc
+            .descendants()
+            .find(|n| n.has_tag_name("Code"))
+            .and_then(|n| n.text())
+            .unwrap_or("");
+        assert_eq!(
+            (self.status, found),
+            (status, code),
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(doc.root_element().tag_name().name(), "Response");
+        assert!(doc.descendants().any(|n| n.has_tag_name("RequestID")));
+        assert!(doc.descendants().any(|n| n.has_tag_name("Message")));
     }
 
     pub fn reason(&self) -> String {
@@ -428,7 +482,7 @@ async fn send_raw(target: &Target, clock: &TestClock, raw: RawRequest) -> RawRes
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region("us-east-1")
-            .name("ebs")
+            .name(raw.service)
             .time(SystemTime::from(when))
             .settings(settings)
             .build()
@@ -491,6 +545,10 @@ pub fn linear(blocks: &[&[u8]]) -> String {
         hasher.update(Sha256::digest(data));
     }
     base64::engine::general_purpose::STANDARD.encode(hasher.finalize())
+}
+
+fn form_encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// Lowercase hex SHA-256.

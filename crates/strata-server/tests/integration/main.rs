@@ -1,7 +1,10 @@
 //! Integration tests of the Strata server through real clients: `aws-sdk-ebs` (SigV4 and
 //! serialization as AWS ships them) and raw signed HTTP for inputs the SDK will not send.
 
+mod ec2;
 mod errors;
+mod external_clients;
+mod gc;
 mod harness;
 mod lineage;
 mod operations;

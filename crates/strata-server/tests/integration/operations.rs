@@ -7,7 +7,7 @@ use aws_sdk_ebs::error::ProvideErrorMetadata;
 use aws_sdk_ebs::types::Tag;
 
 use crate::harness::{BLOCK, Harness, block, linear};
-use crate::sdk::{complete, get, list_all, put, start};
+use crate::sdk::{complete, get, list_all, put, start, start_with_timeout};
 
 #[tokio::test]
 async fn start_snapshot_reports_every_field() {
@@ -265,16 +265,7 @@ async fn sixty_four_concurrent_writers_lose_nothing() {
 async fn idle_pending_snapshots_time_out_to_error() {
     let harness = Harness::new();
     let client = harness.client();
-    let id = client
-        .start_snapshot()
-        .volume_size(1)
-        .timeout(10)
-        .send()
-        .await
-        .expect("start")
-        .snapshot_id()
-        .expect("id")
-        .to_owned();
+    let id = start_with_timeout(&client, 10).await;
     put(&client, &id, 0, &block(1)).await;
     // Each Put restarts the timer.
     harness.clock.advance(Duration::from_secs(9 * 60));

@@ -19,6 +19,20 @@ pub async fn start(client: &Client, size_gib: i64, parent: Option<&str>) -> Stri
         .to_owned()
 }
 
+/// A 1 GiB snapshot with an inactivity timeout of `minutes`.
+pub async fn start_with_timeout(client: &Client, minutes: i32) -> String {
+    client
+        .start_snapshot()
+        .volume_size(1)
+        .timeout(minutes)
+        .send()
+        .await
+        .expect("StartSnapshot")
+        .snapshot_id()
+        .expect("SnapshotId")
+        .to_owned()
+}
+
 pub async fn put(client: &Client, id: &str, index: i32, data: &[u8]) {
     client
         .put_snapshot_block()

@@ -1,0 +1,423 @@
+//! Garbage collection: mark and sweep with a grace period, planned then executed.
+//! The reasoning is in `docs/adr/0002-garbage-collection.md`; in short:
+//!
+//! - **Live** is decided from one consistent metadata view: the roots of completed
+//!   snapshots, the base roots of pending ones (the parent tree their writes apply to), and
+//!   the digests of pending writes. Everything reachable from a live root is live.
+//! - **Nodes** are deleted only if unreachable at the view *and* last written before the
+//!   plan started. Seals write (or re-write) every node of the tree they commit with the
+//!   current time, and all node writes are serialized with the deletion, so a node a new
+//!   tree needs is never deleted.
+//! - **Chunks** are deleted only if unreferenced at the view, not being written right now,
+//!   and not stored or refreshed since the cutoff (checked again atomically with the
+//!   deletion). The cutoff is the wall clock at the start minus a grace period. A Put
+//!   announces its digest in the service's in-flight set before storing the chunk and
+//!   withdraws it after its write record commits; the plan reads that set after taking the
+//!   cutoff and before taking the view. So a write committed after the view either was
+//!   announced before the set was read (its digest is live), or stored its chunk after the
+//!   cutoff (its file is too young to delete). The grace period only absorbs wall-clock
+//!   steps backwards.
+//!
+//! [`plan`] only reads; [`GcPlan`] is the complete intent (shown by dry runs); executing
+//! it is the only code path that deletes, and every deletion is conditional and
+//! idempotent, so a crash in the middle leaves garbage for the next run, never damage.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use strata_types::{ChunkDigest, SnapshotId};
+
+use crate::block_map::{Node, NodeHash, NodeSource};
+use crate::ports::{GcView, StoreError, StoredChunk};
+use crate::snapshot::SnapshotStatus;
+
+/// How a collection is run.
+#[derive(Debug, Clone, Copy)]
+pub struct GcOptions {
+    /// A chunk stored or refreshed less than this before a collection starts is never
+    /// deleted by it (a margin for wall-clock steps; see the module docs).
+    pub chunk_grace: Duration,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        Self {
+            chunk_grace: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a collection would delete, and why the rest stays.
+#[derive(Debug, Clone, Default)]
+pub struct GcPlan {
+    /// Nodes to delete if still not re-written before this time (service clock, Unix ms).
+    pub node_cutoff_ms: i64,
+    /// Chunks to delete if still idle since this time (wall clock).
+    pub chunk_cutoff: Option<SystemTime>,
+    /// Live tree nodes found.
+    pub live_nodes: usize,
+    /// Live chunk digests found (including pending writes).
+    pub live_chunks: usize,
+    /// Unreachable nodes old enough to delete.
+    pub garbage_nodes: Vec<NodeHash>,
+    /// Unreferenced chunks old enough to delete, with their sizes.
+    pub garbage_chunks: Vec<(ChunkDigest, u64)>,
+    /// Timed-out snapshots whose pending writes can be dropped.
+    pub expired_snapshots: Vec<SnapshotId>,
+    /// Unreferenced chunks kept because they are younger than the grace period.
+    pub young_chunks: usize,
+}
+
+impl GcPlan {
+    /// Chunk bytes the plan would free.
+    pub fn chunk_bytes(&self) -> u64 {
+        self.garbage_chunks.iter().map(|(_, size)| size).sum()
+    }
+}
+
+/// What executing a plan did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Nodes deleted.
+    pub nodes_deleted: usize,
+    /// Chunks deleted.
+    pub chunks_deleted: usize,
+    /// Chunk bytes freed.
+    pub bytes_freed: u64,
+    /// Planned chunks kept because they were refreshed meanwhile.
+    pub chunks_kept: usize,
+    /// Pending writes of timed-out snapshots dropped.
+    pub pending_writes_dropped: usize,
+}
+
+/// Decide what is garbage. `now_ms` is the service clock at the start (also the node
+/// cutoff); `wall_now` the wall clock at the start (chunk modification times are wall time).
+pub fn plan<N: NodeSource>(
+    view: &GcView<N>,
+    chunks: &[StoredChunk],
+    in_flight: &HashSet<ChunkDigest>,
+    now_ms: i64,
+    wall_now: SystemTime,
+    options: GcOptions,
+) -> Result<GcPlan, StoreError> {
+    let mut live_nodes = HashSet::new();
+    let mut live_chunks: HashSet<ChunkDigest> = in_flight.clone();
+    let mut expired_snapshots = Vec::new();
+    let mut pending_alive = HashSet::new();
+    for record in &view.records {
+        match record.status_at(now_ms) {
+            SnapshotStatus::Completed => {
+                mark(&view.reader, record.root, &mut live_nodes, &mut live_chunks)?
+            }
+            SnapshotStatus::Pending => {
+                pending_alive.insert(record.id.clone());
+                mark(
+                    &view.reader,
+                    record.base_root,
+                    &mut live_nodes,
+                    &mut live_chunks,
+                )?;
+            }
+            SnapshotStatus::Error => expired_snapshots.push(record.id.clone()),
+        }
+    }
+    for (id, digests) in &view.pending {
+        // Writes of a snapshot missing from the view (deleted meanwhile) are garbage; of
+        // one in error, dropped below.
+        if pending_alive.contains(id) {
+            live_chunks.extend(digests.iter().copied());
+        }
+    }
+    expired_snapshots.retain(|id| view.pending.iter().any(|(p, d)| p == id && !d.is_empty()));
+
+    let garbage_nodes = view
+        .nodes
+        .iter()
+        .filter(|(hash, written)| !live_nodes.contains(hash) && *written < now_ms)
+        .map(|(hash, _)| *hash)
+        .collect();
+    let chunk_cutoff = wall_now
+        .checked_sub(options.chunk_grace)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut young_chunks = 0;
+    let mut garbage_chunks = Vec::new();
+    for chunk in chunks {
+        if live_chunks.contains(&chunk.digest) {
+            continue;
+        }
+        if chunk.modified < chunk_cutoff {
+            garbage_chunks.push((chunk.digest, chunk.size));
+        } else {
+            young_chunks += 1;
+        }
+    }
+    Ok(GcPlan {
+        node_cutoff_ms: now_ms,
+        chunk_cutoff: Some(chunk_cutoff),
+        live_nodes: live_nodes.len(),
+        live_chunks: live_chunks.len(),
+        garbage_nodes,
+        garbage_chunks,
+        expired_snapshots,
+        young_chunks,
+    })
+}
+
+/// Add every node under `root` and every chunk its leaves name; shared subtrees are
+/// visited once.
+fn mark(
+    reader: &impl NodeSource,
+    root: Option<NodeHash>,
+    live_nodes: &mut HashSet<NodeHash>,
+    live_chunks: &mut HashSet<ChunkDigest>,
+) -> Result<(), StoreError> {
+    let mut stack: Vec<NodeHash> = root.into_iter().collect();
+    while let Some(hash) = stack.pop() {
+        if !live_nodes.insert(hash) {
+            continue;
+        }
+        let node: std::sync::Arc<Node> = reader.load(&hash)?;
+        if node.level() == 0 {
+            live_chunks.extend(node.values().map(ChunkDigest));
+        } else {
+            stack.extend(node.values().map(NodeHash));
+        }
+    }
+    Ok(())
+}
+
+/// Digests of chunks being stored whose write records are not committed yet. A Put holds
+/// an [`InFlightGuard`] from before it stores the chunk until its record commits.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    digests: std::sync::Mutex<std::collections::HashMap<ChunkDigest, usize>>,
+}
+
+impl InFlight {
+    /// Announce a write of `digest`; withdrawn when the guard drops.
+    pub fn announce(self: &std::sync::Arc<Self>, digest: ChunkDigest) -> InFlightGuard {
+        *self.lock().entry(digest).or_insert(0) += 1;
+        InFlightGuard {
+            set: std::sync::Arc::clone(self),
+            digest,
+        }
+    }
+
+    /// The digests announced right now.
+    pub fn snapshot(&self) -> HashSet<ChunkDigest> {
+        self.lock().keys().copied().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ChunkDigest, usize>> {
+        // The map stays consistent even if a holder panicked: every update is one statement.
+        self.digests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Keeps a digest announced in an [`InFlight`] set while alive.
+#[derive(Debug)]
+pub struct InFlightGuard {
+    set: std::sync::Arc<InFlight>,
+    digest: ChunkDigest,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let mut digests = self.set.lock();
+        if let Some(count) = digests.get_mut(&self.digest) {
+            *count -= 1;
+            if *count == 0 {
+                digests.remove(&self.digest);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block_map::apply;
+    use crate::block_map::tests::MemoryNodes;
+    use crate::snapshot::SnapshotRecord;
+    use strata_types::{AccountId, BlockIndex, VolumeSize};
+
+    fn record(id: &str, status: SnapshotStatus, root: Option<NodeHash>) -> SnapshotRecord {
+        let id = SnapshotId::parse(id).expect("id");
+        SnapshotRecord {
+            lineage: id.clone(),
+            id,
+            owner: AccountId::parse("000000000000").expect("account"),
+            status,
+            volume_size: VolumeSize::from_gib(1).expect("size"),
+            parent: None,
+            description: None,
+            tags: Vec::new(),
+            encrypted: false,
+            kms_key_arn: None,
+            timeout_minutes: 60,
+            client_token: None,
+            start_fingerprint: String::new(),
+            start_time_ms: 0,
+            last_activity_ms: 0,
+            completion_time_ms: None,
+            progress: None,
+            write_sequence: 0,
+            changed_blocks: 0,
+            root: if status == SnapshotStatus::Completed {
+                root
+            } else {
+                None
+            },
+            base_root: if status == SnapshotStatus::Pending {
+                root
+            } else {
+                None
+            },
+            status_message: None,
+        }
+    }
+
+    fn digest(n: u8) -> ChunkDigest {
+        ChunkDigest::of(&[n])
+    }
+
+    /// Deleting a parent keeps every node and chunk its child still shares; what only the
+    /// parent used becomes garbage, and young or pending content is kept.
+    #[test]
+    fn plans_keep_everything_reachable_and_only_old_garbage() {
+        let nodes = MemoryNodes::default();
+        let parent = apply(
+            &nodes,
+            None,
+            &[
+                (BlockIndex::new(0), digest(1)),
+                (BlockIndex::new(5000), digest(2)),
+            ],
+            1 << 20,
+        )
+        .expect("parent");
+        nodes.store(&parent);
+        let child = apply(
+            &nodes,
+            parent.root,
+            &[(BlockIndex::new(5000), digest(3))],
+            1 << 20,
+        )
+        .expect("child");
+        nodes.store(&child);
+        let all_nodes: Vec<(NodeHash, i64)> = parent
+            .new_nodes
+            .iter()
+            .chain(&child.new_nodes)
+            .map(|(h, _)| (*h, 10))
+            .collect();
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+        let old = wall - Duration::from_secs(5_000);
+        let chunk = |n: u8, modified| StoredChunk {
+            digest: digest(n),
+            size: 100,
+            modified,
+        };
+        let chunks = vec![
+            chunk(1, old),
+            chunk(2, old),
+            chunk(3, old),
+            chunk(4, old),
+            chunk(5, wall),
+        ];
+        let view = GcView {
+            // The parent was deleted: only the child (completed) and a pending snapshot remain.
+            records: vec![
+                record("snap-0c", SnapshotStatus::Completed, child.root),
+                record("snap-0d", SnapshotStatus::Pending, None),
+            ],
+            pending: vec![(SnapshotId::parse("snap-0d").expect("id"), vec![digest(4)])],
+            nodes: all_nodes,
+            reader: nodes,
+        };
+        let plan = plan(
+            &view,
+            &chunks,
+            &HashSet::new(),
+            20,
+            wall,
+            GcOptions {
+                chunk_grace: Duration::from_secs(60),
+            },
+        )
+        .expect("plan");
+        // Chunk 2 was only in the parent; 5 is unreferenced but young.
+        assert_eq!(plan.garbage_chunks, vec![(digest(2), 100)]);
+        assert_eq!(plan.young_chunks, 1);
+        assert_eq!(plan.live_chunks, 3);
+        // The parent's root and the path to 5000 are garbage; the shared leaf of index 0 is not.
+        assert!(!plan.garbage_nodes.is_empty());
+        for hash in &plan.garbage_nodes {
+            assert!(parent.new_nodes.iter().any(|(h, _)| h == hash));
+            assert!(!child.new_nodes.iter().any(|(h, _)| h == hash));
+        }
+        assert_eq!(plan.live_nodes + plan.garbage_nodes.len(), view.nodes.len());
+    }
+
+    #[test]
+    fn in_flight_digests_are_live_until_their_guard_drops() {
+        let set = std::sync::Arc::new(InFlight::default());
+        let a = set.announce(digest(1));
+        let b = set.announce(digest(1));
+        assert_eq!(set.snapshot().len(), 1);
+        drop(a);
+        assert!(set.snapshot().contains(&digest(1)));
+        drop(b);
+        assert!(set.snapshot().is_empty());
+        // An unreferenced old chunk that is in flight is kept.
+        let view = GcView {
+            records: Vec::new(),
+            pending: Vec::new(),
+            nodes: Vec::new(),
+            reader: MemoryNodes::default(),
+        };
+        let old = StoredChunk {
+            digest: digest(1),
+            size: 1,
+            modified: SystemTime::UNIX_EPOCH,
+        };
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+        let busy = HashSet::from([digest(1)]);
+        let kept = plan(&view, &[old], &busy, 0, wall, GcOptions::default()).expect("plan");
+        assert!(kept.garbage_chunks.is_empty());
+        let idle = plan(
+            &view,
+            &[old],
+            &HashSet::new(),
+            0,
+            wall,
+            GcOptions::default(),
+        )
+        .expect("plan");
+        assert_eq!(idle.garbage_chunks.len(), 1);
+    }
+
+    #[test]
+    fn nodes_written_after_the_plan_started_are_kept() {
+        let nodes = MemoryNodes::default();
+        let tree = apply(&nodes, None, &[(BlockIndex::new(0), digest(1))], 1 << 20).expect("tree");
+        nodes.store(&tree);
+        let view = GcView {
+            records: Vec::new(),
+            pending: Vec::new(),
+            nodes: tree.new_nodes.iter().map(|(h, _)| (*h, 50)).collect(),
+            reader: nodes,
+        };
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+        let none = HashSet::new();
+        let early = plan(&view, &[], &none, 50, wall, GcOptions::default()).expect("plan");
+        assert!(
+            early.garbage_nodes.is_empty(),
+            "written at the plan's start: kept"
+        );
+        let later = plan(&view, &[], &none, 51, wall, GcOptions::default()).expect("plan");
+        assert_eq!(later.garbage_nodes.len(), tree.new_nodes.len());
+    }
+}

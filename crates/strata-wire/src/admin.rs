@@ -1,0 +1,96 @@
+//! Strata's own admin API (not part of AWS): JSON over SigV4-signed HTTP under
+//! [`PREFIX`], used by the `strata snapshots` and `strata gc` commands.
+//!
+//! | method and path | answer |
+//! |---|---|
+//! | `GET /_strata/v1/snapshots` | [`SnapshotList`] of the caller's snapshots |
+//! | `GET /_strata/v1/snapshots/{id}` | [`AdminSnapshot`] |
+//! | `DELETE /_strata/v1/snapshots/{id}` | 204 |
+//! | `POST /_strata/v1/gc?dryRun=true\|false` | [`GcSummary`] (root account only) |
+
+use serde::{Deserialize, Serialize};
+
+/// Path prefix of the admin API.
+pub const PREFIX: &str = "/_strata/v1";
+/// The SigV4 service name admin requests are signed for.
+pub const SERVICE: &str = "strata";
+
+/// A tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminTag {
+    /// Key.
+    pub key: String,
+    /// Value.
+    pub value: String,
+}
+
+/// Everything the admin view shows of one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminSnapshot {
+    /// Id.
+    pub id: String,
+    /// Owning account.
+    pub owner: String,
+    /// `pending`, `completed` or `error` (timeouts applied).
+    pub status: String,
+    /// Why it is in error.
+    pub status_message: Option<String>,
+    /// Size in GiB.
+    pub volume_size_gib: u64,
+    /// Parent snapshot.
+    pub parent: Option<String>,
+    /// Oldest ancestor's id.
+    pub lineage: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Tags.
+    pub tags: Vec<AdminTag>,
+    /// Encryption requested.
+    pub encrypted: bool,
+    /// Start time, Unix ms.
+    pub start_time_ms: i64,
+    /// Completion time, Unix ms.
+    pub completion_time_ms: Option<i64>,
+    /// Distinct blocks written to this snapshot (completed ones; pending: writes so far).
+    pub written_blocks: u64,
+    /// Last progress reported by the client.
+    pub progress: Option<u8>,
+}
+
+/// `GET /_strata/v1/snapshots`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotList {
+    /// The caller's snapshots, by id.
+    pub snapshots: Vec<AdminSnapshot>,
+}
+
+/// `POST /_strata/v1/gc`: the plan, and what executing it did (zeros for a dry run).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcSummary {
+    /// Nothing was deleted.
+    pub dry_run: bool,
+    /// Live tree nodes.
+    pub live_nodes: usize,
+    /// Live chunks.
+    pub live_chunks: usize,
+    /// Nodes the plan deletes.
+    pub garbage_nodes: usize,
+    /// Chunks the plan deletes.
+    pub garbage_chunks: usize,
+    /// Bytes of those chunks.
+    pub garbage_bytes: u64,
+    /// Unreferenced chunks kept for the grace period.
+    pub young_chunks: usize,
+    /// Timed-out snapshots whose pending writes are dropped.
+    pub expired_snapshots: usize,
+    /// Nodes deleted.
+    pub nodes_deleted: usize,
+    /// Chunks deleted.
+    pub chunks_deleted: usize,
+    /// Bytes freed.
+    pub bytes_freed: u64,
+    /// Planned chunks kept because they were re-uploaded meanwhile.
+    pub chunks_kept: usize,
+    /// Pending writes dropped.
+    pub pending_writes_dropped: usize,
+}
