@@ -19,6 +19,7 @@
 //! Reads open their own read transaction on the calling (blocking) thread and never wait
 //! for the writer.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -249,7 +250,7 @@ fn apply_group(
 ) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(backend)?;
     {
-        let mut snapshots = txn.open_table(SNAPSHOTS).map_err(backend)?;
+        let mut snapshots = Records::new(txn.open_table(SNAPSHOTS).map_err(backend)?);
         let mut tokens = txn.open_table(CLIENT_TOKENS).map_err(backend)?;
         let mut pending = txn.open_table(PENDING_BLOCKS).map_err(backend)?;
         let mut nodes = txn.open_table(NODES).map_err(backend)?;
@@ -285,33 +286,78 @@ fn apply_group(
                 }
             }
         }
+        snapshots.flush()?;
     }
     txn.commit().map_err(backend)
 }
 
 type Table<'t, K, V> = redb::Table<'t, K, V>;
 
-fn load(
-    snapshots: &Table<'_, &str, &[u8]>,
-    id: &SnapshotId,
-) -> Result<Option<SnapshotRecord>, StoreError> {
-    snapshots
-        .get(id.as_str())
-        .map_err(backend)?
-        .map(|v| decode_record(v.value()))
-        .transpose()
+/// The snapshot records of one group, decoded at most once and encoded at most once per
+/// group: a group of 64 block writes to one snapshot touches its record 64 times, and JSON
+/// work per write was a visible share of the writer thread.
+struct Records<'t> {
+    table: Table<'t, &'static str, &'static [u8]>,
+    /// Records read or written in this group; `None` is a record deleted in this group.
+    cache: HashMap<SnapshotId, Option<SnapshotRecord>>,
+    /// Records to write (or delete) when the group ends.
+    dirty: HashSet<SnapshotId>,
 }
 
-fn save(snapshots: &mut Table<'_, &str, &[u8]>, record: &SnapshotRecord) -> Result<(), StoreError> {
-    let bytes = encode_record(record)?;
-    snapshots
-        .insert(record.id.as_str(), bytes.as_slice())
-        .map_err(backend)?;
-    Ok(())
+impl<'t> Records<'t> {
+    fn new(table: Table<'t, &'static str, &'static [u8]>) -> Self {
+        Self {
+            table,
+            cache: HashMap::new(),
+            dirty: HashSet::new(),
+        }
+    }
+
+    fn load(&mut self, id: &SnapshotId) -> Result<Option<SnapshotRecord>, StoreError> {
+        if let Some(cached) = self.cache.get(id) {
+            return Ok(cached.clone());
+        }
+        let record = self
+            .table
+            .get(id.as_str())
+            .map_err(backend)?
+            .map(|v| decode_record(v.value()))
+            .transpose()?;
+        self.cache.insert(id.clone(), record.clone());
+        Ok(record)
+    }
+
+    fn save(&mut self, record: &SnapshotRecord) {
+        self.cache.insert(record.id.clone(), Some(record.clone()));
+        self.dirty.insert(record.id.clone());
+    }
+
+    fn remove(&mut self, id: &SnapshotId) {
+        self.cache.insert(id.clone(), None);
+        self.dirty.insert(id.clone());
+    }
+
+    /// Write the group's changes into the transaction.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        for id in self.dirty.drain() {
+            match self.cache.get(&id) {
+                Some(Some(record)) => {
+                    let bytes = encode_record(record)?;
+                    self.table
+                        .insert(id.as_str(), bytes.as_slice())
+                        .map_err(backend)?;
+                }
+                _ => {
+                    self.table.remove(id.as_str()).map_err(backend)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn create(
-    snapshots: &mut Table<'_, &str, &[u8]>,
+    snapshots: &mut Records<'_>,
     tokens: &mut Table<'_, (&str, &str), &str>,
     record: &SnapshotRecord,
 ) -> Result<CreateOutcome, StoreError> {
@@ -325,27 +371,27 @@ fn create(
             let id = SnapshotId::parse(&existing_id)
                 .map_err(|e| StoreError::Corrupt(format!("client token index: {e}")))?;
             // A token whose snapshot is gone no longer binds anything.
-            if let Some(existing) = load(snapshots, &id)? {
+            if let Some(existing) = snapshots.load(&id)? {
                 return Ok(CreateOutcome::ClientTokenExists(Box::new(existing)));
             }
         }
         tokens.insert(key, record.id.as_str()).map_err(backend)?;
     }
-    save(snapshots, record)?;
+    snapshots.save(record);
     Ok(CreateOutcome::Created)
 }
 
 fn update(
-    snapshots: &mut Table<'_, &str, &[u8]>,
+    snapshots: &mut Records<'_>,
     id: &SnapshotId,
     change: RecordChange,
 ) -> Result<Option<SnapshotRecord>, StoreError> {
-    let Some(stored) = load(snapshots, id)? else {
+    let Some(stored) = snapshots.load(id)? else {
         return Ok(None);
     };
     match change(&stored) {
         Some(record) if record.id == *id => {
-            save(snapshots, &record)?;
+            snapshots.save(&record);
             Ok(Some(record))
         }
         _ => Ok(None),
@@ -367,12 +413,12 @@ fn remove_pending(
 }
 
 fn delete(
-    snapshots: &mut Table<'_, &str, &[u8]>,
+    snapshots: &mut Records<'_>,
     tokens: &mut Table<'_, (&str, &str), &str>,
     pending: &mut Table<'_, (&str, u32), [u8; 32]>,
     id: &SnapshotId,
 ) -> Result<bool, StoreError> {
-    let Some(record) = load(snapshots, id)? else {
+    let Some(record) = snapshots.load(id)? else {
         return Ok(false);
     };
     if let Some(token) = &record.client_token {
@@ -381,7 +427,7 @@ fn delete(
             .map_err(backend)?;
     }
     remove_pending(pending, id)?;
-    snapshots.remove(id.as_str()).map_err(backend)?;
+    snapshots.remove(id);
     Ok(true)
 }
 
@@ -405,13 +451,16 @@ fn delete_nodes(
 }
 
 fn drop_pending(
-    snapshots: &mut Table<'_, &str, &[u8]>,
+    snapshots: &mut Records<'_>,
     pending: &mut Table<'_, (&str, u32), [u8; 32]>,
     ids: &[SnapshotId],
 ) -> Result<usize, StoreError> {
     let mut dropped = 0;
     for id in ids {
-        if load(snapshots, id)?.is_some_and(|r| r.status == SnapshotStatus::Error) {
+        if snapshots
+            .load(id)?
+            .is_some_and(|r| r.status == SnapshotStatus::Error)
+        {
             dropped += remove_pending(pending, id)?;
         }
     }
@@ -427,11 +476,11 @@ fn split_node_value(value: &[u8]) -> Result<(i64, &[u8]), StoreError> {
 }
 
 fn record_block(
-    snapshots: &mut Table<'_, &str, &[u8]>,
+    snapshots: &mut Records<'_>,
     pending: &mut Table<'_, (&str, u32), [u8; 32]>,
     write: &BlockWrite,
 ) -> Result<Result<(), RecordBlockError>, StoreError> {
-    let Some(mut record) = load(snapshots, &write.snapshot)? else {
+    let Some(mut record) = snapshots.load(&write.snapshot)? else {
         return Ok(Err(RecordBlockError::NotFound));
     };
     if record.status != SnapshotStatus::Pending {
@@ -445,18 +494,18 @@ fn record_block(
     if write.progress.is_some() {
         record.progress = write.progress;
     }
-    save(snapshots, &record)?;
+    snapshots.save(&record);
     Ok(Ok(()))
 }
 
 fn seal_snapshot(
-    snapshots: &mut Table<'_, &str, &[u8]>,
+    snapshots: &mut Records<'_>,
     pending: &mut Table<'_, (&str, u32), [u8; 32]>,
     nodes: &mut Table<'_, [u8; 32], &[u8]>,
     seal: &Seal,
 ) -> Result<Result<(), SealError>, StoreError> {
     let id = &seal.record.id;
-    let stored = match load(snapshots, id)? {
+    let stored = match snapshots.load(id)? {
         Some(stored) if stored.status == SnapshotStatus::Pending => stored,
         _ => return Ok(Err(SealError::NotPending)),
     };
@@ -470,7 +519,7 @@ fn seal_snapshot(
         value.extend_from_slice(encoded);
         nodes.insert(hash.0, value.as_slice()).map_err(backend)?;
     }
-    save(snapshots, &seal.record)?;
+    snapshots.save(&seal.record);
     remove_pending(pending, id)?;
     Ok(Ok(()))
 }
