@@ -44,9 +44,10 @@ pub struct BlockHasher {
 /// without a copy into the page cache.
 pub const BUFFER_ALIGN: usize = 4096;
 
-/// An empty buffer for one block whose first byte sits on a [`BUFFER_ALIGN`] boundary.
-fn aligned_block_buffer() -> BytesMut {
-    let mut buffer = BytesMut::with_capacity(BLOCK_SIZE + BUFFER_ALIGN);
+/// An empty buffer with room for `capacity` bytes whose first byte sits on a
+/// [`BUFFER_ALIGN`] boundary (for `O_DIRECT` reads and writes).
+pub fn aligned_buffer(capacity: usize) -> BytesMut {
+    let mut buffer = BytesMut::with_capacity(capacity + BUFFER_ALIGN);
     let pad = buffer.as_ptr().align_offset(BUFFER_ALIGN);
     buffer.resize(pad, 0);
     bytes::Buf::advance(&mut buffer, pad);
@@ -57,7 +58,7 @@ impl Default for BlockHasher {
     fn default() -> Self {
         Self {
             hasher: Sha256::new(),
-            data: aligned_block_buffer(),
+            data: aligned_buffer(BLOCK_SIZE),
         }
     }
 }

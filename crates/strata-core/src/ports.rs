@@ -218,8 +218,10 @@ pub trait ChunkStore: Send + Sync + 'static {
         data: Bytes,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// The bytes stored under `digest`, or `None`. Not verified here: readers check the
-    /// digest before trusting the bytes.
+    /// The bytes stored under `digest`, or `None` if nothing is. Verified by the store: the
+    /// bytes are checked against a checksum recorded when they were stored (computed from
+    /// the bytes whose SHA-256 the caller of [`ChunkStore::put`] verified), and a mismatch
+    /// is [`StoreError::Corrupt`]. Wrong bytes are never returned.
     fn get(
         &self,
         digest: ChunkDigest,
@@ -228,14 +230,15 @@ pub trait ChunkStore: Send + Sync + 'static {
     /// Every stored chunk with its size and last modification.
     fn list(&self) -> impl Future<Output = Result<Vec<StoredChunk>, StoreError>> + Send;
 
-    /// Delete `digest` if it was not stored or refreshed since `idle_since`, atomically with
-    /// respect to [`ChunkStore::put`] of the same digest. Returns the bytes freed, or `None`
-    /// if the chunk was kept (or absent).
+    /// Delete each chunk of `digests` that was not stored or refreshed since `idle_since`,
+    /// atomically with respect to [`ChunkStore::put`] of the same digest. Returns, for each
+    /// digest in order, the bytes freed, or `None` if the chunk was kept (or absent, or
+    /// listed twice).
     fn delete_if_idle(
         &self,
-        digest: ChunkDigest,
+        digests: Vec<ChunkDigest>,
         idle_since: SystemTime,
-    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Option<u64>>, StoreError>> + Send;
 }
 
 /// One entry of [`ChunkStore::list`].

@@ -1,6 +1,6 @@
 //! Strata's default single-node storage: snapshot metadata in a redb database
-//! ([`RedbMetadataStore`]) and chunk bytes as files named by their digest
-//! ([`FsChunkStore`]). Both implement the ports of `strata_core::ports`.
+//! ([`RedbMetadataStore`]) and chunk bytes in append-only segment files with their own
+//! index ([`FsChunkStore`]). Both implement the ports of `strata_core::ports`.
 //!
 //! A data directory holds `metadata.redb` and `chunks/`; [`EmbeddedStore::open`] opens both.
 
@@ -9,7 +9,7 @@ mod metadata;
 
 use std::path::Path;
 
-pub use chunks::FsChunkStore;
+pub use chunks::{ChunkLocation, ChunkStoreOptions, FsChunkStore};
 pub use metadata::{RedbMetadataStore, RedbNodes};
 use strata_core::ports::StoreError;
 

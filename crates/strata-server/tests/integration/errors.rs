@@ -577,18 +577,9 @@ async fn authentication_failures() {
 async fn corrupt_or_missing_chunks_are_never_served() {
     let harness = Harness::new();
     let (id, token) = completed_snapshot(&harness).await;
-    let digest = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(block(1)))
-    };
-    let path = harness
-        .data_dir()
-        .join("chunks")
-        .join(&digest[0..2])
-        .join(&digest[2..4])
-        .join(&digest);
-    let mut bytes = std::fs::read(&path).expect("chunk file");
-    bytes[1000] ^= 0xff;
+    let (path, offset) = crate::harness::find_chunk(&harness.data_dir(), &block(1));
+    let mut bytes = std::fs::read(&path).expect("segment file");
+    bytes[offset as usize + 1000] ^= 0xff;
     std::fs::write(&path, &bytes).expect("corrupt it");
     let get = RawRequest::new(
         "GET",
@@ -598,7 +589,12 @@ async fn corrupt_or_missing_chunks_are_never_served() {
         .raw(get)
         .await
         .assert_error(500, "InternalServerException", "");
-    std::fs::remove_file(&path).expect("remove");
+    // Missing bytes: the segment ends before the chunk.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|file| file.set_len(offset))
+        .expect("truncate");
     let get = RawRequest::new(
         "GET",
         format!("/snapshots/{id}/blocks/1?blockToken={token}"),

@@ -24,22 +24,7 @@ async fn gc(harness: &Harness, dry_run: bool) -> GcSummary {
 }
 
 fn chunk_bytes(harness: &Harness) -> u64 {
-    fn walk(dir: &std::path::Path) -> u64 {
-        std::fs::read_dir(dir).map_or(0, |entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| {
-                    let path = e.path();
-                    if path.is_dir() {
-                        walk(&path)
-                    } else {
-                        e.metadata().map_or(0, |m| m.len())
-                    }
-                })
-                .sum()
-        })
-    }
-    walk(&harness.data_dir().join("chunks"))
+    crate::harness::stored_chunk_bytes(&harness.data_dir())
 }
 
 async fn delete(harness: &Harness, id: &str) {

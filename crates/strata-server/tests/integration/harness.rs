@@ -250,6 +250,37 @@ impl Harness {
     }
 }
 
+/// Bytes of 512 KiB chunks the store of `data_dir` occupies on disk: the allocated size of
+/// its segment files (GC punches holes where deleted chunks were), rounded down to whole
+/// blocks, which leaves out the file system's own few KiB of extent blocks.
+pub fn stored_chunk_bytes(data_dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let allocated: u64 = std::fs::read_dir(data_dir.join("chunks/segments")).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| e.metadata().map_or(0, |m| m.blocks() * 512))
+            .sum()
+    });
+    allocated / BLOCK as u64 * BLOCK as u64
+}
+
+/// The segment file and offset where the chunk with exactly these bytes is stored.
+pub fn find_chunk(data_dir: &std::path::Path, content: &[u8]) -> (std::path::PathBuf, u64) {
+    for entry in std::fs::read_dir(data_dir.join("chunks/segments")).expect("segments") {
+        let path = entry.expect("entry").path();
+        let bytes = std::fs::read(&path).expect("segment");
+        if let Some(slot) = bytes
+            .chunks(4096)
+            .enumerate()
+            .map(|(n, _)| n * 4096)
+            .find(|&at| bytes[at..].starts_with(content))
+        {
+            return (path, slot as u64);
+        }
+    }
+    panic!("no segment holds the chunk");
+}
+
 fn open_router(settings: &Settings, clock: &Arc<TestClock>) -> Router {
     let state = app::open_state(settings, clock.clone() as Arc<dyn strata_core::Clock>)
         .expect("server state opens");

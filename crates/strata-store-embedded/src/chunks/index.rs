@@ -1,0 +1,280 @@
+//! The chunk index: digest → where the chunk's bytes are and their at-rest checksum, in
+//! `chunks/index.redb`, written by one committer thread with group commit.
+//!
+//! A new chunk is acknowledged only after its segment was `fdatasync`ed and its index
+//! entry committed. The committer takes every request queued at the moment, syncs each
+//! segment they wrote to once, commits all their entries in one transaction (one fsync of
+//! the index), and only then answers: under concurrent uploads N chunk writes cost one
+//! `fdatasync` per segment plus one index commit, not N of each.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use strata_core::ports::StoreError;
+use strata_types::ChunkDigest;
+
+use super::segments::{Segment, slot_len};
+
+/// digest → [`Location`], encoded by [`Location::encode`].
+const CHUNKS: TableDefinition<[u8; 32], [u8; 32]> = TableDefinition::new("chunks");
+
+/// Most requests applied in one group commit.
+const MAX_GROUP: usize = 512;
+
+/// Where a chunk is stored, and what it must read back as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Location {
+    /// The segment file.
+    pub(super) segment: u32,
+    /// Its byte offset there (a multiple of 4 KiB).
+    pub(super) offset: u64,
+    /// The chunk's length in bytes.
+    pub(super) len: u32,
+    /// XXH3-64 of the chunk's bytes, computed from the bytes whose SHA-256 the writer
+    /// verified: a read is checked against it instead of re-computing the SHA-256.
+    pub(super) checksum: u64,
+    /// When the chunk was stored (nanoseconds since the Unix epoch, wall clock).
+    pub(super) stored_ns: u64,
+}
+
+impl Location {
+    fn encode(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out[0..4].copy_from_slice(&self.segment.to_le_bytes());
+        out[4..8].copy_from_slice(&self.len.to_le_bytes());
+        out[8..16].copy_from_slice(&self.offset.to_le_bytes());
+        out[16..24].copy_from_slice(&self.checksum.to_le_bytes());
+        out[24..32].copy_from_slice(&self.stored_ns.to_le_bytes());
+        out
+    }
+
+    fn decode(raw: &[u8; 32]) -> Self {
+        let u32_at =
+            |at: usize| u32::from_le_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]);
+        let u64_at = |at: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&raw[at..at + 8]);
+            u64::from_le_bytes(bytes)
+        };
+        Self {
+            segment: u32_at(0),
+            len: u32_at(4),
+            offset: u64_at(8),
+            checksum: u64_at(16),
+            stored_ns: u64_at(24),
+        }
+    }
+
+    /// The bytes it occupies in its segment.
+    pub(super) fn slot(&self) -> u64 {
+        slot_len(u64::from(self.len))
+    }
+
+    /// When it was stored.
+    pub(super) fn stored_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_nanos(self.stored_ns)
+    }
+}
+
+/// Nanoseconds since the Unix epoch, now.
+pub(super) fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The index database and its committer thread. Dropping it stops the thread (after its
+/// current group) and closes the database.
+pub(super) struct Index {
+    db: Arc<Database>,
+    requests: Option<mpsc::Sender<Request>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+enum Request {
+    /// Sync `segment`, then store `location` under `digest`.
+    Insert {
+        segment: Arc<Segment>,
+        digest: ChunkDigest,
+        location: Location,
+        done: mpsc::SyncSender<Result<(), StoreError>>,
+    },
+    /// Remove these entries.
+    Remove {
+        digests: Vec<ChunkDigest>,
+        done: mpsc::SyncSender<Result<(), StoreError>>,
+    },
+}
+
+impl Index {
+    pub(super) fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Arc::new(Database::create(path).map_err(backend)?);
+        let txn = db.begin_write().map_err(backend)?;
+        txn.open_table(CHUNKS).map_err(backend)?;
+        txn.commit().map_err(backend)?;
+        let (sender, requests) = mpsc::channel();
+        let committer_db = Arc::clone(&db);
+        let thread = std::thread::Builder::new()
+            .name("strata-chunk-committer".into())
+            .spawn(move || run_committer(&committer_db, &requests))
+            .map_err(|e| StoreError::Backend(format!("cannot start the chunk committer: {e}")))?;
+        Ok(Self {
+            db,
+            requests: Some(sender),
+            thread: Some(thread),
+        })
+    }
+
+    /// Where `digest` is stored, if it is.
+    pub(super) fn get(&self, digest: &ChunkDigest) -> Result<Option<Location>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(CHUNKS).map_err(backend)?;
+        Ok(table
+            .get(digest.0)
+            .map_err(backend)?
+            .map(|raw| Location::decode(&raw.value())))
+    }
+
+    /// Every entry, in digest order.
+    pub(super) fn all(&self) -> Result<Vec<(ChunkDigest, Location)>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(CHUNKS).map_err(backend)?;
+        table
+            .iter()
+            .map_err(backend)?
+            .map(|entry| {
+                let (key, value) = entry.map_err(backend)?;
+                Ok((ChunkDigest(key.value()), Location::decode(&value.value())))
+            })
+            .collect()
+    }
+
+    /// Make the bytes written to `segment` durable and store `location` under `digest`.
+    /// Blocks until both are durable (shared with whatever else is queued).
+    pub(super) fn insert(
+        &self,
+        segment: Arc<Segment>,
+        digest: ChunkDigest,
+        location: Location,
+    ) -> Result<(), StoreError> {
+        self.call(|done| Request::Insert {
+            segment,
+            digest,
+            location,
+            done,
+        })
+    }
+
+    /// Remove the entries of `digests`, durably.
+    pub(super) fn remove(&self, digests: Vec<ChunkDigest>) -> Result<(), StoreError> {
+        if digests.is_empty() {
+            return Ok(());
+        }
+        self.call(|done| Request::Remove { digests, done })
+    }
+
+    fn call(
+        &self,
+        request: impl FnOnce(mpsc::SyncSender<Result<(), StoreError>>) -> Request,
+    ) -> Result<(), StoreError> {
+        let stopped = || StoreError::Backend("the chunk committer has stopped".into());
+        let (done, answer) = mpsc::sync_channel(1);
+        self.requests
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(request(done))
+            .map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())?
+    }
+}
+
+impl Drop for Index {
+    fn drop(&mut self) {
+        self.requests.take();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the chunk committer thread panicked");
+        }
+    }
+}
+
+fn run_committer(db: &Database, requests: &mpsc::Receiver<Request>) {
+    while let Ok(first) = requests.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match requests.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let outcome = commit_group(db, &group);
+        for request in group {
+            let done = match request {
+                Request::Insert { done, .. } | Request::Remove { done, .. } => done,
+            };
+            // A dropped receiver means the caller went away; nothing to tell it.
+            let _ = done.send(outcome.clone());
+        }
+    }
+}
+
+/// Sync every segment the group wrote to, then commit its index changes in one transaction.
+fn commit_group(db: &Database, group: &[Request]) -> Result<(), StoreError> {
+    let mut segments: HashMap<u32, &Segment> = HashMap::new();
+    for request in group {
+        if let Request::Insert { segment, .. } = request {
+            segments.entry(segment.id).or_insert(segment);
+        }
+    }
+    for segment in segments.values() {
+        segment.sync().map_err(|e| {
+            StoreError::Backend(format!("cannot sync {}: {e}", segment.path().display()))
+        })?;
+    }
+    let txn = db.begin_write().map_err(backend)?;
+    {
+        let mut table = txn.open_table(CHUNKS).map_err(backend)?;
+        for request in group {
+            match request {
+                Request::Insert {
+                    digest, location, ..
+                } => {
+                    table.insert(digest.0, location.encode()).map_err(backend)?;
+                }
+                Request::Remove { digests, .. } => {
+                    for digest in digests {
+                        table.remove(digest.0).map_err(backend)?;
+                    }
+                }
+            }
+        }
+    }
+    txn.commit().map_err(backend)
+}
+
+fn backend(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("chunk index: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_round_trip() {
+        let location = Location {
+            segment: 0xdead_beef,
+            offset: 0x0123_4567_89ab_c000,
+            len: 524_288,
+            checksum: u64::MAX - 3,
+            stored_ns: 1_764_000_000_123_456_789,
+        };
+        assert_eq!(Location::decode(&location.encode()), location);
+        assert_eq!(location.slot(), 524_288);
+    }
+}

@@ -1,0 +1,284 @@
+use std::fs;
+use std::os::unix::fs::{FileExt, MetadataExt};
+
+use super::*;
+
+fn block(byte: u8) -> Bytes {
+    // Aligned like the receive buffers, so the O_DIRECT path is the one tested.
+    let mut buffer = strata_core::checksum::aligned_buffer(strata_types::BLOCK_SIZE);
+    buffer.resize(strata_types::BLOCK_SIZE, byte);
+    buffer[0] = byte.wrapping_add(1);
+    buffer.freeze()
+}
+
+fn small_segments() -> ChunkStoreOptions {
+    ChunkStoreOptions {
+        segment_bytes: 3 * strata_types::BLOCK_SIZE as u64,
+    }
+}
+
+/// Bytes the segment files occupy on disk (holes excluded), in whole blocks (leaving out
+/// the file system's few KiB of extent blocks).
+fn allocated(root: &Path) -> u64 {
+    let bytes: u64 = fs::read_dir(root.join("segments"))
+        .expect("segments")
+        .map(|e| e.expect("entry").metadata().expect("stat").blocks() * 512)
+        .sum();
+    let block = strata_types::BLOCK_SIZE as u64;
+    bytes / block * block
+}
+
+#[tokio::test]
+async fn chunks_round_trip_and_writes_are_idempotent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FsChunkStore::open(dir.path().join("chunks")).expect("open");
+    for data in [Bytes::from(vec![9u8; 1000]), block(1)] {
+        let digest = ChunkDigest::of(&data);
+        assert_eq!(store.get(digest).await.expect("get"), None);
+        store.put(digest, data.clone()).await.expect("put");
+        store.put(digest, data.clone()).await.expect("put again");
+        assert_eq!(store.get(digest).await.expect("get"), Some(data.clone()));
+        let location = store.locate(&digest).expect("locate").expect("stored");
+        assert_eq!(location.len, data.len() as u64);
+        assert_eq!(location.offset % 4096, 0);
+    }
+    assert_eq!(store.list().await.expect("list").len(), 2);
+}
+
+#[tokio::test]
+async fn chunks_survive_a_reopen_and_fill_segment_after_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("chunks");
+    let blocks: Vec<Bytes> = (0..7).map(block).collect();
+    {
+        let store = FsChunkStore::open_with(&root, small_segments()).expect("open");
+        for data in &blocks[..5] {
+            store
+                .put(ChunkDigest::of(data), data.clone())
+                .await
+                .expect("put");
+        }
+    }
+    let store = FsChunkStore::open_with(&root, small_segments()).expect("reopen");
+    for data in &blocks[5..] {
+        store
+            .put(ChunkDigest::of(data), data.clone())
+            .await
+            .expect("put");
+    }
+    let mut segments = Vec::new();
+    for data in &blocks {
+        let digest = ChunkDigest::of(data);
+        assert_eq!(store.get(digest).await.expect("get").as_ref(), Some(data));
+        segments.push(store.locate(&digest).expect("locate").expect("stored").path);
+    }
+    segments.dedup();
+    // 3 + 2 before the reopen; after it, a new segment (never appending to an old one).
+    assert_eq!(segments.len(), 3, "{segments:?}");
+}
+
+#[tokio::test]
+async fn damaged_or_missing_bytes_are_never_returned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FsChunkStore::open(dir.path().join("chunks")).expect("open");
+    let data = block(7);
+    let digest = ChunkDigest::of(&data);
+    store.put(digest, data).await.expect("put");
+    let location = store.locate(&digest).expect("locate").expect("stored");
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(&location.path)
+        .expect("segment");
+    file.write_all_at(&[0x55], location.offset + 1234)
+        .expect("corrupt one byte");
+    let error = store.get(digest).await.expect_err("corrupt");
+    assert!(matches!(error, StoreError::Corrupt(_)), "{error:?}");
+    file.set_len(location.offset + 100).expect("truncate");
+    let error = store.get(digest).await.expect_err("truncated");
+    assert!(matches!(error, StoreError::Corrupt(_)), "{error:?}");
+    fs::remove_file(&location.path).expect("remove");
+    let error = store.get(digest).await.expect_err("missing");
+    assert!(matches!(error, StoreError::Corrupt(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn deletion_spares_chunks_refreshed_since_the_cutoff_and_frees_their_space() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("chunks");
+    let store = FsChunkStore::open(&root).expect("open");
+    let (kept, doomed) = (block(1), block(2));
+    for data in [&kept, &doomed] {
+        store
+            .put(ChunkDigest::of(data), data.clone())
+            .await
+            .expect("put");
+    }
+    let (kept_digest, doomed_digest) = (ChunkDigest::of(&kept), ChunkDigest::of(&doomed));
+    let listed = store.list().await.expect("list");
+    assert_eq!(listed.len(), 2);
+    assert!(
+        listed
+            .iter()
+            .all(|c| c.size == strata_types::BLOCK_SIZE as u64)
+    );
+    let full = allocated(&root);
+    let before_refresh = SystemTime::now();
+    std::thread::sleep(Duration::from_millis(20));
+    store.put(kept_digest, kept.clone()).await.expect("refresh");
+    assert!(
+        store
+            .list()
+            .await
+            .expect("list")
+            .iter()
+            .any(|c| c.digest == kept_digest && c.modified >= before_refresh)
+    );
+    let freed = store
+        .delete_if_idle(
+            vec![kept_digest, doomed_digest, doomed_digest],
+            before_refresh,
+        )
+        .await
+        .expect("delete");
+    assert_eq!(
+        freed,
+        vec![None, Some(strata_types::BLOCK_SIZE as u64), None]
+    );
+    assert_eq!(store.get(doomed_digest).await.expect("get"), None);
+    assert_eq!(
+        store.get(kept_digest).await.expect("get"),
+        Some(kept.clone())
+    );
+    assert_eq!(allocated(&root), full - strata_types::BLOCK_SIZE as u64);
+    // A put after the deletion stores it again.
+    store
+        .put(doomed_digest, doomed.clone())
+        .await
+        .expect("put again");
+    assert_eq!(store.get(doomed_digest).await.expect("get"), Some(doomed));
+    let later = SystemTime::now() + Duration::from_secs(1);
+    let freed = store
+        .delete_if_idle(vec![kept_digest, doomed_digest], later)
+        .await
+        .expect("delete");
+    assert_eq!(freed.iter().flatten().count(), 2);
+    assert!(store.list().await.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn reopening_reclaims_interrupted_writes_and_empty_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("chunks");
+    let (first, second, third) = (block(1), block(2), block(3));
+    let orphan_segment;
+    {
+        let store = FsChunkStore::open_with(&root, small_segments()).expect("open");
+        for data in [&first, &second, &third] {
+            store
+                .put(ChunkDigest::of(data), data.clone())
+                .await
+                .expect("put");
+        }
+        // Segment 1 is full; free the middle chunk, then fake an interrupted write: bytes
+        // past the last entry that no entry covers, and a segment with no entry at all.
+        store
+            .delete_if_idle(vec![ChunkDigest::of(&second)], SystemTime::now())
+            .await
+            .expect("delete");
+        let location = store
+            .locate(&ChunkDigest::of(&third))
+            .expect("locate")
+            .expect("stored");
+        let segment = fs::OpenOptions::new()
+            .write(true)
+            .open(&location.path)
+            .expect("segment");
+        segment
+            .write_all_at(&second, location.offset + location.len)
+            .expect("write an unindexed slot");
+        orphan_segment = root.join("segments").join(segments::file_name(40));
+        fs::write(&orphan_segment, &second[..]).expect("orphan");
+    }
+    let before = allocated(&root);
+    let store = FsChunkStore::open_with(&root, small_segments()).expect("reopen");
+    let block_bytes = strata_types::BLOCK_SIZE as u64;
+    assert_eq!(before - allocated(&root), 2 * block_bytes);
+    assert_eq!(allocated(&root), 2 * block_bytes);
+    assert!(!orphan_segment.exists());
+    for data in [&first, &third] {
+        assert_eq!(
+            store
+                .get(ChunkDigest::of(data))
+                .await
+                .expect("get")
+                .as_ref(),
+            Some(data)
+        );
+    }
+    // New writes go after every segment seen, the removed one included.
+    store
+        .put(ChunkDigest::of(&second), second.clone())
+        .await
+        .expect("put");
+    let location = store
+        .locate(&ChunkDigest::of(&second))
+        .expect("locate")
+        .expect("stored");
+    assert_eq!(
+        location.path,
+        root.join("segments").join(segments::file_name(41))
+    );
+}
+
+#[tokio::test]
+async fn chunk_files_of_format_1_are_imported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("chunks");
+    let good = block(4);
+    let digest = ChunkDigest::of(&good);
+    let hex = digest.to_hex();
+    let fan_out = root.join(&hex[0..2]).join(&hex[2..4]);
+    fs::create_dir_all(&fan_out).expect("fan-out");
+    fs::create_dir_all(root.join("tmp")).expect("tmp");
+    fs::write(fan_out.join(&hex), &good).expect("v1 chunk");
+    fs::write(root.join("tmp").join("half-written"), b"partial").expect("tmp file");
+    // A damaged file is kept, not imported.
+    let damaged_digest = ChunkDigest::of(b"something else");
+    let damaged_hex = damaged_digest.to_hex();
+    let damaged_dir = root.join(&damaged_hex[0..2]).join(&damaged_hex[2..4]);
+    fs::create_dir_all(&damaged_dir).expect("fan-out");
+    fs::write(damaged_dir.join(&damaged_hex), b"not that").expect("damaged");
+
+    let store = FsChunkStore::open(&root).expect("open");
+    assert_eq!(store.get(digest).await.expect("get"), Some(good));
+    assert!(!fan_out.exists());
+    assert!(!root.join("tmp").exists());
+    assert!(damaged_dir.join(&damaged_hex).exists());
+    assert_eq!(store.get(damaged_digest).await.expect("get"), None);
+}
+
+#[tokio::test]
+async fn concurrent_puts_share_group_commits_and_all_read_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FsChunkStore::open_with(dir.path().join("chunks"), small_segments()).expect("open");
+    let blocks: Vec<Bytes> = (0..48).map(|n| block(n % 16)).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for data in blocks.clone() {
+        let store = store.clone();
+        tasks.spawn(async move { store.put(ChunkDigest::of(&data), data).await });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.expect("task").expect("put");
+    }
+    for data in &blocks {
+        assert_eq!(
+            store
+                .get(ChunkDigest::of(data))
+                .await
+                .expect("get")
+                .as_ref(),
+            Some(data)
+        );
+    }
+    assert_eq!(store.list().await.expect("list").len(), 16);
+}
