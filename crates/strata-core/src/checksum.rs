@@ -7,8 +7,10 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::{Bytes, BytesMut};
+
+use crate::buffers::BlockBuffer;
 use sha2::{Digest, Sha256};
-use strata_types::{BLOCK_SIZE, BlockIndex, ChunkDigest};
+use strata_types::{BlockIndex, ChunkDigest};
 
 /// Base64 text of a digest, as in `x-amz-Checksum`.
 pub fn to_base64(digest: &ChunkDigest) -> String {
@@ -33,11 +35,12 @@ pub fn linear_aggregate(blocks: &[(BlockIndex, ChunkDigest)]) -> ChunkDigest {
     ChunkDigest(hasher.finalize().into())
 }
 
-/// Accumulates a block body frame by frame, hashing as it goes.
+/// Accumulates a block body frame by frame, hashing as it goes, into a pooled aligned
+/// buffer (see [`crate::buffers`]).
 #[derive(Debug)]
 pub struct BlockHasher {
     hasher: Sha256,
-    data: BytesMut,
+    data: BlockBuffer,
 }
 
 /// Alignment of block buffers: the chunk store can then write them with `O_DIRECT`,
@@ -58,7 +61,7 @@ impl Default for BlockHasher {
     fn default() -> Self {
         Self {
             hasher: Sha256::new(),
-            data: aligned_buffer(BLOCK_SIZE),
+            data: BlockBuffer::take(),
         }
     }
 }
@@ -67,11 +70,10 @@ impl BlockHasher {
     /// Add the next frame. Returns false, keeping nothing, once the body would exceed one
     /// block (so a hostile body cannot grow memory).
     pub fn update(&mut self, frame: &[u8]) -> bool {
-        if self.data.len() + frame.len() > BLOCK_SIZE {
+        if !self.data.extend_from_slice(frame) {
             return false;
         }
         self.hasher.update(frame);
-        self.data.extend_from_slice(frame);
         true
     }
 
@@ -107,6 +109,7 @@ pub struct HashedBlock {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use strata_types::BLOCK_SIZE;
 
     #[test]
     fn linear_aggregate_matches_the_worked_example() {

@@ -18,7 +18,7 @@
 //! | a tree never references a missing node | [`ports::MetadataStore::seal_snapshot`] stores the nodes and the root in one transaction |
 //! | a Put is never lost by a concurrent Complete | the seal only commits if the snapshot's write sequence is unchanged since the tree was built, else it is rebuilt |
 //! | readers see a snapshot exactly when it is `completed` | the status and the root change in the same transaction; reads require `completed` |
-//! | no wrong byte is ever served | GetSnapshotBlock hashes the stored bytes and compares with the digest before answering |
+//! | no wrong byte is ever served | [`ports::ChunkStore::get`] returns only bytes that match the checksum recorded when they were stored (computed from bytes whose SHA-256 was verified), else an error |
 //! | tokens cannot be forged or moved | [`tokens`]: keyed MAC over payload and context |
 //!
 //! # Lineage
@@ -26,6 +26,7 @@
 //! related (ListChangedBlocks accepts them) exactly when their lineages are equal.
 
 pub mod block_map;
+pub mod buffers;
 pub mod checksum;
 pub mod error;
 pub mod gc;

@@ -355,6 +355,15 @@ fn stripe_of(digest: &ChunkDigest) -> usize {
 
 impl ChunkStore for FsChunkStore {
     async fn put(&self, digest: ChunkDigest, data: Bytes) -> Result<(), StoreError> {
+        // Content already stored (the dedup path) is settled on the calling task: an index
+        // lookup and a refresh, microseconds, with no hop to a blocking thread. Only if the
+        // digest's stripe is free right now: a writer holds it across a group commit.
+        if let Ok(mut stripe) = self.inner.stripes[stripe_of(&digest)].try_lock()
+            && self.inner.index.get(&digest)?.is_some()
+        {
+            stripe.refresh(digest, SystemTime::now());
+            return Ok(());
+        }
         let store = self.clone();
         blocking(move || store.put_blocking(digest, &data)).await
     }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
+use strata_core::buffers::BlockBuffer;
 use strata_core::checksum::{BUFFER_ALIGN, aligned_buffer};
 
 /// Every chunk starts on this boundary, so `O_DIRECT` can read and write it.
@@ -79,15 +80,24 @@ impl Segment {
         }
     }
 
-    /// Read `len` bytes at `offset`.
+    /// Read `len` bytes at `offset` (into a pooled buffer when it fits one block).
     pub(super) fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        let mut pooled = BlockBuffer::take();
+        if let Some(window) = pooled.fill(len) {
+            self.read_into(window, offset)?;
+            return Ok(pooled.freeze());
+        }
         let mut buffer = aligned_buffer(len);
         buffer.resize(len, 0);
-        match &self.direct {
-            Some(direct) if is_aligned(&buffer) => direct.read_exact_at(&mut buffer, offset)?,
-            _ => self.buffered.read_exact_at(&mut buffer, offset)?,
-        }
+        self.read_into(&mut buffer, offset)?;
         Ok(buffer.freeze())
+    }
+
+    fn read_into(&self, buffer: &mut [u8], offset: u64) -> io::Result<()> {
+        match &self.direct {
+            Some(direct) if is_aligned(buffer) => direct.read_exact_at(buffer, offset),
+            _ => self.buffered.read_exact_at(buffer, offset),
+        }
     }
 
     /// Make every completed write durable (`fdatasync`).
