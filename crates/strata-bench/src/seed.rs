@@ -122,10 +122,7 @@ async fn put(
     payload: &Payload,
 ) -> anyhow::Result<()> {
     let digest = ChunkDigest(payload.digest);
-    let block = HashedBlock {
-        data: payload.data.clone(),
-        digest,
-    };
+    let block = HashedBlock::with_digest(payload.data.clone(), digest);
     let permit = state
         .service
         .check_writable(owner, snapshot, BlockIndex::new(index))

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::buffers::BlockBuffer;
 use sha2::{Digest, Sha256};
-use strata_types::{BlockIndex, ChunkDigest};
+use strata_types::{BLOCK_SIZE, BlockIndex, ChunkDigest};
 
 /// Base64 text of a digest, as in `x-amz-Checksum`.
 pub fn to_base64(digest: &ChunkDigest) -> String {
@@ -35,12 +35,14 @@ pub fn linear_aggregate(blocks: &[(BlockIndex, ChunkDigest)]) -> ChunkDigest {
     ChunkDigest(hasher.finalize().into())
 }
 
-/// Accumulates a block body frame by frame, hashing as it goes, into a pooled aligned
-/// buffer (see [`crate::buffers`]).
+/// Accumulates a block body frame by frame, hashing as it goes. The frames are kept as
+/// received (no copy): content already stored never needs one, and new content is copied
+/// once into an aligned buffer by [`HashedBlock::into_bytes`].
 #[derive(Debug)]
 pub struct BlockHasher {
     hasher: Sha256,
-    data: BlockBuffer,
+    frames: Vec<Bytes>,
+    len: usize,
 }
 
 /// Alignment of block buffers: the chunk store can then write them with `O_DIRECT`,
@@ -61,7 +63,8 @@ impl Default for BlockHasher {
     fn default() -> Self {
         Self {
             hasher: Sha256::new(),
-            data: BlockBuffer::take(),
+            frames: Vec::new(),
+            len: 0,
         }
     }
 }
@@ -69,29 +72,37 @@ impl Default for BlockHasher {
 impl BlockHasher {
     /// Add the next frame. Returns false, keeping nothing, once the body would exceed one
     /// block (so a hostile body cannot grow memory).
-    pub fn update(&mut self, frame: &[u8]) -> bool {
-        if !self.data.extend_from_slice(frame) {
+    pub fn update_frame(&mut self, frame: Bytes) -> bool {
+        if self.len + frame.len() > BLOCK_SIZE {
             return false;
         }
-        self.hasher.update(frame);
+        self.hasher.update(&frame);
+        self.len += frame.len();
+        self.frames.push(frame);
         true
+    }
+
+    /// Add the next bytes (copied). See [`BlockHasher::update_frame`].
+    pub fn update(&mut self, data: &[u8]) -> bool {
+        self.update_frame(Bytes::copy_from_slice(data))
     }
 
     /// Bytes received so far.
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.len
     }
 
     /// Whether nothing was received.
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len == 0
     }
 
     /// The received body and its digest.
     pub fn finish(self) -> HashedBlock {
         HashedBlock {
             digest: ChunkDigest(self.hasher.finalize().into()),
-            data: self.data.freeze(),
+            frames: self.frames,
+            len: self.len,
         }
     }
 }
@@ -99,10 +110,51 @@ impl BlockHasher {
 /// A body together with the SHA-256 computed over exactly these bytes.
 #[derive(Debug, Clone)]
 pub struct HashedBlock {
-    /// The bytes.
-    pub data: Bytes,
     /// Their SHA-256.
     pub digest: ChunkDigest,
+    frames: Vec<Bytes>,
+    len: usize,
+}
+
+impl HashedBlock {
+    /// `data` with its SHA-256 `digest`, which the caller has computed (not checked here).
+    pub fn with_digest(data: Bytes, digest: ChunkDigest) -> Self {
+        Self {
+            digest,
+            len: data.len(),
+            frames: vec![data],
+        }
+    }
+
+    /// The body's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The body in one piece, in a [`BUFFER_ALIGN`]-aligned buffer when it fits one block
+    /// (so it can be written with `O_DIRECT`): one copy, unless it already is.
+    pub fn into_bytes(mut self) -> Bytes {
+        if self.frames.len() == 1 {
+            let only = self.frames.remove(0);
+            if only.as_ptr().align_offset(BUFFER_ALIGN) == 0 || only.len() > BLOCK_SIZE {
+                return only;
+            }
+            self.frames.push(only);
+        }
+        let mut buffer = BlockBuffer::take();
+        for frame in &self.frames {
+            if !buffer.extend_from_slice(frame) {
+                // Longer than a block (only `with_digest` can make one): unaligned is fine.
+                return self.frames.concat().into();
+            }
+        }
+        buffer.freeze()
+    }
 }
 
 #[cfg(test)]
@@ -139,8 +191,11 @@ mod tests {
             assert!(hasher.update(&[5u8; BLOCK_SIZE / 8]));
         }
         let block = hasher.finish();
-        assert_eq!(block.data.as_ptr().align_offset(BUFFER_ALIGN), 0);
-        assert_eq!(block.data.len(), BLOCK_SIZE);
+        assert_eq!(block.len(), BLOCK_SIZE);
+        let data = block.into_bytes();
+        assert_eq!(data.as_ptr().align_offset(BUFFER_ALIGN), 0);
+        assert_eq!(data.len(), BLOCK_SIZE);
+        assert!(data.iter().all(|b| *b == 5));
     }
 
     #[test]
@@ -150,7 +205,7 @@ mod tests {
         assert!(!hasher.update(&[0u8]));
         let block = hasher.finish();
         assert!(block.digest.is_zero_block());
-        assert_eq!(block.data.len(), BLOCK_SIZE);
+        assert_eq!(block.into_bytes().len(), BLOCK_SIZE);
     }
 
     proptest! {

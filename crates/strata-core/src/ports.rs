@@ -218,6 +218,10 @@ pub trait ChunkStore: Send + Sync + 'static {
         data: Bytes,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// If `digest` is stored, refresh it exactly as [`ChunkStore::put`] of the same bytes
+    /// would, and return true; else return false (and the caller puts the bytes).
+    fn touch(&self, digest: ChunkDigest) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// The bytes stored under `digest`, or `None` if nothing is. Verified by the store: the
     /// bytes are checked against a checksum recorded when they were stored (computed from
     /// the bytes whose SHA-256 the caller of [`ChunkStore::put`] verified), and a mismatch

@@ -294,10 +294,10 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
     ) -> Result<ChunkDigest, ServiceError> {
         let WritePermit { record, index } = permit;
         let id = &record.id;
-        if block.data.len() != BLOCK_SIZE {
+        if block.len() != BLOCK_SIZE {
             return Err(ServiceError::InvalidParameter(format!(
                 "The block data is {} bytes; every block must be exactly {BLOCK_SIZE} bytes.",
-                block.data.len()
+                block.len()
             )));
         }
         if block.digest != claimed {
@@ -310,19 +310,21 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             self.check_writable(&record.owner, id, index).await?;
         }
         // Announced until the write record commits: GC keeps the chunk meanwhile.
-        let _in_flight = self.in_flight.announce(block.digest);
-        if !block.digest.is_zero_block() {
-            self.chunks.put(block.digest, block.data).await?;
+        let digest = block.digest;
+        let _in_flight = self.in_flight.announce(digest);
+        // Content already stored only needs a refresh: no copy, no write.
+        if !digest.is_zero_block() && !self.chunks.touch(digest).await? {
+            self.chunks.put(digest, block.into_bytes()).await?;
         }
         let write = BlockWrite {
             snapshot: id.clone(),
             index,
-            digest: block.digest,
+            digest,
             progress,
             at_ms: self.now_ms(),
         };
         match self.metadata.record_block(write).await {
-            Ok(()) => Ok(block.digest),
+            Ok(()) => Ok(digest),
             Err(RecordBlockError::NotFound) => Err(ServiceError::SnapshotNotFound(id.clone())),
             Err(RecordBlockError::NotPending(record)) => Err(not_pending(&record)),
             Err(RecordBlockError::Store(e)) => Err(e.into()),

@@ -106,7 +106,7 @@ async fn read_block(
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data()
-            && !hasher.update(&data)
+            && !hasher.update_frame(data)
         {
             return Err(ApiError::invalid_parameter(format!(
                 "The block data is longer than {BLOCK_SIZE} bytes."

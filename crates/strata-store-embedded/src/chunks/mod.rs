@@ -212,11 +212,18 @@ impl FsChunkStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// If `digest` is stored, refresh it so GC sees it as in use.
+    fn touch_locked(&self, stripe: &mut Stripe, digest: ChunkDigest) -> Result<bool, StoreError> {
+        if self.inner.index.get(&digest)?.is_none() {
+            return Ok(false);
+        }
+        stripe.refresh(digest, SystemTime::now());
+        Ok(true)
+    }
+
     fn put_blocking(&self, digest: ChunkDigest, data: &[u8]) -> Result<(), StoreError> {
         let mut stripe = self.stripe(&digest);
-        if self.inner.index.get(&digest)?.is_some() {
-            // Already stored: refresh it so GC sees it as in use.
-            stripe.refresh(digest, SystemTime::now());
+        if self.touch_locked(&mut stripe, digest)? {
             return Ok(());
         }
         let len = u32::try_from(data.len())
@@ -354,16 +361,18 @@ fn stripe_of(digest: &ChunkDigest) -> usize {
 }
 
 impl ChunkStore for FsChunkStore {
-    async fn put(&self, digest: ChunkDigest, data: Bytes) -> Result<(), StoreError> {
-        // Content already stored (the dedup path) is settled on the calling task: an index
-        // lookup and a refresh, microseconds, with no hop to a blocking thread. Only if the
-        // digest's stripe is free right now: a writer holds it across a group commit.
-        if let Ok(mut stripe) = self.inner.stripes[stripe_of(&digest)].try_lock()
-            && self.inner.index.get(&digest)?.is_some()
-        {
-            stripe.refresh(digest, SystemTime::now());
-            return Ok(());
+    async fn touch(&self, digest: ChunkDigest) -> Result<bool, StoreError> {
+        // Settled on the calling task when the digest's stripe is free (an index lookup and
+        // a refresh: microseconds, less than a hop to a blocking thread); a writer holds the
+        // stripe across its group commit, so then wait for it on a blocking thread.
+        if let Ok(mut stripe) = self.inner.stripes[stripe_of(&digest)].try_lock() {
+            return self.touch_locked(&mut stripe, digest);
         }
+        let store = self.clone();
+        blocking(move || store.touch_locked(&mut store.stripe(&digest), digest)).await
+    }
+
+    async fn put(&self, digest: ChunkDigest, data: Bytes) -> Result<(), StoreError> {
         let store = self.clone();
         blocking(move || store.put_blocking(digest, &data)).await
     }

@@ -35,8 +35,10 @@ async fn chunks_round_trip_and_writes_are_idempotent() {
     for data in [Bytes::from(vec![9u8; 1000]), block(1)] {
         let digest = ChunkDigest::of(&data);
         assert_eq!(store.get(digest).await.expect("get"), None);
+        assert!(!store.touch(digest).await.expect("touch"), "not stored yet");
         store.put(digest, data.clone()).await.expect("put");
         store.put(digest, data.clone()).await.expect("put again");
+        assert!(store.touch(digest).await.expect("touch"));
         assert_eq!(store.get(digest).await.expect("get"), Some(data.clone()));
         let location = store.locate(&digest).expect("locate").expect("stored");
         assert_eq!(location.len, data.len() as u64);
@@ -124,7 +126,7 @@ async fn deletion_spares_chunks_refreshed_since_the_cutoff_and_frees_their_space
     let full = allocated(&root);
     let before_refresh = SystemTime::now();
     std::thread::sleep(Duration::from_millis(20));
-    store.put(kept_digest, kept.clone()).await.expect("refresh");
+    assert!(store.touch(kept_digest).await.expect("refresh"));
     assert!(
         store
             .list()
