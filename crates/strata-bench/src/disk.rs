@@ -3,10 +3,9 @@
 //! - [`direct_write`]: sequential 4 MiB `O_DIRECT` writes to one temp file (what
 //!   `dd bs=4M oflag=direct` measures), the device's streaming write rate. The put target
 //!   of issue 5 is relative to min(sink, this).
-//! - [`chunk_files`]: the pattern of Strata's chunk store, without HTTP or hashing: each
-//!   512 KiB block written to its own temp file, fsynced, renamed into place, and the
-//!   directory fsynced, from many threads at once. It shows what that layout costs on this
-//!   disk, apart from everything else Strata does.
+//! - [`direct_read`]: 512 KiB `O_DIRECT` reads at the benchmark's concurrency, in a
+//!   scrambled order: what GetSnapshotBlock of uncached chunks can get from this disk. The
+//!   get figure is reported against min(sink, this) too.
 //!
 //! `O_DIRECT` needs no `unsafe`: std's `OpenOptionsExt::custom_flags` passes the flag, and
 //! the aligned buffer is a slice at an aligned offset inside an over-allocated `Vec`.
@@ -67,22 +66,13 @@ fn filler(buffer: &mut [u8], seed: u64) {
 pub fn direct_write(dir: &Path, total: u64) -> io::Result<DiskRate> {
     let path = dir.join(format!(".strata-bench-direct-{}", std::process::id()));
     let _guard = Removed(path.clone());
-    let (mut file, direct) = match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&path)
-    {
-        Ok(file) => (file, true),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)?,
-            false,
-        ),
-        Err(e) => return Err(e),
-    };
+    direct_write_to(&path, total)
+}
+
+/// Create `path` and write `total` bytes (rounded up to 4 MiB) to it with `O_DIRECT`.
+fn direct_write_to(path: &Path, total: u64) -> io::Result<DiskRate> {
+    let (mut file, direct) =
+        open_maybe_direct(OpenOptions::new().write(true).create_new(true), path)?;
     let mut storage = vec![0u8; DIRECT_CHUNK + ALIGN];
     let offset = storage.as_ptr().align_offset(ALIGN);
     let buffer = &mut storage[offset..offset + DIRECT_CHUNK];
@@ -100,48 +90,33 @@ pub fn direct_write(dir: &Path, total: u64) -> io::Result<DiskRate> {
     })
 }
 
-/// Write `files` blocks of 512 KiB as Strata's chunk store does (temp file, fsync, rename,
-/// fsync of the directory), from `threads` threads at once, under `dir`. With `direct`,
-/// the same with each file opened `O_DIRECT` (no copy into the page cache), to measure
-/// what that option would change.
-pub fn chunk_files(dir: &Path, files: usize, threads: usize, direct: bool) -> io::Result<DiskRate> {
-    let root = dir.join(format!(
-        ".strata-bench-chunks-{}-{}",
-        std::process::id(),
-        if direct { "direct" } else { "buffered" }
-    ));
-    std::fs::create_dir(&root)?;
-    let _guard = Removed(root.clone());
-    let temp = root.join("tmp");
-    let target = root.join("ab");
-    std::fs::create_dir(&temp)?;
-    std::fs::create_dir(&target)?;
-    let mut storage = vec![0u8; BLOCK_SIZE + ALIGN];
-    let offset = storage.as_ptr().align_offset(ALIGN);
-    let block = &mut storage[offset..offset + BLOCK_SIZE];
-    filler(block, 0xC4_0C);
-    let block: &[u8] = block;
-    let flags = if direct { libc::O_DIRECT } else { 0 };
-    let threads = threads.clamp(1, files.max(1));
+/// Read `total` bytes (rounded up to 4 MiB) back in 512 KiB `O_DIRECT` reads from
+/// `threads` threads at once, each taking every `threads`-th block in a scrambled order:
+/// the pattern of GetSnapshotBlock on chunks that are not in any cache (the chunk store
+/// writes and reads with `O_DIRECT`). The file is written first, untimed. Where `O_DIRECT`
+/// is refused the reads are buffered and come from the page cache (`direct: false`).
+pub fn direct_read(dir: &Path, total: u64, threads: usize) -> io::Result<DiskRate> {
+    let path = dir.join(format!(".strata-bench-read-{}", std::process::id()));
+    let _guard = Removed(path.clone());
+    let written = direct_write_to(&path, total)?;
+    let (file, direct) = open_maybe_direct(OpenOptions::new().read(true), &path)?;
+    let blocks = usize::try_from(written.bytes).unwrap_or(usize::MAX) / BLOCK_SIZE;
+    let threads = threads.clamp(1, blocks.max(1));
     let started = Instant::now();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
-                let (temp, target) = (&temp, &target);
+                let file = &file;
                 scope.spawn(move || -> io::Result<()> {
-                    for n in (t..files).step_by(threads) {
-                        let name = format!("chunk-{n}");
-                        let staged = temp.join(&name);
-                        let mut file = OpenOptions::new()
-                            .write(true)
-                            .create_new(true)
-                            .custom_flags(flags)
-                            .open(&staged)?;
-                        file.write_all(block)?;
-                        file.sync_all()?;
-                        drop(file);
-                        std::fs::rename(&staged, target.join(&name))?;
-                        File::open(target)?.sync_all()?;
+                    use std::os::unix::fs::FileExt;
+                    let mut storage = vec![0u8; BLOCK_SIZE + ALIGN];
+                    let offset = storage.as_ptr().align_offset(ALIGN);
+                    let buffer = &mut storage[offset..offset + BLOCK_SIZE];
+                    let mine: Vec<usize> = (t..blocks).step_by(threads).collect();
+                    // A fixed scramble (multiplicative step, coprime with most counts).
+                    for k in 0..mine.len() {
+                        let block = mine[(k * 7919) % mine.len()];
+                        file.read_exact_at(buffer, (block * BLOCK_SIZE) as u64)?;
                     }
                     Ok(())
                 })
@@ -153,10 +128,19 @@ pub fn chunk_files(dir: &Path, files: usize, threads: usize, direct: bool) -> io
         })
     })?;
     Ok(DiskRate {
-        bytes: (files * BLOCK_SIZE) as u64,
+        bytes: (blocks * BLOCK_SIZE) as u64,
         elapsed: started.elapsed(),
         direct,
     })
+}
+
+/// Open `path` with `options` plus `O_DIRECT`, or without it where the filesystem refuses it.
+fn open_maybe_direct(options: &mut OpenOptions, path: &Path) -> io::Result<(File, bool)> {
+    match options.clone().custom_flags(libc::O_DIRECT).open(path) {
+        Ok(file) => Ok((file, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok((options.open(path)?, false)),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -168,10 +152,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let direct = direct_write(dir.path(), 1).expect("direct write");
         assert_eq!(direct.bytes, DIRECT_CHUNK as u64);
-        for direct in [false, true] {
-            let chunks = chunk_files(dir.path(), 8, 3, direct).expect("chunk files");
-            assert_eq!(chunks.bytes, 8 * BLOCK_SIZE as u64);
-        }
+        let read = direct_read(dir.path(), 1, 3).expect("direct read");
+        assert_eq!(read.bytes, DIRECT_CHUNK as u64);
         assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0);
     }
 }

@@ -5,8 +5,8 @@
 //!   `--endpoint`);
 //! - the **sink** ([`sink`]), the ceiling of HTTP + hashing with this client; Strata's
 //!   figures are reported as a ratio to it, because the machine is shared and noisy;
-//! - the **disk** ([`disk`]): streaming `O_DIRECT` writes, and the chunk store's
-//!   file-per-block fsync pattern;
+//! - the **disk** ([`disk`]): streaming `O_DIRECT` writes (the put ceiling), and
+//!   concurrent 512 KiB `O_DIRECT` reads (what bounds gets of uncached chunks);
 //! - optionally **moto** (`--moto`), the usual emulator.
 //!
 //! The load comes from a light client ([`client`]: hyper + `aws-sigv4`, keep-alive,
@@ -214,17 +214,14 @@ async fn disk_baselines(
 ) -> anyhow::Result<Vec<DiskMeasurement>> {
     let dir = options.data_parent.clone();
     let bytes = options.disk_bytes;
-    let files = options.chunk_files;
     let threads = options.concurrency;
     tokio::task::spawn_blocking(move || {
         let label = dir.display().to_string();
         let direct = disk::direct_write(&dir, bytes)
             .with_context(|| format!("O_DIRECT baseline in {label}"))?;
-        let chunks = disk::chunk_files(&dir, files, threads, false)
-            .with_context(|| format!("chunk-file baseline in {label}"))?;
-        // Where the filesystem refuses O_DIRECT, the buffered figure is all there is.
-        let direct_chunks = disk::chunk_files(&dir, files, threads, true).ok();
-        let mut baselines = vec![
+        let read = disk::direct_read(&dir, bytes, threads)
+            .with_context(|| format!("O_DIRECT read baseline in {label}"))?;
+        let baselines = vec![
             DiskMeasurement {
                 run,
                 mode: if direct.direct {
@@ -237,19 +234,15 @@ async fn disk_baselines(
             },
             DiskMeasurement {
                 run,
-                mode: report::CHUNK_FILES,
-                rate: chunks,
-                dir: label.clone(),
+                mode: if read.direct {
+                    report::DIRECT_READ
+                } else {
+                    report::CACHED_READ
+                },
+                rate: read,
+                dir: label,
             },
         ];
-        if let Some(rate) = direct_chunks {
-            baselines.push(DiskMeasurement {
-                run,
-                mode: report::CHUNK_FILES_DIRECT,
-                rate,
-                dir: label,
-            });
-        }
         Ok(baselines)
     })
     .await

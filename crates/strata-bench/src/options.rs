@@ -109,8 +109,6 @@ pub struct BenchOptions {
     pub max_phase: Duration,
     /// Bytes of the O_DIRECT baseline (0: no disk baselines).
     pub disk_bytes: u64,
-    /// Blocks written by the chunk-file baseline.
-    pub chunk_files: usize,
     /// Parent of temp data directories.
     pub data_parent: PathBuf,
     /// Measure the sink.
@@ -145,7 +143,6 @@ impl BenchOptions {
             repeat: 1,
             max_phase: Duration::from_secs(20),
             disk_bytes: 8 * 1024 * 1024,
-            chunk_files: 16,
             data_parent,
             sink: true,
             moto: false,
@@ -209,7 +206,6 @@ impl BenchArgs {
             repeat: self.repeat,
             max_phase: Duration::from_secs(self.max_seconds.max(1)),
             disk_bytes: self.disk_mib * 1024 * 1024,
-            chunk_files: 512,
             data_parent,
             sink: !self.no_sink,
             moto: self.moto,
