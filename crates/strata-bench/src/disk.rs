@@ -3,9 +3,9 @@
 //! - [`direct_write`]: sequential 4 MiB `O_DIRECT` writes to one temp file (what
 //!   `dd bs=4M oflag=direct` measures), the device's streaming write rate. The put target
 //!   of issue 5 is relative to min(sink, this).
-//! - [`direct_read`]: 512 KiB `O_DIRECT` reads at the benchmark's concurrency, in a
-//!   scrambled order: what GetSnapshotBlock of uncached chunks can get from this disk. The
-//!   get figure is reported against min(sink, this) too.
+//! - [`direct_read`]: 512 KiB `O_DIRECT` reads at the benchmark's concurrency, in file
+//!   order: what GetSnapshotBlock of uncached chunks can get from this disk. The get
+//!   figure is reported against min(sink, this) too.
 //!
 //! `O_DIRECT` needs no `unsafe`: std's `OpenOptionsExt::custom_flags` passes the flag, and
 //! the aligned buffer is a slice at an aligned offset inside an over-allocated `Vec`.
@@ -14,6 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use strata_types::BLOCK_SIZE;
@@ -91,10 +92,11 @@ fn direct_write_to(path: &Path, total: u64) -> io::Result<DiskRate> {
 }
 
 /// Read `total` bytes (rounded up to 4 MiB) back in 512 KiB `O_DIRECT` reads from
-/// `threads` threads at once, each taking every `threads`-th block in a scrambled order:
-/// the pattern of GetSnapshotBlock on chunks that are not in any cache (the chunk store
-/// writes and reads with `O_DIRECT`). The file is written first, untimed. Where `O_DIRECT`
-/// is refused the reads are buffered and come from the page cache (`direct: false`).
+/// `threads` threads at once, each taking the next block not yet read: the pattern of the
+/// `get` scenario (C readers walking a snapshot's blocks in order) on chunks laid out in
+/// upload order and not in any cache (the chunk store writes and reads with `O_DIRECT`).
+/// The file is written first, untimed. Where `O_DIRECT` is refused the reads are buffered
+/// and come from the page cache (`direct: false`).
 pub fn direct_read(dir: &Path, total: u64, threads: usize) -> io::Result<DiskRate> {
     let path = dir.join(format!(".strata-bench-read-{}", std::process::id()));
     let _guard = Removed(path.clone());
@@ -102,23 +104,24 @@ pub fn direct_read(dir: &Path, total: u64, threads: usize) -> io::Result<DiskRat
     let (file, direct) = open_maybe_direct(OpenOptions::new().read(true), &path)?;
     let blocks = usize::try_from(written.bytes).unwrap_or(usize::MAX) / BLOCK_SIZE;
     let threads = threads.clamp(1, blocks.max(1));
+    let next = AtomicUsize::new(0);
     let started = Instant::now();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                let file = &file;
+            .map(|_| {
+                let (file, next) = (&file, &next);
                 scope.spawn(move || -> io::Result<()> {
                     use std::os::unix::fs::FileExt;
                     let mut storage = vec![0u8; BLOCK_SIZE + ALIGN];
                     let offset = storage.as_ptr().align_offset(ALIGN);
                     let buffer = &mut storage[offset..offset + BLOCK_SIZE];
-                    let mine: Vec<usize> = (t..blocks).step_by(threads).collect();
-                    // A fixed scramble (multiplicative step, coprime with most counts).
-                    for k in 0..mine.len() {
-                        let block = mine[(k * 7919) % mine.len()];
+                    loop {
+                        let block = next.fetch_add(1, Ordering::Relaxed);
+                        if block >= blocks {
+                            return Ok(());
+                        }
                         file.read_exact_at(buffer, (block * BLOCK_SIZE) as u64)?;
                     }
-                    Ok(())
                 })
             })
             .collect();
