@@ -10,12 +10,13 @@
 //! `docs/adr/0003-chunk-segments.md` says why segments and not files.
 //!
 //! # Writes and durability
-//! A new chunk is written into a slot reserved in the active segment (with `O_DIRECT`
-//! from the 4 KiB-aligned receive buffer: no copy through the page cache), then handed to
-//! the index's committer, which `fdatasync`s the segments of a whole group of writes once
-//! and commits their index entries in one transaction before any of them is acknowledged.
-//! An entry therefore never points at bytes that are not durable; bytes without an entry
-//! (a crash between the write and the commit) are given back at the next open.
+//! A new chunk gets a slot reserved in the active segment and is handed to the index's
+//! committer, which writes a whole group of chunks (with `O_DIRECT` from their 4 KiB-aligned
+//! buffers, no copy through the page cache; one `pwritev` per run of adjacent slots),
+//! `fdatasync`s the segments once and commits their index entries in one transaction
+//! before any of them is acknowledged. An entry therefore never points at bytes that are
+//! not durable; bytes without an entry (a crash between the write and the commit) are
+//! given back at the next open.
 //!
 //! # Reads
 //! Every read is checked against the XXH3-64 checksum recorded when the chunk was stored,
@@ -198,7 +199,7 @@ impl FsChunkStore {
                 tracing::error!(path = %path.display(), "a chunk file of format 1 does not match its name");
                 continue;
             }
-            self.put_blocking(digest, &data)?;
+            self.put_blocking(digest, Bytes::from(data))?;
             std::fs::remove_file(&path).map_err(|e| io_error("remove", &path, &e))?;
         }
         recovery::remove_legacy_dirs(root)
@@ -221,22 +222,19 @@ impl FsChunkStore {
         Ok(true)
     }
 
-    fn put_blocking(&self, digest: ChunkDigest, data: &[u8]) -> Result<(), StoreError> {
+    fn put_blocking(&self, digest: ChunkDigest, data: Bytes) -> Result<(), StoreError> {
         let mut stripe = self.stripe(&digest);
         if self.touch_locked(&mut stripe, digest)? {
             return Ok(());
         }
         let len = u32::try_from(data.len())
             .map_err(|_| StoreError::Backend(format!("a chunk of {} bytes", data.len())))?;
-        let checksum = xxh3_64(data);
+        let checksum = xxh3_64(&data);
         let (segment, offset) = self
             .inner
             .segments
             .allocate(u64::from(len))
             .map_err(|e| io_error("allocate in", &self.inner.segments_dir, &e))?;
-        segment
-            .write_at(offset, data)
-            .map_err(|e| io_error("write", segment.path(), &e))?;
         let location = Location {
             segment: segment.id,
             offset,
@@ -244,7 +242,7 @@ impl FsChunkStore {
             checksum,
             stored_ns: now_ns(),
         };
-        self.inner.index.insert(segment, digest, location)
+        self.inner.index.insert(segment, digest, location, data)
     }
 
     fn get_blocking(&self, digest: ChunkDigest) -> Result<Option<Bytes>, StoreError> {
@@ -374,7 +372,7 @@ impl ChunkStore for FsChunkStore {
 
     async fn put(&self, digest: ChunkDigest, data: Bytes) -> Result<(), StoreError> {
         let store = self.clone();
-        blocking(move || store.put_blocking(digest, &data)).await
+        blocking(move || store.put_blocking(digest, data)).await
     }
 
     async fn get(&self, digest: ChunkDigest) -> Result<Option<Bytes>, StoreError> {
