@@ -5,6 +5,7 @@
 //! A data directory holds `metadata.redb` and `chunks/`; [`EmbeddedStore::open`] opens both.
 
 mod chunks;
+mod group_commit;
 mod metadata;
 
 use std::path::Path;

@@ -22,7 +22,6 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc;
 
 use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
 use strata_core::block_map::{Node, NodeHash, NodeSource};
@@ -34,14 +33,13 @@ use strata_core::snapshot::{SnapshotRecord, SnapshotStatus};
 use strata_types::{AccountId, BlockIndex, ChunkDigest, SnapshotId};
 use tokio::sync::oneshot;
 
+use crate::group_commit::GroupCommitThread;
+
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 const CLIENT_TOKENS: TableDefinition<(&str, &str), &str> = TableDefinition::new("client_tokens");
 const PENDING_BLOCKS: TableDefinition<(&str, u32), [u8; 32]> =
     TableDefinition::new("pending_blocks");
 const NODES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("nodes");
-
-/// Most requests applied in one group commit.
-const MAX_GROUP: usize = 512;
 
 /// Snapshot metadata in a redb file. Cheap to clone.
 ///
@@ -49,26 +47,8 @@ const MAX_GROUP: usize = 512;
 /// closes the database, so the same file can be opened again at once.
 #[derive(Clone)]
 pub struct RedbMetadataStore {
-    writer: Arc<Writer>,
+    writer: Arc<GroupCommitThread<WriteRequest>>,
     db: Arc<Database>,
-}
-
-/// The writer thread and the channel to it.
-struct Writer {
-    requests: Option<mpsc::Sender<WriteRequest>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        // Closing the channel ends the thread's loop; wait so the database is released.
-        self.requests.take();
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::error!("the metadata writer thread panicked");
-        }
-    }
 }
 
 impl std::fmt::Debug for RedbMetadataStore {
@@ -180,16 +160,7 @@ impl RedbMetadataStore {
         txn.open_table(NODES).map_err(backend)?;
         txn.commit().map_err(backend)?;
 
-        let (sender, requests) = mpsc::channel();
-        let writer_db = Arc::clone(&db);
-        let thread = std::thread::Builder::new()
-            .name("strata-metadata-writer".into())
-            .spawn(move || run_writer(&writer_db, &requests))
-            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
-        let writer = Writer {
-            requests: Some(sender),
-            thread: Some(thread),
-        };
+        let writer = GroupCommitThread::spawn("strata-metadata-writer", Arc::clone(&db), commit)?;
         Ok(Self {
             writer: Arc::new(writer),
             db,
@@ -201,12 +172,7 @@ impl RedbMetadataStore {
         request: impl FnOnce(oneshot::Sender<T>) -> WriteRequest,
     ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.writer
-            .requests
-            .as_ref()
-            .ok_or_else(|| StoreError::Backend("the metadata writer has stopped".into()))?
-            .send(request(tx))
-            .map_err(|_| StoreError::Backend("the metadata writer has stopped".into()))?;
+        self.writer.send(request(tx))?;
         rx.await
             .map_err(|_| StoreError::Backend("the metadata writer dropped a request".into()))
     }
@@ -222,24 +188,15 @@ impl RedbMetadataStore {
     }
 }
 
-/// The writer thread: group, apply, commit, reply; until every sender is gone.
-fn run_writer(db: &Database, requests: &mpsc::Receiver<WriteRequest>) {
-    while let Ok(first) = requests.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match requests.try_recv() {
-                Ok(next) => group.push(next),
-                Err(_) => break,
-            }
-        }
-        let mut replies = Vec::with_capacity(group.len());
-        let outcome = apply_group(db, group, &mut replies);
-        if let Err(error) = &outcome {
-            tracing::error!(%error, "metadata group commit failed");
-        }
-        for reply in replies {
-            reply.send(outcome.as_ref().err());
-        }
+/// One group of the writer thread: apply, commit, reply.
+fn commit(db: &Database, group: Vec<WriteRequest>) {
+    let mut replies = Vec::with_capacity(group.len());
+    let outcome = apply_group(db, group, &mut replies);
+    if let Err(error) = &outcome {
+        tracing::error!(%error, "metadata group commit failed");
+    }
+    for reply in replies {
+        reply.send(outcome.as_ref().err());
     }
 }
 

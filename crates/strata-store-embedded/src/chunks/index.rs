@@ -20,12 +20,10 @@ use strata_core::ports::StoreError;
 use strata_types::ChunkDigest;
 
 use super::segments::{Segment, slot_len};
+use crate::group_commit::GroupCommitThread;
 
 /// digest → [`Location`], encoded by [`Location::encode`].
 const CHUNKS: TableDefinition<[u8; 32], [u8; 32]> = TableDefinition::new("chunks");
-
-/// Most requests applied in one group commit.
-const MAX_GROUP: usize = 512;
 
 /// Where a chunk is stored, and what it must read back as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,8 +91,7 @@ pub(super) fn now_ns() -> u64 {
 /// current group) and closes the database.
 pub(super) struct Index {
     db: Arc<Database>,
-    requests: Option<mpsc::Sender<Request>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    committer: GroupCommitThread<Request>,
 }
 
 enum Request {
@@ -119,17 +116,9 @@ impl Index {
         let txn = db.begin_write().map_err(backend)?;
         txn.open_table(CHUNKS).map_err(backend)?;
         txn.commit().map_err(backend)?;
-        let (sender, requests) = mpsc::channel();
-        let committer_db = Arc::clone(&db);
-        let thread = std::thread::Builder::new()
-            .name("strata-chunk-committer".into())
-            .spawn(move || run_committer(&committer_db, &requests))
-            .map_err(|e| StoreError::Backend(format!("cannot start the chunk committer: {e}")))?;
-        Ok(Self {
-            db,
-            requests: Some(sender),
-            thread: Some(thread),
-        })
+        let committer =
+            GroupCommitThread::spawn("strata-chunk-committer", Arc::clone(&db), commit)?;
+        Ok(Self { db, committer })
     }
 
     /// Where `digest` is stored, if it is.
@@ -187,45 +176,26 @@ impl Index {
         &self,
         request: impl FnOnce(mpsc::SyncSender<Result<(), StoreError>>) -> Request,
     ) -> Result<(), StoreError> {
-        let stopped = || StoreError::Backend("the chunk committer has stopped".into());
         let (done, answer) = mpsc::sync_channel(1);
-        self.requests
-            .as_ref()
-            .ok_or_else(stopped)?
-            .send(request(done))
-            .map_err(|_| stopped())?;
-        answer.recv().map_err(|_| stopped())?
+        self.committer.send(request(done))?;
+        answer
+            .recv()
+            .map_err(|_| StoreError::Backend("the chunk committer dropped a request".into()))?
     }
 }
 
-impl Drop for Index {
-    fn drop(&mut self) {
-        self.requests.take();
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::error!("the chunk committer thread panicked");
-        }
+/// One group of the committer: write, sync, commit, answer.
+fn commit(db: &Database, group: Vec<Request>) {
+    let outcome = commit_group(db, &group);
+    if let Err(error) = &outcome {
+        tracing::error!(%error, "chunk group commit failed");
     }
-}
-
-fn run_committer(db: &Database, requests: &mpsc::Receiver<Request>) {
-    while let Ok(first) = requests.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match requests.try_recv() {
-                Ok(next) => group.push(next),
-                Err(_) => break,
-            }
-        }
-        let outcome = commit_group(db, &group);
-        for request in group {
-            let done = match request {
-                Request::Insert { done, .. } | Request::Remove { done, .. } => done,
-            };
-            // A dropped receiver means the caller went away; nothing to tell it.
-            let _ = done.send(outcome.clone());
-        }
+    for request in group {
+        let done = match request {
+            Request::Insert { done, .. } | Request::Remove { done, .. } => done,
+        };
+        // A dropped receiver means the caller went away; nothing to tell it.
+        let _ = done.send(outcome.clone());
     }
 }
 

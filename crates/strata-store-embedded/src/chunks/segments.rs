@@ -318,7 +318,9 @@ mod tests {
             .collect();
         let (segment, offset) = segments.allocate(3 * 8192).expect("allocate");
         let slices: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
-        segment.write_all_vectored_at(offset, &slices).expect("direct, one call");
+        segment
+            .write_all_vectored_at(offset, &slices)
+            .expect("direct, one call");
         // Unaligned parts take the one-write-per-part path.
         let (_, tail) = segments.allocate(6).expect("allocate");
         segment

@@ -28,6 +28,14 @@ fn allocated(root: &Path) -> u64 {
     bytes / block * block
 }
 
+/// Every chunk of `expected` reads back identical.
+async fn assert_reads_back(store: &FsChunkStore, expected: impl IntoIterator<Item = &Bytes>) {
+    for data in expected {
+        let read = store.get(ChunkDigest::of(data)).await.expect("get");
+        assert_eq!(read.as_ref(), Some(data));
+    }
+}
+
 #[tokio::test]
 async fn chunks_round_trip_and_writes_are_idempotent() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -207,16 +215,7 @@ async fn reopening_reclaims_interrupted_writes_and_empty_segments() {
     assert_eq!(before - allocated(&root), 2 * block_bytes);
     assert_eq!(allocated(&root), 2 * block_bytes);
     assert!(!orphan_segment.exists());
-    for data in [&first, &third] {
-        assert_eq!(
-            store
-                .get(ChunkDigest::of(data))
-                .await
-                .expect("get")
-                .as_ref(),
-            Some(data)
-        );
-    }
+    assert_reads_back(&store, [&first, &third]).await;
     // New writes go after every segment seen, the removed one included.
     store
         .put(ChunkDigest::of(&second), second.clone())
@@ -272,15 +271,6 @@ async fn concurrent_puts_share_group_commits_and_all_read_back() {
     while let Some(result) = tasks.join_next().await {
         result.expect("task").expect("put");
     }
-    for data in &blocks {
-        assert_eq!(
-            store
-                .get(ChunkDigest::of(data))
-                .await
-                .expect("get")
-                .as_ref(),
-            Some(data)
-        );
-    }
+    assert_reads_back(&store, &blocks).await;
     assert_eq!(store.list().await.expect("list").len(), 16);
 }

@@ -1,0 +1,78 @@
+//! The thread that owns a redb database's writes, shared by the metadata store and the
+//! chunk index: requests arrive on a channel, the thread takes every request queued at
+//! the moment as one group, applies the group in one transaction and answers each request
+//! only after the commit. Dropping the handle closes the channel; the thread finishes its
+//! group and exits, and the drop waits for it, so the database file is released.
+
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+
+use redb::Database;
+use strata_core::ports::StoreError;
+
+/// Most requests applied in one group commit.
+const MAX_GROUP: usize = 512;
+
+/// A running group-commit thread and the channel to it.
+pub(crate) struct GroupCommitThread<R> {
+    requests: Option<mpsc::Sender<R>>,
+    thread: Option<JoinHandle<()>>,
+    name: &'static str,
+}
+
+impl<R: Send + 'static> GroupCommitThread<R> {
+    /// Start thread `name`, which calls `commit` with each group of requests.
+    pub(crate) fn spawn(
+        name: &'static str,
+        db: Arc<Database>,
+        mut commit: impl FnMut(&Database, Vec<R>) + Send + 'static,
+    ) -> Result<Self, StoreError> {
+        let (sender, requests) = mpsc::channel::<R>();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                while let Some(group) = next_group(&requests) {
+                    commit(&db, group);
+                }
+            })
+            .map_err(|e| StoreError::Backend(format!("cannot start {name}: {e}")))?;
+        Ok(Self {
+            requests: Some(sender),
+            thread: Some(thread),
+            name,
+        })
+    }
+
+    /// Queue `request`; fails only if the thread has stopped.
+    pub(crate) fn send(&self, request: R) -> Result<(), StoreError> {
+        self.requests
+            .as_ref()
+            .and_then(|requests| requests.send(request).ok())
+            .ok_or_else(|| StoreError::Backend(format!("{} has stopped", self.name)))
+    }
+}
+
+/// The next group: wait for one request, then take whatever else is queued (up to
+/// [`MAX_GROUP`]). `None` once every sender is gone.
+fn next_group<R>(requests: &mpsc::Receiver<R>) -> Option<Vec<R>> {
+    let mut group = vec![requests.recv().ok()?];
+    while group.len() < MAX_GROUP {
+        match requests.try_recv() {
+            Ok(next) => group.push(next),
+            Err(_) => break,
+        }
+    }
+    Some(group)
+}
+
+impl<R> Drop for GroupCommitThread<R> {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread's loop; wait so the database is released.
+        self.requests.take();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!(thread = self.name, "a group-commit thread panicked");
+        }
+    }
+}
