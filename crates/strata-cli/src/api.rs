@@ -246,44 +246,34 @@ impl SnapshotClient {
 
     /// Every block of `snapshot` (all pages of ListSnapshotBlocks).
     pub async fn list_blocks(&self, snapshot: &SnapshotId) -> Result<BlockListing, ApiError> {
-        let mut blocks = Vec::new();
         let mut volume_size = None;
-        let mut page_token: Option<String> = None;
-        loop {
-            let token = page_token.clone();
-            let page = self
-                .retry
-                .run(
-                    &|| format!("ListSnapshotBlocks ({snapshot})"),
-                    &self.reporter,
-                    || async {
-                        self.sdk
-                            .list_snapshot_blocks()
-                            .snapshot_id(snapshot.as_str())
-                            .max_results(MAX_RESULTS)
-                            .set_next_token(token.clone())
-                            .send()
-                            .await
-                            .map_err(|e| classify(e, false))
-                    },
-                )
-                .await?;
-            if volume_size.is_none() {
-                volume_size = Some(parse_volume_size(page.volume_size(), snapshot)?);
-            }
-            for block in page.blocks() {
-                let index = parse_index(block.block_index(), snapshot)?;
-                let token = block.block_token().unwrap_or_default().to_owned();
-                blocks.push((index, token));
-            }
-            match page.next_token() {
-                // A paginator that gets its own token back would loop forever.
-                Some(next) if Some(next) != page_token.as_deref() => {
-                    page_token = Some(next.to_owned());
+        let mut blocks = Vec::new();
+        self.each_page(
+            &|| format!("ListSnapshotBlocks ({snapshot})"),
+            |token| async move {
+                self.sdk
+                    .list_snapshot_blocks()
+                    .snapshot_id(snapshot.as_str())
+                    .max_results(MAX_RESULTS)
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| classify(e, false))
+            },
+            |page| page.next_token(),
+            |page| {
+                if volume_size.is_none() {
+                    volume_size = Some(parse_volume_size(page.volume_size(), snapshot)?);
                 }
-                _ => break,
-            }
-        }
+                for block in page.blocks() {
+                    let index = parse_index(block.block_index(), snapshot)?;
+                    let token = block.block_token().unwrap_or_default().to_owned();
+                    blocks.push((index, token));
+                }
+                Ok(())
+            },
+        )
+        .await?;
         blocks.sort_by_key(|(index, _)| *index);
         blocks.dedup_by_key(|(index, _)| *index);
         Ok(BlockListing {
@@ -291,6 +281,37 @@ impl SnapshotClient {
                 .ok_or_else(|| bad_answer(snapshot, "no page was answered".into()))?,
             blocks,
         })
+    }
+
+    /// Walk every page of a paged call: `fetch(token)` asks for one page (retried like any
+    /// call), `each` takes it in, and `next` reads its NextToken. Stops at the first page
+    /// without one, or that hands back the token it was asked with (which would otherwise
+    /// loop forever).
+    async fn each_page<P, Fut>(
+        &self,
+        call: &(dyn Fn() -> String + Sync),
+        fetch: impl Fn(Option<String>) -> Fut,
+        next: impl Fn(&P) -> Option<&str>,
+        mut each: impl FnMut(&P) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError>
+    where
+        Fut: Future<Output = Result<P, Failure>>,
+    {
+        let mut page_token: Option<String> = None;
+        loop {
+            let token = page_token.clone();
+            let page = self
+                .retry
+                .run(call, &self.reporter, || fetch(token.clone()))
+                .await?;
+            each(&page)?;
+            match next(&page) {
+                Some(next) if Some(next) != page_token.as_deref() => {
+                    page_token = Some(next.to_owned());
+                }
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// Whether `snapshot` is readable (completed): one small ListSnapshotBlocks call; "not
@@ -368,46 +389,37 @@ impl SnapshotClient {
         first: &SnapshotId,
         second: &SnapshotId,
     ) -> Result<ChangedListing, ApiError> {
-        let mut blocks = Vec::new();
         let mut volume_size = None;
-        let mut page_token: Option<String> = None;
-        loop {
-            let token = page_token.clone();
-            let page = self
-                .retry
-                .run(
-                    &|| format!("ListChangedBlocks ({first} to {second})"),
-                    &self.reporter,
-                    || async {
-                        self.sdk
-                            .list_changed_blocks()
-                            .first_snapshot_id(first.as_str())
-                            .second_snapshot_id(second.as_str())
-                            .max_results(MAX_RESULTS)
-                            .set_next_token(token.clone())
-                            .send()
-                            .await
-                            .map_err(|e| classify(e, false))
-                    },
-                )
-                .await?;
-            if volume_size.is_none() {
-                volume_size = Some(parse_volume_size(page.volume_size(), second)?);
-            }
-            for block in page.changed_blocks() {
-                blocks.push(ChangedBlock {
-                    index: parse_index(block.block_index(), second)?,
-                    first_token: block.first_block_token().map(str::to_owned),
-                    second_token: block.second_block_token().map(str::to_owned),
-                });
-            }
-            match page.next_token() {
-                Some(next) if Some(next) != page_token.as_deref() => {
-                    page_token = Some(next.to_owned());
+        let mut blocks = Vec::new();
+        self.each_page(
+            &|| format!("ListChangedBlocks ({first} to {second})"),
+            |token| async move {
+                self.sdk
+                    .list_changed_blocks()
+                    .first_snapshot_id(first.as_str())
+                    .second_snapshot_id(second.as_str())
+                    .max_results(MAX_RESULTS)
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| classify(e, false))
+            },
+            |page| page.next_token(),
+            |page| {
+                if volume_size.is_none() {
+                    volume_size = Some(parse_volume_size(page.volume_size(), second)?);
                 }
-                _ => break,
-            }
-        }
+                for block in page.changed_blocks() {
+                    blocks.push(ChangedBlock {
+                        index: parse_index(block.block_index(), second)?,
+                        first_token: block.first_block_token().map(str::to_owned),
+                        second_token: block.second_block_token().map(str::to_owned),
+                    });
+                }
+                Ok(())
+            },
+        )
+        .await?;
         blocks.sort_by_key(|b| b.index);
         blocks.dedup_by_key(|b| b.index);
         Ok(ChangedListing {
