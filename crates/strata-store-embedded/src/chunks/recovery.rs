@@ -15,7 +15,7 @@ use super::segments::{self, Segments};
 /// What [`reclaim`] found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Reclaimed {
-    /// The id the next new segment must get (above every existing one).
+    /// The id the next new segment must get (above every existing or referenced one).
     pub(super) next_segment: u32,
     /// Segment files removed because no chunk in them is indexed.
     pub(super) segments_removed: usize,
@@ -39,7 +39,15 @@ pub(super) fn reclaim(
             .or_default()
             .push((location.offset, location.offset + location.slot()));
     }
-    let mut reclaimed = Reclaimed::default();
+    // New segments are numbered above every existing file and every id the index names
+    // (a segment file may be missing: reusing its id would put new chunks where old
+    // entries point).
+    let mut reclaimed = Reclaimed {
+        next_segment: by_segment
+            .last_key_value()
+            .map_or(0, |(id, _)| id.saturating_add(1)),
+        ..Reclaimed::default()
+    };
     for entry in read_dir(dir)? {
         let Some(id) = entry
             .file_name()

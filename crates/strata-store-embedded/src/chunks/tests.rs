@@ -105,10 +105,34 @@ async fn damaged_or_missing_bytes_are_never_returned() {
     assert!(matches!(error, StoreError::Corrupt(_)), "{error:?}");
     file.set_len(location.offset + 100).expect("truncate");
     let error = store.get(digest).await.expect_err("truncated");
-    assert!(matches!(error, StoreError::Corrupt(_)), "{error:?}");
+    assert!(
+        matches!(&error, StoreError::Corrupt(why) if why.contains("ends before")),
+        "{error:?}"
+    );
+    // The segment file gone (reopened, so no cached descriptor still reaches it).
+    drop((file, store));
     fs::remove_file(&location.path).expect("remove");
+    let store = FsChunkStore::open(dir.path().join("chunks")).expect("reopen");
     let error = store.get(digest).await.expect_err("missing");
-    assert!(matches!(error, StoreError::Corrupt(_)), "{error:?}");
+    assert!(
+        matches!(&error, StoreError::Corrupt(why) if why.contains("is missing")),
+        "{error:?}"
+    );
+    // New chunks do not reuse the missing segment's id, where the old entry points.
+    let other = block(8);
+    store
+        .put(ChunkDigest::of(&other), other.clone())
+        .await
+        .expect("put");
+    let placed = store
+        .locate(&ChunkDigest::of(&other))
+        .expect("locate")
+        .expect("stored");
+    assert_ne!(placed.path, location.path);
+    assert!(matches!(
+        store.get(digest).await,
+        Err(StoreError::Corrupt(_))
+    ));
 }
 
 #[tokio::test]
