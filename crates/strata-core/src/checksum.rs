@@ -138,13 +138,11 @@ impl HashedBlock {
 
     /// The body in one piece, in a [`BUFFER_ALIGN`]-aligned buffer when it fits one block
     /// (so it can be written with `O_DIRECT`): one copy, unless it already is.
-    pub fn into_bytes(mut self) -> Bytes {
-        if self.frames.len() == 1 {
-            let only = self.frames.remove(0);
-            if only.as_ptr().align_offset(BUFFER_ALIGN) == 0 || only.len() > BLOCK_SIZE {
-                return only;
-            }
-            self.frames.push(only);
+    pub fn into_bytes(self) -> Bytes {
+        if let [only] = &self.frames[..]
+            && (only.as_ptr().align_offset(BUFFER_ALIGN) == 0 || only.len() > BLOCK_SIZE)
+        {
+            return only.clone();
         }
         let mut buffer = BlockBuffer::take();
         for frame in &self.frames {

@@ -153,7 +153,7 @@ impl FsChunkStore {
             .map_err(|e| io_error("create", &segments_dir, &e))?;
         sync_dir(&root)?;
         let index = Index::open(&root.join("index.redb"))?;
-        let segments = Segments::new(segments_dir.clone(), 1, options.segment_bytes.max(1));
+        let segments = Segments::new(segments_dir.clone(), options.segment_bytes.max(1));
         let reclaimed = recovery::reclaim(&segments_dir, &segments, &index.all()?)?;
         segments.start_at(reclaimed.next_segment);
         if reclaimed != recovery::Reclaimed::default() {
@@ -311,24 +311,20 @@ impl FsChunkStore {
             })
             .collect();
         let mut victims: Vec<(ChunkDigest, Location)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut freed = Vec::with_capacity(digests.len());
         for digest in digests {
-            let location = match self.inner.index.get(digest)? {
-                Some(location) if !victims.iter().any(|(d, _)| d == digest) => location,
-                _ => {
-                    freed.push(None);
-                    continue;
-                }
+            // The stripe is held (above): what it says cannot change under us.
+            let idle = |location: &Location| {
+                guards[&stripe_of(digest)].modified(digest, location) < idle_since
             };
-            let stripe = guards
-                .get(&stripe_of(digest))
-                .ok_or_else(|| StoreError::Backend("stripe not held".into()))?;
-            if stripe.modified(digest, &location) >= idle_since {
-                freed.push(None);
-                continue;
+            match self.inner.index.get(digest)? {
+                Some(location) if seen.insert(*digest) && idle(&location) => {
+                    victims.push((*digest, location));
+                    freed.push(Some(u64::from(location.len)));
+                }
+                _ => freed.push(None),
             }
-            victims.push((*digest, location));
-            freed.push(Some(u64::from(location.len)));
         }
         self.inner
             .index

@@ -204,16 +204,16 @@ struct Active {
 }
 
 impl Segments {
-    /// The segments of `dir`; new chunks go to new segments numbered from `next_id` (see
+    /// The segments of `dir`; new chunks go to new segments (numbered from 1, or from
     /// [`Segments::start_at`]), each filled up to `segment_bytes`.
-    pub(super) fn new(dir: PathBuf, next_id: u32, segment_bytes: u64) -> Self {
+    pub(super) fn new(dir: PathBuf, segment_bytes: u64) -> Self {
         Self {
             dir,
             segment_bytes,
             open: RwLock::new(HashMap::new()),
             active: Mutex::new(Active {
                 current: None,
-                next_id,
+                next_id: 1,
             }),
         }
     }
@@ -287,7 +287,8 @@ mod tests {
     #[test]
     fn allocation_fills_a_segment_then_starts_the_next() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let segments = Segments::new(dir.path().to_path_buf(), 7, 3 * 4096);
+        let segments = Segments::new(dir.path().to_path_buf(), 3 * 4096);
+        segments.start_at(7);
         let offsets: Vec<(u32, u64)> = (0..5)
             .map(|_| {
                 let (segment, offset) = segments.allocate(4000).expect("allocate");
@@ -308,7 +309,7 @@ mod tests {
     #[test]
     fn vectored_writes_put_each_part_in_its_slot() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let segments = Segments::new(dir.path().to_path_buf(), 1, 1 << 30);
+        let segments = Segments::new(dir.path().to_path_buf(), 1 << 30);
         let parts: Vec<bytes::BytesMut> = (1..=3u8)
             .map(|n| {
                 let mut part = aligned_buffer(8192);
@@ -336,7 +337,7 @@ mod tests {
     #[test]
     fn written_bytes_read_back_and_punched_ones_read_as_zeros() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let segments = Segments::new(dir.path().to_path_buf(), 1, 1 << 30);
+        let segments = Segments::new(dir.path().to_path_buf(), 1 << 30);
         let mut aligned = aligned_buffer(8192);
         aligned.resize(8192, 0xab);
         let (segment, first) = segments.allocate(8192).expect("allocate");
