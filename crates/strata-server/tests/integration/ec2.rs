@@ -272,41 +272,38 @@ async fn describe_snapshots_errors() {
         RawRequest::ec2(&all)
     };
     let missing = "snap-0123456789abcdef0";
-    harness
-        .raw(ec2(&[("SnapshotId.1", &id), ("SnapshotId.2", missing)]))
-        .await
-        .assert_ec2_error(400, "InvalidSnapshot.NotFound");
-    harness
-        .raw(ec2(&[("SnapshotId.1", "snap-XYZ")]))
-        .await
-        .assert_ec2_error(400, "InvalidSnapshotID.Malformed");
-    harness
-        .raw(ec2(&[
-            ("Filter.1.Name", "colour"),
-            ("Filter.1.Value.1", "x"),
-        ]))
-        .await
-        .assert_ec2_error(400, "InvalidParameterValue");
-    harness
-        .raw(ec2(&[("MaxResults", "4")]))
-        .await
-        .assert_ec2_error(400, "InvalidParameterValue");
-    harness
-        .raw(ec2(&[("MaxResults", "1001")]))
-        .await
-        .assert_ec2_error(400, "InvalidParameterValue");
-    harness
-        .raw(ec2(&[("MaxResults", "5"), ("SnapshotId.1", &id)]))
-        .await
-        .assert_ec2_error(400, "InvalidParameterCombination");
-    harness
-        .raw(ec2(&[("NextToken", "garbage")]))
-        .await
-        .assert_ec2_error(400, "InvalidParameterValue");
-    harness
-        .raw(ec2(&[("DryRun", "true")]))
-        .await
-        .assert_ec2_error(412, "DryRunOperation");
+    let cases: [(&[(&str, &str)], u16, &str); 8] = [
+        (
+            &[("SnapshotId.1", &id), ("SnapshotId.2", missing)],
+            400,
+            "InvalidSnapshot.NotFound",
+        ),
+        (
+            &[("SnapshotId.1", "snap-XYZ")],
+            400,
+            "InvalidSnapshotID.Malformed",
+        ),
+        (
+            &[("Filter.1.Name", "colour"), ("Filter.1.Value.1", "x")],
+            400,
+            "InvalidParameterValue",
+        ),
+        (&[("MaxResults", "4")], 400, "InvalidParameterValue"),
+        (&[("MaxResults", "1001")], 400, "InvalidParameterValue"),
+        (
+            &[("MaxResults", "5"), ("SnapshotId.1", &id)],
+            400,
+            "InvalidParameterCombination",
+        ),
+        (&[("NextToken", "garbage")], 400, "InvalidParameterValue"),
+        (&[("DryRun", "true")], 412, "DryRunOperation"),
+    ];
+    for (params, status, code) in cases {
+        harness
+            .raw(ec2(params))
+            .await
+            .assert_ec2_error(status, code);
+    }
     // Another account's snapshot does not exist for the caller.
     let other = RawRequest {
         credentials: Some((OTHER_KEY.into(), OTHER_SECRET.into())),

@@ -310,62 +310,43 @@ async fn reads_validate_ids_indexes_and_tokens() {
         ok.headers.get("content-type").and_then(|v| v.to_str().ok()),
         Some("application/octet-stream")
     );
-    // A token for another index, an altered one, a foreign string, none at all.
-    harness
-        .raw(get("2", &token))
-        .await
-        .assert_error(400, VALIDATION, "INVALID_BLOCK_TOKEN");
     let mut altered = token.clone().into_bytes();
     altered[20] = if altered[20] == b'0' { b'1' } else { b'0' };
     let altered = String::from_utf8(altered).expect("ascii");
-    harness
-        .raw(get("1", &altered))
-        .await
-        .assert_error(400, VALIDATION, "INVALID_BLOCK_TOKEN");
-    harness.raw(get("1", "AAUBabc%2F%3D")).await.assert_error(
-        400,
-        VALIDATION,
-        "INVALID_BLOCK_TOKEN",
-    );
-    let no_token = RawRequest::new("GET", format!("/snapshots/{id}/blocks/1"));
-    harness
-        .raw(no_token)
-        .await
-        .assert_error(400, VALIDATION, "INVALID_PARAMETER_VALUE");
-    // A token of another snapshot.
     let (other, other_token) = completed_snapshot(&harness).await;
     assert_ne!(other, id);
-    harness
-        .raw(get("1", &other_token))
-        .await
-        .assert_error(400, VALIDATION, "INVALID_BLOCK_TOKEN");
-    // Indexes and ids.
-    harness
-        .raw(get("2048", &token))
-        .await
-        .assert_error(400, VALIDATION, "INVALID_BLOCK");
-    harness
-        .raw(get("-3", &token))
-        .await
-        .assert_error(400, VALIDATION, "INVALID_BLOCK");
-    let bad_id = RawRequest::new("GET", "/snapshots/snap-zz/blocks/1?blockToken=x");
-    harness
-        .raw(bad_id)
-        .await
-        .assert_error(400, VALIDATION, "INVALID_SNAPSHOT_ID");
-    let bad_id = RawRequest::new("GET", "/snapshots/vol-1/blocks");
-    harness
-        .raw(bad_id)
-        .await
-        .assert_error(400, VALIDATION, "INVALID_SNAPSHOT_ID");
-    let bad_first = RawRequest::new(
-        "GET",
-        format!("/snapshots/{id}/changedblocks?firstSnapshotId=nope"),
-    );
-    harness
-        .raw(bad_first)
-        .await
-        .assert_error(400, VALIDATION, "INVALID_SNAPSHOT_ID");
+    let block =
+        |index: &str, token: &str| format!("/snapshots/{id}/blocks/{index}?blockToken={token}");
+    let cases = [
+        // A token for another index, an altered one, a foreign string, none at all, and
+        // a token of another snapshot.
+        (block("2", &token), "INVALID_BLOCK_TOKEN"),
+        (block("1", &altered), "INVALID_BLOCK_TOKEN"),
+        (block("1", "AAUBabc%2F%3D"), "INVALID_BLOCK_TOKEN"),
+        (
+            format!("/snapshots/{id}/blocks/1"),
+            "INVALID_PARAMETER_VALUE",
+        ),
+        (block("1", &other_token), "INVALID_BLOCK_TOKEN"),
+        // Indexes and ids.
+        (block("2048", &token), "INVALID_BLOCK"),
+        (block("-3", &token), "INVALID_BLOCK"),
+        (
+            "/snapshots/snap-zz/blocks/1?blockToken=x".into(),
+            "INVALID_SNAPSHOT_ID",
+        ),
+        ("/snapshots/vol-1/blocks".into(), "INVALID_SNAPSHOT_ID"),
+        (
+            format!("/snapshots/{id}/changedblocks?firstSnapshotId=nope"),
+            "INVALID_SNAPSHOT_ID",
+        ),
+    ];
+    for (target, reason) in cases {
+        harness
+            .raw(RawRequest::new("GET", target))
+            .await
+            .assert_error(400, VALIDATION, reason);
+    }
 
     // Block tokens expire after 7 days.
     harness
