@@ -272,7 +272,8 @@ async fn describe_snapshots_errors() {
         RawRequest::ec2(&all)
     };
     let missing = "snap-0123456789abcdef0";
-    let cases: [(&[(&str, &str)], u16, &str); 8] = [
+    type Params<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Params, u16, &str); 8] = [
         (
             &[("SnapshotId.1", &id), ("SnapshotId.2", missing)],
             400,
