@@ -224,6 +224,8 @@ impl FsChunkStore {
 
     fn put_blocking(&self, digest: ChunkDigest, data: Bytes) -> Result<(), StoreError> {
         let mut stripe = self.stripe(&digest);
+        // Checked again under the lock (the caller's `touch` was not): a put of the same
+        // content may have stored it meanwhile, and it must not be stored twice.
         if self.touch_locked(&mut stripe, digest)? {
             return Ok(());
         }
