@@ -8,7 +8,7 @@ use anyhow::Context;
 use crate::client::Endpoint;
 use crate::profile::PerfControl;
 use crate::scenarios::Scenario;
-use crate::targets::external_endpoint;
+use crate::targets::{TargetKind, external_endpoint};
 
 /// `strata bench`: measure Strata against a sink, the disk and optionally moto.
 ///
@@ -79,6 +79,10 @@ pub struct BenchArgs {
     /// during timed windows (see docs/performance.md).
     #[arg(long)]
     pub perf_control: Option<String>,
+    /// With --perf-control: profile only the windows of this target (e.g. `strata`, to
+    /// compare with a profile of `sink` from the same kind of run).
+    #[arg(long, value_enum, requires = "perf_control")]
+    pub perf_target: Option<TargetKind>,
     /// A few seconds of every scenario at tiny sizes; fails on any error (for CI).
     #[arg(long)]
     pub smoke: bool,
@@ -123,6 +127,8 @@ pub struct BenchOptions {
     pub json: bool,
     /// Profile only the timed windows.
     pub perf_control: Option<PerfControl>,
+    /// Profile only this target's windows (all targets' if `None`).
+    pub perf_target: Option<TargetKind>,
     /// Smoke mode: tiny sizes, no verdict on timings.
     pub smoke: bool,
 }
@@ -150,6 +156,7 @@ impl BenchOptions {
             resident_blocks: 64,
             json: false,
             perf_control: None,
+            perf_target: None,
             smoke: true,
         }
     }
@@ -213,6 +220,7 @@ impl BenchArgs {
             resident_blocks: self.resident_mib * 2,
             json: self.json,
             perf_control: self.perf_control.as_deref().map(PerfControl::parse),
+            perf_target: self.perf_target,
             smoke: false,
         })
     }

@@ -31,7 +31,7 @@ const REGION: &str = "us-east-1";
 const MOTO_PORT_LIMIT: u16 = 32_768;
 
 /// Which system a run measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TargetKind {
     /// Strata, started by the benchmark in this process.
     Strata,

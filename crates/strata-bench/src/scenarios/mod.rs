@@ -272,7 +272,11 @@ pub struct Window {
 impl Window {
     /// Open the window for `instance` (call on the client runtime).
     pub fn open(context: &RunContext<'_>, instance: &Instance) -> Self {
-        let perf = context.options.perf_control.clone();
+        let profiled = context
+            .options
+            .perf_target
+            .is_none_or(|kind| kind == instance.kind);
+        let perf = context.options.perf_control.clone().filter(|_| profiled);
         if let Some(perf) = &perf {
             perf.send("enable");
         }
