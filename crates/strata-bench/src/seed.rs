@@ -125,12 +125,12 @@ async fn put(
     let block = HashedBlock::with_digest(payload.data.clone(), digest);
     let permit = state
         .service
-        .check_writable(owner, snapshot, BlockIndex::new(index))
+        .begin_put(owner, snapshot, BlockIndex::new(index), digest)
         .await
         .context("seed: check block")?;
     state
         .service
-        .put_block(permit, block, digest, None)
+        .put_block(permit, block, None)
         .await
         .context("seed: put block")?;
     Ok(())

@@ -7,9 +7,9 @@ use sha2::{Digest, Sha256};
 use strata_types::{AccountId, BLOCK_SIZE, BlockIndex, ChunkDigest, SnapshotId, VolumeSize};
 
 use crate::block_map::{self, DiffStats};
-use crate::checksum::{HashedBlock, linear_aggregate};
+use crate::checksum::{BlockHasher, HashedBlock, linear_aggregate};
 use crate::error::ServiceError;
-use crate::gc::{self, GcOptions, GcPlan, GcReport, InFlight};
+use crate::gc::{self, GcOptions, GcPlan, GcReport, InFlight, InFlightGuard};
 use crate::ports::{
     BlockWrite, ChunkStore, CreateOutcome, MetadataStore, RecordBlockError, RecordChange, Seal,
     SealError, StoreError,
@@ -77,11 +77,31 @@ pub struct StartSnapshotInput {
     pub timeout_minutes: Option<i64>,
 }
 
-/// Proof that a block write was checked (owner, state, index) before its body was read.
-#[derive(Debug, Clone)]
+/// Proof that a block write was checked (owner, state, index) before its body was read,
+/// and what was learnt about its claimed content. While it lives, the claimed digest is
+/// announced as being written, so GC keeps a stored chunk of that content.
+#[derive(Debug)]
 pub struct WritePermit {
     record: SnapshotRecord,
     index: BlockIndex,
+    claimed: ChunkDigest,
+    /// Whether content with the claimed digest was already stored (and was just refreshed):
+    /// then the body only needs to be hashed, not kept.
+    stored: bool,
+    _in_flight: InFlightGuard,
+}
+
+impl WritePermit {
+    /// The hasher the body should be read into: one that keeps nothing when the claimed
+    /// content is stored, one that copies the body into an aligned buffer as it arrives
+    /// when it is new.
+    pub fn block_hasher(&self) -> BlockHasher {
+        if self.stored {
+            BlockHasher::discarding()
+        } else {
+            BlockHasher::copying()
+        }
+    }
 }
 
 /// CompleteSnapshot's optional aggregate checksum.
@@ -259,13 +279,38 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
     }
 
     /// PutSnapshotBlock, first half: check, before the body is read, that a block may be
-    /// written at `index`. The permit carries what was checked into [`Self::put_block`].
-    pub async fn check_writable(
+    /// written at `index`, and whether content with the `claimed` digest (the request's
+    /// `x-amz-Checksum`) is already stored. The permit carries both into
+    /// [`Self::put_block`], and says how to read the body ([`WritePermit::block_hasher`]).
+    pub async fn begin_put(
         &self,
         owner: &AccountId,
         id: &SnapshotId,
         index: BlockIndex,
+        claimed: ChunkDigest,
     ) -> Result<WritePermit, ServiceError> {
+        let record = self.writable_snapshot(owner, id, index).await?;
+        // Announced before the lookup, and until the write record commits: GC then keeps
+        // a stored chunk of this content (see `gc`), so "stored" stays true. A body that
+        // turns out not to match `claimed` only cost the chunk a refresh.
+        let in_flight = self.in_flight.announce(claimed);
+        let stored = claimed.is_zero_block() || self.chunks.touch(claimed).await?;
+        Ok(WritePermit {
+            record,
+            index,
+            claimed,
+            stored,
+            _in_flight: in_flight,
+        })
+    }
+
+    /// The record of `id` if a block may be written at `index` now.
+    async fn writable_snapshot(
+        &self,
+        owner: &AccountId,
+        id: &SnapshotId,
+        index: BlockIndex,
+    ) -> Result<SnapshotRecord, ServiceError> {
         let record = self.owned_snapshot(owner, id).await?;
         let record = self.expire_if_due(record).await?;
         if record.status != SnapshotStatus::Pending {
@@ -278,21 +323,27 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
                 record.volume_size.block_count() - 1
             )));
         }
-        Ok(WritePermit { record, index })
+        Ok(record)
     }
 
-    /// PutSnapshotBlock, second half: verify the body against the client's checksum, store
-    /// it, record it. Returns only once both the bytes and the record are durable. The
-    /// snapshot's state is not read again: the record write itself refuses a snapshot that
-    /// left `pending` meanwhile, and only a deadline that may have passed costs a re-read.
+    /// PutSnapshotBlock, second half: verify the body against the claimed checksum, store
+    /// it unless it is stored already, record it. Returns only once both the bytes and the
+    /// record are durable. The snapshot's state is not read again: the record write itself
+    /// refuses a snapshot that left `pending` meanwhile, and only a deadline that may have
+    /// passed costs a re-read.
     pub async fn put_block(
         &self,
         permit: WritePermit,
         block: HashedBlock,
-        claimed: ChunkDigest,
         progress: Option<u8>,
     ) -> Result<ChunkDigest, ServiceError> {
-        let WritePermit { record, index } = permit;
+        let WritePermit {
+            record,
+            index,
+            claimed,
+            stored,
+            _in_flight,
+        } = permit;
         let id = &record.id;
         if block.len() != BLOCK_SIZE {
             return Err(ServiceError::InvalidParameter(format!(
@@ -307,14 +358,16 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
         }
         if record.status_at(self.now_ms()) != SnapshotStatus::Pending {
             // The body took us past the deadline as last seen; the stored one may be later.
-            self.check_writable(&record.owner, id, index).await?;
+            self.writable_snapshot(&record.owner, id, index).await?;
         }
-        // Announced until the write record commits: GC keeps the chunk meanwhile.
         let digest = block.digest;
-        let _in_flight = self.in_flight.announce(digest);
-        // Content already stored only needs a refresh: no copy, no write.
-        if !digest.is_zero_block() && !self.chunks.touch(digest).await? {
-            self.chunks.put(digest, block.into_bytes()).await?;
+        if !stored {
+            let data = block.into_bytes().ok_or_else(|| {
+                ServiceError::Store(StoreError::Backend(
+                    "the body of new content was not kept".into(),
+                ))
+            })?;
+            self.chunks.put(digest, data).await?;
         }
         let write = BlockWrite {
             snapshot: id.clone(),

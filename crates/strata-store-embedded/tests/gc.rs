@@ -53,13 +53,10 @@ async fn write(
         let block = hasher.finish();
         let digest = block.digest;
         let permit = service
-            .check_writable(owner, &id, BlockIndex::new(*index))
+            .begin_put(owner, &id, BlockIndex::new(*index), digest)
             .await
             .expect("writable");
-        service
-            .put_block(permit, block, digest, None)
-            .await
-            .expect("put");
+        service.put_block(permit, block, None).await.expect("put");
     }
     let count = i64::try_from(blocks.len()).expect("count");
     service

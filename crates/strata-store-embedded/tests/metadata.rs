@@ -327,13 +327,10 @@ async fn complete_with_races(races: usize) -> Result<SnapshotStatus, ServiceErro
     let block = hasher.finish();
     let digest = block.digest;
     let permit = service
-        .check_writable(&owner, &snapshot.id, BlockIndex::new(0))
+        .begin_put(&owner, &snapshot.id, BlockIndex::new(0), digest)
         .await
         .expect("writable");
-    service
-        .put_block(permit, block, digest, None)
-        .await
-        .expect("put");
+    service.put_block(permit, block, None).await.expect("put");
     service
         .complete_snapshot(&owner, &snapshot.id, 1, None)
         .await

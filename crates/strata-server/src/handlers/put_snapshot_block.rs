@@ -57,10 +57,10 @@ pub async fn handle(
         .transpose()?;
     let permit = state
         .service
-        .check_writable(&caller.account, &id, index)
+        .begin_put(&caller.account, &id, index, claimed)
         .await?;
 
-    let block = read_block(state, body).await?;
+    let block = read_block(state, body, permit.block_hasher()).await?;
     if let PayloadHash::Sha256Hex(signed) = &caller.payload_hash
         && *signed != block.digest.to_hex()
     {
@@ -68,10 +68,7 @@ pub async fn handle(
             strata_sigv4::AuthError::ContentSha256Mismatch,
         ));
     }
-    let digest = state
-        .service
-        .put_block(permit, block, claimed, progress)
-        .await?;
+    let digest = state.service.put_block(permit, block, progress).await?;
     let mut response = json_response(201, &PutSnapshotBlockResponse {})?;
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&to_base64(&digest)) {
@@ -81,30 +78,47 @@ pub async fn handle(
     Ok(response)
 }
 
-/// Stream the body into a [`BlockHasher`], giving up if it exceeds one block or stalls for
-/// longer than the body timeout.
+/// Stream the body into `hasher`, giving up if it exceeds one block or stalls for longer
+/// than the body timeout.
+///
+/// The stall timer is armed once and only re-armed when it fires after progress: a body
+/// arrives in dozens of frames, and a timer registered and cancelled around each one was a
+/// visible share of the request's cost.
 async fn read_block(
     state: &AppState,
     mut body: Body,
+    mut hasher: BlockHasher,
 ) -> Result<strata_core::checksum::HashedBlock, ApiError> {
-    let mut hasher = BlockHasher::default();
+    let stall = tokio::time::sleep(state.body_timeout);
+    tokio::pin!(stall);
+    let mut last_progress = tokio::time::Instant::now();
     loop {
-        let frame = match tokio::time::timeout(state.body_timeout, body.frame()).await {
-            Err(_) => {
+        let frame = tokio::select! {
+            biased;
+            frame = body.frame() => frame,
+            () = &mut stall => {
+                if last_progress.elapsed() < state.body_timeout {
+                    // Frames arrived meanwhile: the body has not stalled that long yet.
+                    stall.as_mut().reset(last_progress + state.body_timeout);
+                    continue;
+                }
                 return Err(ApiError::invalid_parameter(format!(
                     "Failed to read block data: the body stalled for {} s after {} bytes.",
                     state.body_timeout.as_secs_f64(),
                     hasher.len()
                 )));
             }
-            Ok(None) => break,
-            Ok(Some(Err(error))) => {
+        };
+        let frame = match frame {
+            None => break,
+            Some(Err(error)) => {
                 return Err(ApiError::invalid_parameter(format!(
                     "Failed to read block data: {error}"
                 )));
             }
-            Ok(Some(Ok(frame))) => frame,
+            Some(Ok(frame)) => frame,
         };
+        last_progress = tokio::time::Instant::now();
         if let Ok(data) = frame.into_data()
             && !hasher.update_frame(data)
         {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use aws_sdk_ebs::error::ProvideErrorMetadata;
 
 use crate::harness::{BLOCK, Harness, OTHER_KEY, OTHER_SECRET, RawRequest, block, checksum};
-use crate::sdk::{complete, list_all, put, start};
+use crate::sdk::{complete, get, list_all, put, start};
 
 const VALIDATION: &str = "ValidationException";
 const NOT_FOUND: &str = "ResourceNotFoundException";
@@ -238,6 +238,106 @@ async fn put_snapshot_block_validation() {
         Some(checksum(&data).as_str())
     );
     assert_eq!(response.body.as_ref(), b"{}");
+}
+
+/// The body timeout is a limit on silence, not on the whole body: a body that keeps arriving
+/// is read however long it takes; one that stops is cut off once it has been silent that long.
+#[tokio::test]
+async fn a_put_body_is_cut_off_only_when_it_stalls() {
+    use http_body_util::channel::Channel;
+    let timeout = Duration::from_millis(300);
+    let harness = Harness::with_settings(|s| s.body_timeout = timeout);
+    let client = harness.client();
+    let id = start(&client, 1, None).await;
+    let data = block(3);
+
+    // Eight pieces 100 ms apart: 800 ms in all, never 300 ms of silence.
+    let (mut sender, body) = Channel::<bytes::Bytes>::new(1);
+    let pieces: Vec<bytes::Bytes> = data
+        .chunks(BLOCK / 8)
+        .map(bytes::Bytes::copy_from_slice)
+        .collect();
+    let feeder = tokio::spawn(async move {
+        for piece in pieces {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            sender.send_data(piece).await.expect("the server reads on");
+        }
+    });
+    let mut steady = RawRequest::put_block(&id, "0", data.clone());
+    steady.streamed = Some(axum::body::Body::new(body));
+    let started = std::time::Instant::now();
+    assert_eq!(harness.raw(steady).await.status, 201);
+    assert!(
+        started.elapsed() > timeout * 2,
+        "the body took longer than the timeout"
+    );
+    feeder.await.expect("feeder");
+
+    // Half a block, then silence (the sender stays open, so the body has not ended).
+    let (mut sender, body) = Channel::<bytes::Bytes>::new(1);
+    sender
+        .send_data(bytes::Bytes::copy_from_slice(&data[..BLOCK / 2]))
+        .await
+        .expect("buffered");
+    let mut stalled = RawRequest::put_block(&id, "1", data.clone());
+    stalled.streamed = Some(axum::body::Body::new(body));
+    let response = harness.raw(stalled).await;
+    response.assert_error(400, VALIDATION, "INVALID_PARAMETER_VALUE");
+    let message = response.json()["Message"].as_str().unwrap_or("").to_owned();
+    assert!(
+        message.contains("stalled") && message.contains(&format!("after {} bytes", BLOCK / 2)),
+        "{message}"
+    );
+    drop(sender);
+
+    complete(&client, &id, 1, None).await;
+    let indexes: Vec<i32> = list_all(&client, &id, 100)
+        .await
+        .iter()
+        .map(|b| b.0)
+        .collect();
+    assert_eq!(indexes, vec![0], "the stalled write was not recorded");
+}
+
+/// A put of content that is already stored reads its body without keeping it (the decision
+/// is made from `x-amz-Checksum` before the body): the body must still hash to the claim.
+#[tokio::test]
+async fn a_body_claiming_stored_content_must_still_match_it() {
+    let harness = Harness::new();
+    let client = harness.client();
+    let stored = block(7);
+    let first = start(&client, 1, None).await;
+    put(&client, &first, 0, &stored).await;
+    let id = start(&client, 1, None).await;
+    let before = crate::harness::stored_chunk_bytes(&harness.data_dir());
+
+    // Stored content claimed, other bytes sent; and the zero block claimed, other bytes sent.
+    let zero = vec![0u8; BLOCK];
+    for claimed in [&stored, &zero] {
+        let mut lie = RawRequest::put_block(&id, "0", block(8));
+        for (name, value) in &mut lie.headers {
+            if name == "x-amz-checksum" {
+                *value = checksum(claimed);
+            }
+        }
+        harness
+            .raw(lie)
+            .await
+            .assert_error(400, VALIDATION, "INVALID_PARAMETER_VALUE");
+    }
+    // The honest put of stored content is recorded without a second copy.
+    put(&client, &id, 1, &stored).await;
+    assert_eq!(
+        crate::harness::stored_chunk_bytes(&harness.data_dir()),
+        before,
+        "nothing was written: neither the refused bodies nor the stored content again"
+    );
+    complete(&client, &id, 1, None).await;
+    let blocks = list_all(&client, &id, 100).await;
+    assert_eq!(blocks.len(), 1, "only index 1 was recorded");
+    let (index, token) = &blocks[0];
+    assert_eq!(*index, 1);
+    assert_eq!(get(&client, &id, 1, token).await, stored);
 }
 
 #[tokio::test]

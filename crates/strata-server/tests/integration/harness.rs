@@ -360,6 +360,9 @@ pub struct RawRequest {
     pub signing_offset: time::Duration,
     /// The SigV4 service name (`ebs`, `ec2`, `strata`).
     pub service: &'static str,
+    /// Send this body instead of `body` (which is then only used for signing): for bodies
+    /// that arrive over time. Only with `unsigned_payload` does the signature still match.
+    pub streamed: Option<Body>,
 }
 
 impl RawRequest {
@@ -373,6 +376,7 @@ impl RawRequest {
             credentials: Some((ROOT_KEY.into(), ROOT_SECRET.into())),
             signing_offset: time::Duration::ZERO,
             service: "ebs",
+            streamed: None,
         }
     }
 
@@ -539,10 +543,11 @@ async fn send_raw(target: &Target, clock: &TestClock, raw: RawRequest) -> RawRes
         let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
         instructions.apply_to_request_http1x(&mut request);
     }
-    let response = target
-        .send(request.map(Body::from))
-        .await
-        .expect("request sent");
+    let request = match raw.streamed {
+        Some(body) => request.map(|_| body),
+        None => request.map(Body::from),
+    };
+    let response = target.send(request).await.expect("request sent");
     let (parts, body) = response.into_parts();
     RawResponse {
         status: parts.status.as_u16(),
