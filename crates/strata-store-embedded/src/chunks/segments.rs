@@ -112,7 +112,7 @@ impl Segment {
 
     /// Read `len` bytes at `offset` (into a pooled buffer when it fits one block).
     pub(super) fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
-        let mut pooled = BlockBuffer::take();
+        let mut pooled = BlockBuffer::take_for_reading();
         if let Some(window) = pooled.fill(len) {
             self.read_into(window, offset)?;
             return Ok(pooled.freeze());
