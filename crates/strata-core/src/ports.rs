@@ -226,6 +226,10 @@ pub trait ChunkStore: Send + Sync + 'static {
     /// bytes are checked against a checksum recorded when they were stored (computed from
     /// the bytes whose SHA-256 the caller of [`ChunkStore::put`] verified), and a mismatch
     /// is [`StoreError::Corrupt`]. Wrong bytes are never returned.
+    ///
+    /// A chunk found damaged is forgotten (durably, before `Corrupt` is returned): later
+    /// `touch`es of its digest say false, so the next upload of the same content stores it
+    /// again and repairs every snapshot that references it. Until then reads of it fail.
     fn get(
         &self,
         digest: ChunkDigest,

@@ -592,13 +592,13 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             Ok(None) => {
                 tracing::error!(%id, %index, chunk = %digest, "stored chunk is missing");
                 Err(ServiceError::CorruptData(format!(
-                    "The data of block {index} of snapshot '{id}' is missing from the chunk store."
+                    "The data of block {index} of snapshot '{id}' is missing from the chunk store; uploading the same content again (to any snapshot) restores it."
                 )))
             }
             Err(StoreError::Corrupt(why)) => {
                 tracing::error!(%id, %index, chunk = %digest, "stored chunk is damaged: {why}");
                 Err(ServiceError::CorruptData(format!(
-                    "The stored data of block {index} of snapshot '{id}' failed its checksum."
+                    "The stored data of block {index} of snapshot '{id}' failed its checksum; uploading the same content again (to any snapshot) repairs it."
                 )))
             }
             Err(e) => Err(e.into()),

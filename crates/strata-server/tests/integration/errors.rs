@@ -655,33 +655,44 @@ async fn authentication_failures() {
 }
 
 #[tokio::test]
-async fn corrupt_or_missing_chunks_are_never_served() {
+async fn corrupt_or_missing_chunks_are_never_served_and_a_new_upload_repairs_them() {
     let harness = Harness::new();
     let (id, token) = completed_snapshot(&harness).await;
+    let get_block_1 = || {
+        RawRequest::new(
+            "GET",
+            format!("/snapshots/{id}/blocks/1?blockToken={token}"),
+        )
+    };
     let (path, offset) = crate::harness::find_chunk(&harness.data_dir(), &block(1));
     let mut bytes = std::fs::read(&path).expect("segment file");
     bytes[offset as usize + 1000] ^= 0xff;
     std::fs::write(&path, &bytes).expect("corrupt it");
-    let get = RawRequest::new(
-        "GET",
-        format!("/snapshots/{id}/blocks/1?blockToken={token}"),
-    );
-    harness
-        .raw(get)
-        .await
-        .assert_error(500, "InternalServerException", "");
-    // Missing bytes: the segment ends before the chunk.
+    for _ in 0..2 {
+        // The second time the damaged chunk is already forgotten: still an error.
+        harness
+            .raw(get_block_1())
+            .await
+            .assert_error(500, "InternalServerException", "");
+    }
+
+    // The same content uploaded again, to another snapshot, repairs the first one.
+    let client = harness.client();
+    let other = start(&client, 1, None).await;
+    put(&client, &other, 9, &block(1)).await;
+    let response = harness.raw(get_block_1()).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body.as_ref(), block(1).as_slice());
+
+    // Missing bytes: the segment ends before the (new copy of the) chunk.
+    let (path, offset) = crate::harness::find_chunk(&harness.data_dir(), &block(1));
     std::fs::OpenOptions::new()
         .write(true)
         .open(&path)
         .and_then(|file| file.set_len(offset))
         .expect("truncate");
-    let get = RawRequest::new(
-        "GET",
-        format!("/snapshots/{id}/blocks/1?blockToken={token}"),
-    );
     harness
-        .raw(get)
+        .raw(get_block_1())
         .await
         .assert_error(500, "InternalServerException", "");
 }

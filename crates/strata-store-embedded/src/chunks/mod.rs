@@ -22,7 +22,9 @@
 //! Every read is checked against the XXH3-64 checksum recorded when the chunk was stored,
 //! which was computed from the very bytes whose SHA-256 the writer verified. A mismatch is
 //! [`StoreError::Corrupt`]: wrong bytes are never returned. (XXH3 runs at memory speed; the
-//! SHA-256 it replaces was a third of the server's CPU on reads.)
+//! SHA-256 it replaces was a third of the server's CPU on reads.) A damaged chunk's entry is
+//! dropped, so uploading the same content again stores it afresh and heals every snapshot
+//! that refers to it.
 //!
 //! # Concurrency with garbage collection
 //! [`ChunkStore::put`] of an existing chunk refreshes its modification time (kept in
@@ -251,6 +253,21 @@ impl FsChunkStore {
         let Some(location) = self.inner.index.get(&digest)? else {
             return Ok(None);
         };
+        match self.read_verified(&digest, &location) {
+            Err(StoreError::Corrupt(why)) => {
+                self.forget_damaged(digest, &location, &why);
+                Err(StoreError::Corrupt(why))
+            }
+            other => other.map(Some),
+        }
+    }
+
+    /// The bytes at `location`, checked against its XXH3.
+    fn read_verified(
+        &self,
+        digest: &ChunkDigest,
+        location: &Location,
+    ) -> Result<Bytes, StoreError> {
         let segment = self
             .inner
             .segments
@@ -278,7 +295,30 @@ impl FsChunkStore {
                 location.offset
             )));
         }
-        Ok(Some(data))
+        Ok(data)
+    }
+
+    /// Drop the index entry of a chunk whose bytes at `location` are damaged, so that the
+    /// next put of the same content stores it again (repairing every snapshot that refers
+    /// to it) instead of being settled by `touch`. Only if the entry still points there: a
+    /// put may have stored the content again meanwhile. The slot is reclaimed at the next
+    /// open, like any slot without an entry. A failure only leaves the chunk damaged.
+    fn forget_damaged(&self, digest: ChunkDigest, location: &Location, why: &str) {
+        let mut stripe = self.stripe(&digest);
+        let forgotten = match self.inner.index.get(&digest) {
+            Ok(Some(current)) if current == *location => self.inner.index.remove(vec![digest]),
+            Ok(_) => return,
+            Err(e) => Err(e),
+        };
+        match forgotten {
+            Ok(()) => {
+                stripe.refreshed.remove(&digest);
+                tracing::error!(chunk = %digest, "damaged chunk forgotten ({why}); the next upload of its content repairs it");
+            }
+            Err(error) => {
+                tracing::error!(chunk = %digest, %error, "cannot forget a damaged chunk ({why})");
+            }
+        }
     }
 
     fn list_blocking(&self) -> Result<Vec<StoredChunk>, StoreError> {

@@ -88,51 +88,81 @@ async fn chunks_survive_a_reopen_and_fill_segment_after_segment() {
 }
 
 #[tokio::test]
-async fn damaged_or_missing_bytes_are_never_returned() {
+async fn damaged_or_missing_bytes_are_never_returned_and_an_upload_repairs_them() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = FsChunkStore::open(dir.path().join("chunks")).expect("open");
-    let data = block(7);
-    let digest = ChunkDigest::of(&data);
-    store.put(digest, data).await.expect("put");
-    let location = store.locate(&digest).expect("locate").expect("stored");
+    let root = dir.path().join("chunks");
+    // Two chunks per segment: `flipped` and `cut` share one, `lost` has the next.
+    let options = ChunkStoreOptions {
+        segment_bytes: 2 * strata_types::BLOCK_SIZE as u64,
+    };
+    let store = FsChunkStore::open_with(&root, options).expect("open");
+    let (flipped, cut, lost) = (block(7), block(8), block(9));
+    for data in [&flipped, &cut, &lost] {
+        store
+            .put(ChunkDigest::of(data), data.clone())
+            .await
+            .expect("put");
+    }
+    let located = |data: &Bytes| {
+        store
+            .locate(&ChunkDigest::of(data))
+            .expect("locate")
+            .expect("stored")
+    };
+    let (at_flipped, at_cut, at_lost) = (located(&flipped), located(&cut), located(&lost));
+    assert_eq!(at_flipped.path, at_cut.path);
+    assert_ne!(at_cut.path, at_lost.path);
+
+    // Each kind of damage is reported, and the damaged chunk forgotten: a later read finds
+    // nothing, and `touch` says it is not stored, so the next upload stores it again.
     let file = fs::OpenOptions::new()
         .write(true)
-        .open(&location.path)
+        .open(&at_flipped.path)
         .expect("segment");
-    file.write_all_at(&[0x55], location.offset + 1234)
+    file.write_all_at(&[0x55], at_flipped.offset + 1234)
         .expect("corrupt one byte");
-    let error = store.get(digest).await.expect_err("corrupt");
-    assert!(matches!(error, StoreError::Corrupt(_)), "{error:?}");
-    file.set_len(location.offset + 100).expect("truncate");
-    let error = store.get(digest).await.expect_err("truncated");
-    assert!(
-        matches!(&error, StoreError::Corrupt(why) if why.contains("ends before")),
-        "{error:?}"
-    );
+    file.set_len(at_cut.offset + 100).expect("truncate");
+    let expect_damage = async |data: &Bytes, symptom: &str| {
+        let digest = ChunkDigest::of(data);
+        let error = store.get(digest).await.expect_err("damaged");
+        assert!(
+            matches!(&error, StoreError::Corrupt(why) if why.contains(symptom)),
+            "{error:?}"
+        );
+        assert_eq!(store.get(digest).await.expect("get"), None, "forgotten");
+        assert!(store.locate(&digest).expect("locate").is_none());
+        assert!(!store.touch(digest).await.expect("touch"));
+    };
+    expect_damage(&flipped, "failed its checksum").await;
+    expect_damage(&cut, "ends before").await;
     // The segment file gone (reopened, so no cached descriptor still reaches it).
     drop((file, store));
-    fs::remove_file(&location.path).expect("remove");
-    let store = FsChunkStore::open(dir.path().join("chunks")).expect("reopen");
-    let error = store.get(digest).await.expect_err("missing");
+    fs::remove_file(&at_lost.path).expect("remove");
+    let store = FsChunkStore::open_with(&root, options).expect("reopen");
+    let error = store
+        .get(ChunkDigest::of(&lost))
+        .await
+        .expect_err("missing");
     assert!(
         matches!(&error, StoreError::Corrupt(why) if why.contains("is missing")),
         "{error:?}"
     );
-    // New chunks do not reuse the missing segment's id, where the old entry points.
-    let other = block(8);
-    store
-        .put(ChunkDigest::of(&other), other.clone())
-        .await
-        .expect("put");
-    let placed = store
-        .locate(&ChunkDigest::of(&other))
-        .expect("locate")
-        .expect("stored");
-    assert_ne!(placed.path, location.path);
-    assert!(matches!(
-        store.get(digest).await,
-        Err(StoreError::Corrupt(_))
-    ));
+    assert_eq!(store.get(ChunkDigest::of(&lost)).await.expect("get"), None);
+
+    // Uploading the same content again repairs all three, in new segments: none reuses
+    // the id of the missing one.
+    for data in [&flipped, &cut, &lost] {
+        store
+            .put(ChunkDigest::of(data), data.clone())
+            .await
+            .expect("put again");
+        let placed = store
+            .locate(&ChunkDigest::of(data))
+            .expect("locate")
+            .expect("stored");
+        assert!(![&at_flipped.path, &at_lost.path].contains(&&placed.path));
+    }
+    assert_reads_back(&store, [&flipped, &cut, &lost]).await;
 }
 
 #[tokio::test]
