@@ -2,8 +2,9 @@
 //! `chunks/index.redb`, written by one committer thread with group commit.
 //!
 //! A new chunk is acknowledged only after it was written, its segment `fdatasync`ed and its
-//! index entry committed. The committer takes every request queued at the moment, writes
-//! their chunks (one `pwritev` per run of adjacent slots: one submission for many chunks),
+//! index entry committed. The committer takes every request queued at the moment, gives
+//! their chunks consecutive slots (it is the only thread that allocates), writes them (one
+//! `pwritev` per run of adjacent slots: one submission for many chunks),
 //! syncs each segment written to once, commits all their entries in one transaction (one
 //! fsync of the index), and only then answers: under concurrent uploads N chunk writes
 //! cost a few system calls, one `fdatasync` per segment and one index commit, not N of each.
@@ -18,8 +19,9 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use strata_core::ports::StoreError;
 use strata_types::ChunkDigest;
+use tokio::sync::oneshot;
 
-use super::segments::{Segment, slot_len};
+use super::segments::{Segment, Segments, slot_len};
 use crate::group_commit::GroupCommitThread;
 
 /// digest → [`Location`], encoded by [`Location::encode`].
@@ -95,29 +97,49 @@ pub(super) struct Index {
 }
 
 enum Request {
-    /// Write `data` into its slot of `segment`, sync it, then store `location` under `digest`.
+    /// Give `data` a slot, write it there, sync it, then index it under `digest`.
     Insert {
-        segment: Arc<Segment>,
         digest: ChunkDigest,
-        location: Location,
         data: Bytes,
-        done: mpsc::SyncSender<Result<(), StoreError>>,
+        /// XXH3-64 of `data`, computed by the caller.
+        checksum: u64,
+        done: Done,
     },
     /// Remove these entries.
     Remove {
         digests: Vec<ChunkDigest>,
-        done: mpsc::SyncSender<Result<(), StoreError>>,
+        done: Done,
     },
 }
 
+/// Where the committer sends a request's outcome: a thread waiting for it, or a task.
+enum Done {
+    Blocking(mpsc::SyncSender<Result<(), StoreError>>),
+    Task(oneshot::Sender<Result<(), StoreError>>),
+}
+
+impl Done {
+    fn send(self, outcome: Result<(), StoreError>) {
+        // A dropped receiver means the caller went away; nothing to tell it.
+        let _ = match self {
+            Done::Blocking(sender) => sender.send(outcome).ok(),
+            Done::Task(sender) => sender.send(outcome).ok(),
+        };
+    }
+}
+
 impl Index {
-    pub(super) fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Open the index at `path`; its committer places new chunks in `segments`.
+    pub(super) fn open(path: &Path, segments: Arc<Segments>) -> Result<Self, StoreError> {
         let db = Arc::new(Database::create(path).map_err(backend)?);
         let txn = db.begin_write().map_err(backend)?;
         txn.open_table(CHUNKS).map_err(backend)?;
         txn.commit().map_err(backend)?;
-        let committer =
-            GroupCommitThread::spawn("strata-chunk-committer", Arc::clone(&db), commit)?;
+        let committer = GroupCommitThread::spawn(
+            "strata-chunk-committer",
+            Arc::clone(&db),
+            move |db, group| commit(db, &segments, group),
+        )?;
         Ok(Self { db, committer })
     }
 
@@ -145,26 +167,41 @@ impl Index {
             .collect()
     }
 
-    /// Write `data` into the slot of `segment` that `location` names, make it durable and
-    /// store `location` under `digest`. Blocks until both are durable (shared with
-    /// whatever else is queued).
-    pub(super) fn insert(
+    /// Store `data` (whose XXH3-64 is `checksum`) under `digest`: resolves once the bytes
+    /// and the entry are durable (shared with whatever else is queued). The caller makes
+    /// sure the digest is not stored already.
+    pub(super) async fn insert(
         &self,
-        segment: Arc<Segment>,
         digest: ChunkDigest,
-        location: Location,
         data: Bytes,
+        checksum: u64,
+    ) -> Result<(), StoreError> {
+        let (done, answer) = oneshot::channel();
+        self.committer.send(Request::Insert {
+            digest,
+            data,
+            checksum,
+            done: Done::Task(done),
+        })?;
+        answer.await.map_err(|_| dropped())?
+    }
+
+    /// [`Index::insert`], waiting on this thread (for callers outside the async runtime).
+    pub(super) fn insert_blocking(
+        &self,
+        digest: ChunkDigest,
+        data: Bytes,
+        checksum: u64,
     ) -> Result<(), StoreError> {
         self.call(|done| Request::Insert {
-            segment,
             digest,
-            location,
             data,
+            checksum,
             done,
         })
     }
 
-    /// Remove the entries of `digests`, durably.
+    /// Remove the entries of `digests`, durably (waiting on this thread).
     pub(super) fn remove(&self, digests: Vec<ChunkDigest>) -> Result<(), StoreError> {
         if digests.is_empty() {
             return Ok(());
@@ -172,70 +209,85 @@ impl Index {
         self.call(|done| Request::Remove { digests, done })
     }
 
-    fn call(
-        &self,
-        request: impl FnOnce(mpsc::SyncSender<Result<(), StoreError>>) -> Request,
-    ) -> Result<(), StoreError> {
+    fn call(&self, request: impl FnOnce(Done) -> Request) -> Result<(), StoreError> {
         let (done, answer) = mpsc::sync_channel(1);
-        self.committer.send(request(done))?;
-        answer
-            .recv()
-            .map_err(|_| StoreError::Backend("the chunk committer dropped a request".into()))?
+        self.committer.send(request(Done::Blocking(done)))?;
+        answer.recv().map_err(|_| dropped())?
     }
 }
 
-/// One group of the committer: write, sync, commit, answer.
-fn commit(db: &Database, group: Vec<Request>) {
-    let outcome = commit_group(db, &group);
+fn dropped() -> StoreError {
+    StoreError::Backend("the chunk committer dropped a request".into())
+}
+
+/// One group of the committer: place, write, sync, commit, answer.
+fn commit(db: &Database, segments: &Segments, group: Vec<Request>) {
+    let outcome = commit_group(db, segments, &group);
     if let Err(error) = &outcome {
         tracing::error!(%error, "chunk group commit failed");
     }
     for request in group {
-        let done = match request {
-            Request::Insert { done, .. } | Request::Remove { done, .. } => done,
-        };
-        // A dropped receiver means the caller went away; nothing to tell it.
-        let _ = done.send(outcome.clone());
+        match request {
+            Request::Insert { done, .. } | Request::Remove { done, .. } => {
+                done.send(outcome.clone());
+            }
+        }
     }
 }
 
-/// Write the group's chunks (one `pwritev` per run of adjacent slots), sync every segment
-/// written to, then commit the group's index changes in one transaction.
-fn commit_group(db: &Database, group: &[Request]) -> Result<(), StoreError> {
-    let mut writes: Vec<(&Segment, u64, u64, &[u8])> = group
-        .iter()
-        .filter_map(|request| match request {
-            Request::Insert {
-                segment,
-                location,
-                data,
-                ..
-            } => Some((&**segment, location.offset, location.slot(), &data[..])),
-            Request::Remove { .. } => None,
-        })
-        .collect();
-    writes.sort_unstable_by_key(|(segment, offset, ..)| (segment.id, *offset));
-    let mut segments: HashMap<u32, &Segment> = HashMap::new();
+/// Give the group's new chunks consecutive slots (the committer is the only thread that
+/// allocates, so a group's slots are adjacent), write them with one `pwritev` per run of
+/// adjacent slots, sync every segment written to, then commit the group's index changes
+/// in one transaction.
+fn commit_group(db: &Database, segments: &Segments, group: &[Request]) -> Result<(), StoreError> {
+    let stored_ns = now_ns();
+    let mut placed: Vec<(Arc<Segment>, ChunkDigest, Location, &[u8])> = Vec::new();
+    for request in group {
+        if let Request::Insert {
+            digest,
+            data,
+            checksum,
+            ..
+        } = request
+        {
+            let len = u32::try_from(data.len())
+                .map_err(|_| StoreError::Backend(format!("a chunk of {} bytes", data.len())))?;
+            let (segment, offset) = segments
+                .allocate(u64::from(len))
+                .map_err(|e| StoreError::Backend(format!("cannot allocate a chunk slot: {e}")))?;
+            let location = Location {
+                segment: segment.id,
+                offset,
+                len,
+                checksum: *checksum,
+                stored_ns,
+            };
+            placed.push((segment, *digest, location, &data[..]));
+        }
+    }
+    let mut written: HashMap<u32, &Segment> = HashMap::new();
     let mut start = 0;
-    while start < writes.len() {
-        let (segment, offset, ..) = writes[start];
+    while start < placed.len() {
+        let (segment, _, first, _) = &placed[start];
         // A run: adjacent slots of one segment, every chunk filling its slot exactly.
         let mut end = start + 1;
-        while end < writes.len()
-            && writes[end].0.id == segment.id
-            && writes[end - 1].1 + writes[end - 1].2 == writes[end].1
-            && writes[end - 1].3.len() as u64 == writes[end - 1].2
+        while end < placed.len()
+            && placed[end].0.id == segment.id
+            && placed[end - 1].2.offset + placed[end - 1].2.slot() == placed[end].2.offset
+            && u64::from(placed[end - 1].2.len) == placed[end - 1].2.slot()
         {
             end += 1;
         }
-        let parts: Vec<&[u8]> = writes[start..end].iter().map(|w| w.3).collect();
-        segment.write_all_vectored_at(offset, &parts).map_err(|e| {
-            StoreError::Backend(format!("cannot write {}: {e}", segment.path().display()))
-        })?;
-        segments.entry(segment.id).or_insert(segment);
+        let parts: Vec<&[u8]> = placed[start..end].iter().map(|p| p.3).collect();
+        segment
+            .write_all_vectored_at(first.offset, &parts)
+            .map_err(|e| {
+                StoreError::Backend(format!("cannot write {}: {e}", segment.path().display()))
+            })?;
+        written.entry(segment.id).or_insert(segment);
         start = end;
     }
-    for segment in segments.values() {
+    for segment in written.values() {
         segment.sync().map_err(|e| {
             StoreError::Backend(format!("cannot sync {}: {e}", segment.path().display()))
         })?;
@@ -243,17 +295,13 @@ fn commit_group(db: &Database, group: &[Request]) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(backend)?;
     {
         let mut table = txn.open_table(CHUNKS).map_err(backend)?;
+        for (_, digest, location, _) in &placed {
+            table.insert(digest.0, location.encode()).map_err(backend)?;
+        }
         for request in group {
-            match request {
-                Request::Insert {
-                    digest, location, ..
-                } => {
-                    table.insert(digest.0, location.encode()).map_err(backend)?;
-                }
-                Request::Remove { digests, .. } => {
-                    for digest in digests {
-                        table.remove(digest.0).map_err(backend)?;
-                    }
+            if let Request::Remove { digests, .. } = request {
+                for digest in digests {
+                    table.remove(digest.0).map_err(backend)?;
                 }
             }
         }

@@ -10,13 +10,14 @@
 //! `docs/adr/0003-chunk-segments.md` says why segments and not files.
 //!
 //! # Writes and durability
-//! A new chunk gets a slot reserved in the active segment and is handed to the index's
-//! committer, which writes a whole group of chunks (with `O_DIRECT` from their 4 KiB-aligned
-//! buffers, no copy through the page cache; one `pwritev` per run of adjacent slots),
-//! `fdatasync`s the segments once and commits their index entries in one transaction
-//! before any of them is acknowledged. An entry therefore never points at bytes that are
-//! not durable; bytes without an entry (a crash between the write and the commit) are
-//! given back at the next open.
+//! A new chunk is handed to the index's committer, which gives a whole group of chunks
+//! consecutive slots in the active segment, writes them (with `O_DIRECT` from their 4 KiB-
+//! aligned buffers, no copy through the page cache; one `pwritev` per run of adjacent
+//! slots), `fdatasync`s the segments once and commits their index entries in one
+//! transaction before any of them is acknowledged. An entry therefore never points at
+//! bytes that are not durable; bytes without an entry (a crash between the write and the
+//! commit) are given back at the next open. The putting task awaits the committer's answer
+//! directly: no thread is parked per put.
 //!
 //! # Reads
 //! Every read is checked against the XXH3-64 checksum recorded when the chunk was stored,
@@ -40,20 +41,23 @@ mod segments;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use strata_core::ports::{ChunkStore, StoreError, StoredChunk};
 use strata_types::ChunkDigest;
+use tokio::sync::{Mutex, MutexGuard};
 use xxhash_rust::xxh3::xxh3_64;
 
-use index::{Index, Location, now_ns};
+use index::{Index, Location};
 use recovery::io_error;
 use segments::Segments;
 
 /// Per-digest locks, striped by the digest's first bits. Many stripes, because a put holds
-/// its stripe until its group commit is durable.
+/// its stripe until its group commit is durable. They are async-aware locks: a put holds
+/// its stripe across the `await` of its group commit, on the calling task, with no thread
+/// parked for it; blocking threads (reads, listings, GC) take them with `blocking_lock`.
 const LOCK_STRIPES: usize = 4096;
 
 /// How long a refresh by a re-upload is remembered. A GC plan's cutoff is at most its
@@ -95,7 +99,8 @@ pub struct FsChunkStore {
 
 struct Inner {
     segments_dir: PathBuf,
-    segments: Segments,
+    /// Shared with the index's committer, the only one that allocates slots.
+    segments: Arc<Segments>,
     index: Index,
     stripes: Box<[Mutex<Stripe>]>,
 }
@@ -154,8 +159,11 @@ impl FsChunkStore {
         std::fs::create_dir_all(&segments_dir)
             .map_err(|e| io_error("create", &segments_dir, &e))?;
         sync_dir(&root)?;
-        let index = Index::open(&root.join("index.redb"))?;
-        let segments = Segments::new(segments_dir.clone(), options.segment_bytes.max(1));
+        let segments = Arc::new(Segments::new(
+            segments_dir.clone(),
+            options.segment_bytes.max(1),
+        ));
+        let index = Index::open(&root.join("index.redb"), Arc::clone(&segments))?;
         let reclaimed = recovery::reclaim(&segments_dir, &segments, &index.all()?)?;
         segments.start_at(reclaimed.next_segment);
         if reclaimed != recovery::Reclaimed::default() {
@@ -201,18 +209,31 @@ impl FsChunkStore {
                 tracing::error!(path = %path.display(), "a chunk file of format 1 does not match its name");
                 continue;
             }
-            self.put_blocking(digest, Bytes::from(data))?;
+            // Nothing else uses the store while it opens: no stripe to take.
+            if self.inner.index.get(&digest)?.is_none() {
+                let checksum = xxh3_64(&data);
+                self.inner
+                    .index
+                    .insert_blocking(digest, Bytes::from(data), checksum)?;
+            }
             std::fs::remove_file(&path).map_err(|e| io_error("remove", &path, &e))?;
         }
         recovery::remove_legacy_dirs(root)
     }
 
+    /// The stripe of `digest`, waiting on this thread: for blocking threads only (it
+    /// panics on a runtime thread, where [`Self::stripe_async`] is the one to use).
     fn stripe(&self, digest: &ChunkDigest) -> MutexGuard<'_, Stripe> {
-        // A poisoned stripe only means another thread panicked while holding it; the
-        // state it guards is still consistent.
-        self.inner.stripes[stripe_of(digest)]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inner.stripes[stripe_of(digest)].blocking_lock()
+    }
+
+    async fn stripe_async(&self, digest: &ChunkDigest) -> MutexGuard<'_, Stripe> {
+        let stripe = &self.inner.stripes[stripe_of(digest)];
+        // Free nearly always: take it without going through the runtime's scheduling.
+        match stripe.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => stripe.lock().await,
+        }
     }
 
     /// If `digest` is stored, refresh it so GC sees it as in use.
@@ -222,31 +243,6 @@ impl FsChunkStore {
         }
         stripe.refresh(digest, SystemTime::now());
         Ok(true)
-    }
-
-    fn put_blocking(&self, digest: ChunkDigest, data: Bytes) -> Result<(), StoreError> {
-        let mut stripe = self.stripe(&digest);
-        // Checked again under the lock (the caller's `touch` was not): a put of the same
-        // content may have stored it meanwhile, and it must not be stored twice.
-        if self.touch_locked(&mut stripe, digest)? {
-            return Ok(());
-        }
-        let len = u32::try_from(data.len())
-            .map_err(|_| StoreError::Backend(format!("a chunk of {} bytes", data.len())))?;
-        let checksum = xxh3_64(&data);
-        let (segment, offset) = self
-            .inner
-            .segments
-            .allocate(u64::from(len))
-            .map_err(|e| io_error("allocate in", &self.inner.segments_dir, &e))?;
-        let location = Location {
-            segment: segment.id,
-            offset,
-            len,
-            checksum,
-            stored_ns: now_ns(),
-        };
-        self.inner.index.insert(segment, digest, location, data)
     }
 
     fn get_blocking(&self, digest: ChunkDigest) -> Result<Option<Bytes>, StoreError> {
@@ -346,9 +342,7 @@ impl FsChunkStore {
         let mut guards: HashMap<usize, MutexGuard<'_, Stripe>> = wanted
             .into_iter()
             .map(|n| {
-                let guard = self.inner.stripes[n]
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
+                let guard = self.inner.stripes[n].blocking_lock();
                 (n, guard)
             })
             .collect();
@@ -398,19 +392,26 @@ fn stripe_of(digest: &ChunkDigest) -> usize {
 
 impl ChunkStore for FsChunkStore {
     async fn touch(&self, digest: ChunkDigest) -> Result<bool, StoreError> {
-        // Settled on the calling task when the digest's stripe is free (an index lookup and
-        // a refresh: microseconds, less than a hop to a blocking thread); a writer holds the
-        // stripe across its group commit, so then wait for it on a blocking thread.
-        if let Ok(mut stripe) = self.inner.stripes[stripe_of(&digest)].try_lock() {
-            return self.touch_locked(&mut stripe, digest);
-        }
-        let store = self.clone();
-        blocking(move || store.touch_locked(&mut store.stripe(&digest), digest)).await
+        // An index lookup and a refresh, on the calling task (microseconds, less than a hop
+        // to a blocking thread); a put of this digest holds the stripe until it is durable.
+        let mut stripe = self.stripe_async(&digest).await;
+        self.touch_locked(&mut stripe, digest)
     }
 
     async fn put(&self, digest: ChunkDigest, data: Bytes) -> Result<(), StoreError> {
-        let store = self.clone();
-        blocking(move || store.put_blocking(digest, data)).await
+        // Held until the chunk is durable and indexed: a concurrent put of the same content
+        // waits here, then finds it stored; a GC deletion cannot interleave.
+        let mut stripe = self.stripe_async(&digest).await;
+        // Checked again under the lock (the caller's `touch` was not): a put of the same
+        // content may have stored it meanwhile, and it must not be stored twice.
+        if self.touch_locked(&mut stripe, digest)? {
+            return Ok(());
+        }
+        let checksum = xxh3_64(&data);
+        // If this future is dropped while waiting (the client went away), the committer
+        // still stores the chunk; a put of the same content meanwhile may store a second
+        // copy, whose entry wins, and the next open reclaims the first one's slot.
+        self.inner.index.insert(digest, data, checksum).await
     }
 
     async fn get(&self, digest: ChunkDigest) -> Result<Option<Bytes>, StoreError> {

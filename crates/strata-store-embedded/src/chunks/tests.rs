@@ -312,10 +312,11 @@ async fn chunk_files_of_format_1_are_imported() {
     assert_eq!(store.get(damaged_digest).await.expect("get"), None);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_puts_share_group_commits_and_all_read_back() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = FsChunkStore::open_with(dir.path().join("chunks"), small_segments()).expect("open");
+    let root = dir.path().join("chunks");
+    let store = FsChunkStore::open_with(&root, small_segments()).expect("open");
     let blocks: Vec<Bytes> = (0..48).map(|n| block(n % 16)).collect();
     let mut tasks = tokio::task::JoinSet::new();
     for data in blocks.clone() {
@@ -327,4 +328,7 @@ async fn concurrent_puts_share_group_commits_and_all_read_back() {
     }
     assert_reads_back(&store, &blocks).await;
     assert_eq!(store.list().await.expect("list").len(), 16);
+    // Each content was written once: the puts of the same content that ran concurrently
+    // waited for the first and found it stored.
+    assert_eq!(allocated(&root), 16 * strata_types::BLOCK_SIZE as u64);
 }
