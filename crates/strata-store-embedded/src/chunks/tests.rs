@@ -28,6 +28,14 @@ fn allocated(root: &Path) -> u64 {
     bytes / block * block
 }
 
+/// Where `data` is stored (it must be).
+fn location_of(store: &FsChunkStore, data: &[u8]) -> ChunkLocation {
+    store
+        .locate(&ChunkDigest::of(data))
+        .expect("locate")
+        .expect("stored")
+}
+
 /// Every chunk of `expected` reads back identical.
 async fn assert_reads_back(store: &FsChunkStore, expected: impl IntoIterator<Item = &Bytes>) {
     for data in expected {
@@ -103,13 +111,11 @@ async fn damaged_or_missing_bytes_are_never_returned_and_an_upload_repairs_them(
             .await
             .expect("put");
     }
-    let located = |data: &Bytes| {
-        store
-            .locate(&ChunkDigest::of(data))
-            .expect("locate")
-            .expect("stored")
-    };
-    let (at_flipped, at_cut, at_lost) = (located(&flipped), located(&cut), located(&lost));
+    let (at_flipped, at_cut, at_lost) = (
+        location_of(&store, &flipped),
+        location_of(&store, &cut),
+        location_of(&store, &lost),
+    );
     assert_eq!(at_flipped.path, at_cut.path);
     assert_ne!(at_cut.path, at_lost.path);
 
@@ -156,10 +162,7 @@ async fn damaged_or_missing_bytes_are_never_returned_and_an_upload_repairs_them(
             .put(ChunkDigest::of(data), data.clone())
             .await
             .expect("put again");
-        let placed = store
-            .locate(&ChunkDigest::of(data))
-            .expect("locate")
-            .expect("stored");
+        let placed = location_of(&store, data);
         assert!(![&at_flipped.path, &at_lost.path].contains(&&placed.path));
     }
     assert_reads_back(&store, [&flipped, &cut, &lost]).await;
@@ -249,10 +252,7 @@ async fn reopening_reclaims_interrupted_writes_and_empty_segments() {
             .delete_if_idle(vec![ChunkDigest::of(&second)], SystemTime::now())
             .await
             .expect("delete");
-        let location = store
-            .locate(&ChunkDigest::of(&third))
-            .expect("locate")
-            .expect("stored");
+        let location = location_of(&store, &third);
         let segment = fs::OpenOptions::new()
             .write(true)
             .open(&location.path)
@@ -275,10 +275,7 @@ async fn reopening_reclaims_interrupted_writes_and_empty_segments() {
         .put(ChunkDigest::of(&second), second.clone())
         .await
         .expect("put");
-    let location = store
-        .locate(&ChunkDigest::of(&second))
-        .expect("locate")
-        .expect("stored");
+    let location = location_of(&store, &second);
     assert_eq!(
         location.path,
         root.join("segments").join(segments::file_name(41))
