@@ -48,9 +48,8 @@ impl Storage {
         match self {
             Storage::Arena(slot) => slot,
             Storage::Heap(vec) => {
-                // The vector never grows, so its alignment offset is fixed.
-                let start = vec.as_ptr().align_offset(BUFFER_ALIGN);
-                &mut vec[start..start + BLOCK_SIZE]
+                let window = aligned_window(vec);
+                &mut vec[window]
             }
         }
     }
@@ -58,12 +57,16 @@ impl Storage {
     fn block_ref(&self) -> &[u8] {
         match self {
             Storage::Arena(slot) => slot,
-            Storage::Heap(vec) => {
-                let start = vec.as_ptr().align_offset(BUFFER_ALIGN);
-                &vec[start..start + BLOCK_SIZE]
-            }
+            Storage::Heap(vec) => &vec[aligned_window(vec)],
         }
     }
+}
+
+/// Where the block sits in a heap buffer: from its first aligned byte (the vector never
+/// grows, so that offset is fixed).
+fn aligned_window(vec: &[u8]) -> std::ops::Range<usize> {
+    let start = vec.as_ptr().align_offset(BUFFER_ALIGN);
+    start..start + BLOCK_SIZE
 }
 
 /// Idle buffers: every arena slot not in use, and up to [`POOL_LIMIT`] heap buffers.
