@@ -349,3 +349,74 @@ async fn complete_retries_a_raced_seal_then_reports_conflicting_updates() {
         Err(ServiceError::ConflictingBlockUpdate(_))
     ));
 }
+
+/// New content must come with its body: a block read with a hasher that kept nothing
+/// (the one for content already stored) is refused as an internal error, and nothing is
+/// stored or recorded; with the hasher the permit asks for, the same put succeeds.
+#[tokio::test]
+async fn new_content_is_refused_without_its_body() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let service: SnapshotService<RedbMetadataStore, FsChunkStore> = SnapshotService::new(
+        Arc::new(store.metadata),
+        Arc::new(store.chunks),
+        TokenIssuer::new([0; 32]),
+        Arc::new(SystemClock),
+    );
+    let owner = account();
+    let snapshot = service
+        .start_snapshot(
+            &owner,
+            strata_core::service::StartSnapshotInput {
+                volume_size_gib: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("start");
+    let data = vec![3u8; strata_types::BLOCK_SIZE];
+    let digest = ChunkDigest::of(&data);
+    let hashed = |mut hasher: BlockHasher| {
+        assert!(hasher.update(&data));
+        hasher.finish()
+    };
+
+    let permit = service
+        .begin_put(&owner, &snapshot.id, BlockIndex::new(0), digest)
+        .await
+        .expect("writable");
+    let error = service
+        .put_block(permit, hashed(BlockHasher::discarding()), None)
+        .await
+        .expect_err("no body to store");
+    assert!(
+        matches!(&error, ServiceError::Store(StoreError::Backend(why)) if why.contains("not kept")),
+        "{error:?}"
+    );
+    assert!(
+        service
+            .metadata()
+            .pending_writes(&snapshot.id)
+            .await
+            .expect("pending")
+            .blocks
+            .is_empty()
+    );
+
+    let permit = service
+        .begin_put(&owner, &snapshot.id, BlockIndex::new(0), digest)
+        .await
+        .expect("writable");
+    let hasher = permit.block_hasher();
+    service
+        .put_block(permit, hashed(hasher), None)
+        .await
+        .expect("put with the body");
+    assert_eq!(
+        service
+            .complete_snapshot(&owner, &snapshot.id, 1, None)
+            .await
+            .expect("complete"),
+        SnapshotStatus::Completed
+    );
+}
