@@ -298,16 +298,14 @@ impl MetadataStore for RacingStore {
     }
 }
 
-async fn complete_with_races(races: usize) -> Result<SnapshotStatus, ServiceError> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = EmbeddedStore::open(dir.path()).expect("open");
-    let metadata = RacingStore {
-        inner: store.metadata,
-        races_left: AtomicUsize::new(races),
-    };
-    let service: SnapshotService<RacingStore, FsChunkStore> = SnapshotService::new(
+/// A service over `metadata` and `chunks`, with one pending 1 GiB snapshot.
+async fn service_with_snapshot<M: MetadataStore>(
+    metadata: M,
+    chunks: FsChunkStore,
+) -> (SnapshotService<M, FsChunkStore>, AccountId, SnapshotId) {
+    let service = SnapshotService::new(
         Arc::new(metadata),
-        Arc::new(store.chunks),
+        Arc::new(chunks),
         TokenIssuer::new([0; 32]),
         Arc::new(SystemClock),
     );
@@ -322,18 +320,27 @@ async fn complete_with_races(races: usize) -> Result<SnapshotStatus, ServiceErro
         )
         .await
         .expect("start");
+    (service, owner, snapshot.id)
+}
+
+async fn complete_with_races(races: usize) -> Result<SnapshotStatus, ServiceError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let metadata = RacingStore {
+        inner: store.metadata,
+        races_left: AtomicUsize::new(races),
+    };
+    let (service, owner, id) = service_with_snapshot(metadata, store.chunks).await;
     let mut hasher = BlockHasher::default();
     assert!(hasher.update(&vec![7u8; strata_types::BLOCK_SIZE]));
     let block = hasher.finish();
     let digest = block.digest;
     let permit = service
-        .begin_put(&owner, &snapshot.id, BlockIndex::new(0), digest)
+        .begin_put(&owner, &id, BlockIndex::new(0), digest)
         .await
         .expect("writable");
     service.put_block(permit, block, None).await.expect("put");
-    service
-        .complete_snapshot(&owner, &snapshot.id, 1, None)
-        .await
+    service.complete_snapshot(&owner, &id, 1, None).await
 }
 
 #[tokio::test]
@@ -357,23 +364,7 @@ async fn complete_retries_a_raced_seal_then_reports_conflicting_updates() {
 async fn new_content_is_refused_without_its_body() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(dir.path()).expect("open");
-    let service: SnapshotService<RedbMetadataStore, FsChunkStore> = SnapshotService::new(
-        Arc::new(store.metadata),
-        Arc::new(store.chunks),
-        TokenIssuer::new([0; 32]),
-        Arc::new(SystemClock),
-    );
-    let owner = account();
-    let snapshot = service
-        .start_snapshot(
-            &owner,
-            strata_core::service::StartSnapshotInput {
-                volume_size_gib: 1,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("start");
+    let (service, owner, id) = service_with_snapshot(store.metadata, store.chunks).await;
     let data = vec![3u8; strata_types::BLOCK_SIZE];
     let digest = ChunkDigest::of(&data);
     let hashed = |mut hasher: BlockHasher| {
@@ -382,7 +373,7 @@ async fn new_content_is_refused_without_its_body() {
     };
 
     let permit = service
-        .begin_put(&owner, &snapshot.id, BlockIndex::new(0), digest)
+        .begin_put(&owner, &id, BlockIndex::new(0), digest)
         .await
         .expect("writable");
     let error = service
@@ -396,7 +387,7 @@ async fn new_content_is_refused_without_its_body() {
     assert!(
         service
             .metadata()
-            .pending_writes(&snapshot.id)
+            .pending_writes(&id)
             .await
             .expect("pending")
             .blocks
@@ -404,7 +395,7 @@ async fn new_content_is_refused_without_its_body() {
     );
 
     let permit = service
-        .begin_put(&owner, &snapshot.id, BlockIndex::new(0), digest)
+        .begin_put(&owner, &id, BlockIndex::new(0), digest)
         .await
         .expect("writable");
     let hasher = permit.block_hasher();
@@ -414,7 +405,7 @@ async fn new_content_is_refused_without_its_body() {
         .expect("put with the body");
     assert_eq!(
         service
-            .complete_snapshot(&owner, &snapshot.id, 1, None)
+            .complete_snapshot(&owner, &id, 1, None)
             .await
             .expect("complete"),
         SnapshotStatus::Completed
