@@ -8,7 +8,7 @@
 //! `SnapshotService::complete_snapshot`.
 
 use anyhow::Context;
-use strata_core::checksum::HashedBlock;
+use strata_core::body::HashedBlock;
 use strata_core::ports::{BlockWrite, MetadataStore};
 use strata_core::service::StartSnapshotInput;
 use strata_server::app::AppState;

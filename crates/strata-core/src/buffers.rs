@@ -15,10 +15,22 @@
 
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use strata_types::BLOCK_SIZE;
 
-use crate::checksum::BUFFER_ALIGN;
+/// Alignment of block buffers: the chunk store can then write them with `O_DIRECT`,
+/// without a copy into the page cache.
+pub const BUFFER_ALIGN: usize = 4096;
+
+/// An empty buffer with room for `capacity` bytes whose first byte sits on a
+/// [`BUFFER_ALIGN`] boundary (for `O_DIRECT` reads and writes).
+pub fn aligned_buffer(capacity: usize) -> BytesMut {
+    let mut buffer = BytesMut::with_capacity(capacity + BUFFER_ALIGN);
+    let pad = buffer.as_ptr().align_offset(BUFFER_ALIGN);
+    buffer.resize(pad, 0);
+    bytes::Buf::advance(&mut buffer, pad);
+    buffer
+}
 
 /// Most idle ordinary buffers kept (32 MiB: one per request in flight at C=64).
 pub const POOL_LIMIT: usize = 64;

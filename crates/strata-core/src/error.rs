@@ -1,20 +1,64 @@
 //! Errors of the snapshot service.
 //!
 //! Each variant is a decision about what the client did wrong (or what went wrong
-//! inside), named in domain terms. The HTTP adapter maps every variant to exactly one EBS
-//! exception and `Reason` in a single exhaustive `match`, so adding a variant forces a
-//! decision about its wire form.
+//! inside), named in domain terms. The causes a client acts on carry their facts as fields
+//! (which snapshot, which status, what was claimed and what was found), and the HTTP adapter
+//! renders their text: it maps every variant to exactly one EBS exception, `Reason` and
+//! message in a single exhaustive `match`, so adding a variant forces a decision about its
+//! wire form. The `Display` texts here are for logs and tests.
 
 use strata_types::SnapshotId;
 
 use crate::ports::StoreError;
+use crate::snapshot::SnapshotStatus;
 
 /// Why a snapshot operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ServiceError {
-    /// A parameter has an invalid value or the snapshot is in the wrong state for it.
+    /// A parameter has an invalid value (one not covered by a variant below).
     #[error("{0}")]
     InvalidParameter(String),
+    /// The snapshot is not `pending`, so it takes no writes and cannot be completed.
+    #[error("snapshot {snapshot} is not pending (status {status:?})")]
+    NotPending {
+        /// The snapshot.
+        snapshot: SnapshotId,
+        /// Its status now.
+        status: SnapshotStatus,
+    },
+    /// StartSnapshot named a parent that is not `completed`.
+    #[error("parent {parent} is not completed (status {status:?})")]
+    ParentNotCompleted {
+        /// The parent.
+        parent: SnapshotId,
+        /// Its status now.
+        status: SnapshotStatus,
+    },
+    /// A PutSnapshotBlock body is not exactly one block long.
+    #[error("block data of {len} bytes")]
+    WrongBlockSize {
+        /// The body's length.
+        len: usize,
+    },
+    /// A PutSnapshotBlock body does not hash to its `x-amz-Checksum`.
+    #[error("block data does not match its checksum")]
+    BlockChecksumMismatch,
+    /// CompleteSnapshot's `ChangedBlocksCount` differs from the distinct indexes written.
+    #[error("ChangedBlocksCount {claimed} for {snapshot}, {written} written")]
+    ChangedBlocksCountMismatch {
+        /// The snapshot.
+        snapshot: SnapshotId,
+        /// The count the client sent.
+        claimed: i64,
+        /// The distinct indexes written.
+        written: u64,
+    },
+    /// CompleteSnapshot's `LINEAR` aggregate differs from the one of the blocks written.
+    #[error("the aggregate checksum of {snapshot} does not match")]
+    AggregateChecksumMismatch {
+        /// The snapshot.
+        snapshot: SnapshotId,
+    },
     /// The volume size is out of range.
     #[error("{0}")]
     InvalidVolumeSize(String),

@@ -26,14 +26,18 @@
 //! related (ListChangedBlocks accepts them) exactly when their lineages are equal.
 
 pub mod block_map;
+pub mod body;
 pub mod buffers;
 pub mod checksum;
+pub mod clock;
 pub mod error;
 pub mod gc;
 pub mod ports;
+pub mod retry;
 pub mod service;
 pub mod snapshot;
 pub mod tokens;
 
+pub use clock::{Clock, SystemClock};
 pub use error::ServiceError;
-pub use service::{Clock, SnapshotService, SystemClock};
+pub use service::SnapshotService;

@@ -3,29 +3,91 @@
 //! service's correctness argument (see the crate docs) rests on exactly these.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use strata_types::{AccountId, BlockIndex, ChunkDigest, SnapshotId};
 
 use crate::block_map::{NodeHash, NodeSource};
+use crate::retry::AsStoreError;
 use crate::snapshot::SnapshotRecord;
 
-/// A storage failure.
+/// A storage failure, by kind, so that a retry policy can act on it and a log can show
+/// its cause (the source chain).
+///
+/// The rule adapters follow: a kind that [`StoreError::is_retryable`] accepts is returned
+/// only when repeating the same call is safe, because the call had no effect or because
+/// repeating it has the same effect as doing it once.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// The backend failed (I/O, connection, ...). May succeed if retried.
-    #[error("storage backend error: {0}")]
-    Backend(String),
+    /// An I/O operation of the backend failed.
+    #[error("cannot {operation}: {source}")]
+    Io {
+        /// What was being done ("write segment 0000002a.seg", ...).
+        operation: String,
+        /// The operating system's error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// A concurrent change won (a serialization failure, a conditional write refused, an
+    /// object being deleted): the same call may succeed when repeated.
+    #[error("conflicting concurrent change: {0}")]
+    Conflict(String),
+    /// The backend cannot be reached or is overloaded right now.
+    #[error("storage backend unavailable: {message}")]
+    Unavailable {
+        /// What failed.
+        message: String,
+        /// The client library's error, if any.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The store was shut down (or its writer stopped): nothing more will succeed.
+    #[error("the store is closed: {0}")]
+    Closed(String),
     /// Stored data is damaged or inconsistent. Never retried.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// Any other backend failure; repeating the call will not help.
+    #[error("storage backend error: {0}")]
+    Backend(String),
 }
 
 impl StoreError {
-    /// Whether retrying the same call may succeed.
+    /// An [`StoreError::Io`] for `operation`.
+    pub fn io(operation: impl Into<String>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            operation: operation.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    /// An [`StoreError::Unavailable`] with its cause.
+    pub fn unavailable(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Unavailable {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// Whether repeating the same call may succeed (see the rule on [`StoreError`]).
+    /// I/O errors are retryable only for the kinds that say "not now": a full disk or a
+    /// media error stays what it is.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Backend(_))
+        match self {
+            StoreError::Conflict(_) | StoreError::Unavailable { .. } => true,
+            StoreError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::TimedOut
+            ),
+            StoreError::Closed(_) | StoreError::Corrupt(_) | StoreError::Backend(_) => false,
+        }
     }
 }
 
@@ -65,6 +127,15 @@ pub enum RecordBlockError {
     /// Storage failure.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl AsStoreError for RecordBlockError {
+    fn as_store_error(&self) -> Option<&StoreError> {
+        match self {
+            RecordBlockError::Store(error) => Some(error),
+            RecordBlockError::NotFound | RecordBlockError::NotPending(_) => None,
+        }
+    }
 }
 
 /// The writes of a pending snapshot, read in one consistent view.

@@ -1,10 +1,13 @@
-//! The single mapping from internal errors to EBS wire errors.
+//! The single mapping from internal errors to EBS wire errors, and the one place that
+//! words a service error for clients ([`client_message`], which the EC2 mapping in
+//! `ec2/mod.rs` uses too: that file only chooses the EC2 error *code*).
 //!
 //! Every [`ServiceError`] and [`AuthError`] variant is matched without a wildcard, so a new
 //! variant does not compile until its wire form is decided here.
 
 use strata_core::ServiceError;
 use strata_sigv4::AuthError;
+use strata_types::BLOCK_SIZE;
 use strata_wire::{ErrorCode, Reason, WireError};
 
 /// An error on its way to the client.
@@ -32,11 +35,64 @@ impl ApiError {
     }
 }
 
+/// The text a client reads for `error`. Storage failures are worded without their
+/// details (paths, hosts), which only the log gets.
+pub fn client_message(error: &ServiceError) -> String {
+    match error {
+        ServiceError::NotPending { snapshot, status } => format!(
+            "The snapshot '{snapshot}' is not pending: its status is '{}'.",
+            status.as_str()
+        ),
+        ServiceError::ParentNotCompleted { parent, status } => format!(
+            "The parent snapshot '{parent}' is not completed (status: {}).",
+            status.as_str()
+        ),
+        ServiceError::WrongBlockSize { len } => format!(
+            "The block data is {len} bytes; every block must be exactly {BLOCK_SIZE} bytes."
+        ),
+        ServiceError::BlockChecksumMismatch => {
+            "The checksum of the block data does not match x-amz-Checksum.".into()
+        }
+        ServiceError::ChangedBlocksCountMismatch {
+            snapshot,
+            claimed,
+            written,
+        } => format!(
+            "ChangedBlocksCount is {claimed}, but {written} distinct blocks were written to snapshot '{snapshot}'."
+        ),
+        ServiceError::AggregateChecksumMismatch { snapshot } => format!(
+            "The aggregate checksum does not match the blocks written to snapshot '{snapshot}'."
+        ),
+        ServiceError::Store(_) => {
+            "The server could not complete the request because of a storage failure; retry later."
+                .into()
+        }
+        ServiceError::InvalidParameter(_)
+        | ServiceError::InvalidVolumeSize(_)
+        | ServiceError::InvalidTag(_)
+        | ServiceError::TagLimitExceeded(_)
+        | ServiceError::InvalidBlock(_)
+        | ServiceError::InvalidBlockToken(_)
+        | ServiceError::InvalidPageToken(_)
+        | ServiceError::UnrelatedSnapshots { .. }
+        | ServiceError::SnapshotNotFound(_)
+        | ServiceError::IdempotencyConflict(_)
+        | ServiceError::ConflictingBlockUpdate(_)
+        | ServiceError::CorruptData(_) => error.to_string(),
+    }
+}
+
 impl From<ServiceError> for ApiError {
     fn from(error: ServiceError) -> Self {
-        let message = error.to_string();
+        let message = client_message(&error);
         let wire = match error {
-            ServiceError::InvalidParameter(_) => {
+            ServiceError::InvalidParameter(_)
+            | ServiceError::NotPending { .. }
+            | ServiceError::ParentNotCompleted { .. }
+            | ServiceError::WrongBlockSize { .. }
+            | ServiceError::BlockChecksumMismatch
+            | ServiceError::ChangedBlocksCountMismatch { .. }
+            | ServiceError::AggregateChecksumMismatch { .. } => {
                 WireError::validation(Reason::InvalidParameterValue, message)
             }
             ServiceError::InvalidVolumeSize(_) => {
@@ -70,15 +126,30 @@ impl From<ServiceError> for ApiError {
                 WireError::new(ErrorCode::InternalServerException, None, message)
             }
             ServiceError::Store(store) => {
-                tracing::error!(error = %store, "storage failure");
-                WireError::new(
-                    ErrorCode::InternalServerException,
-                    None,
-                    "The server could not complete the request because of a storage failure; retry later.",
-                )
+                tracing::error!(error = %ErrorChain(&store), "storage failure");
+                WireError::new(ErrorCode::InternalServerException, None, message)
             }
         };
         Self(wire)
+    }
+}
+
+/// An error with its sources, `a: b: c`, for the log.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            // thiserror's `{source}` in a message already shows the cause once.
+            let text = cause.to_string();
+            if !self.0.to_string().ends_with(&text) {
+                write!(f, ": {text}")?;
+            }
+            source = cause.source();
+        }
+        Ok(())
     }
 }
 
@@ -102,6 +173,7 @@ impl From<AuthError> for ApiError {
 mod tests {
     use super::*;
     use strata_core::ports::StoreError;
+    use strata_core::snapshot::SnapshotStatus;
     use strata_types::SnapshotId;
 
     /// The wire form of every service error, in one table.
@@ -112,6 +184,54 @@ mod tests {
         let cases = [
             (
                 ServiceError::InvalidParameter(text()),
+                400,
+                "ValidationException",
+                Some("INVALID_PARAMETER_VALUE"),
+            ),
+            (
+                ServiceError::NotPending {
+                    snapshot: id.clone(),
+                    status: SnapshotStatus::Completed,
+                },
+                400,
+                "ValidationException",
+                Some("INVALID_PARAMETER_VALUE"),
+            ),
+            (
+                ServiceError::ParentNotCompleted {
+                    parent: id.clone(),
+                    status: SnapshotStatus::Pending,
+                },
+                400,
+                "ValidationException",
+                Some("INVALID_PARAMETER_VALUE"),
+            ),
+            (
+                ServiceError::WrongBlockSize { len: 3 },
+                400,
+                "ValidationException",
+                Some("INVALID_PARAMETER_VALUE"),
+            ),
+            (
+                ServiceError::BlockChecksumMismatch,
+                400,
+                "ValidationException",
+                Some("INVALID_PARAMETER_VALUE"),
+            ),
+            (
+                ServiceError::ChangedBlocksCountMismatch {
+                    snapshot: id.clone(),
+                    claimed: 2,
+                    written: 1,
+                },
+                400,
+                "ValidationException",
+                Some("INVALID_PARAMETER_VALUE"),
+            ),
+            (
+                ServiceError::AggregateChecksumMismatch {
+                    snapshot: id.clone(),
+                },
                 400,
                 "ValidationException",
                 Some("INVALID_PARAMETER_VALUE"),
@@ -200,5 +320,22 @@ mod tests {
             "/secret/path".into(),
         )));
         assert!(!wire.message.contains("/secret/path"));
+        let io = ServiceError::Store(StoreError::io(
+            "write /secret/segment",
+            std::io::Error::from_raw_os_error(5),
+        ));
+        let ApiError(wire) = ApiError::from(io);
+        assert!(!wire.message.contains("/secret"));
+    }
+
+    #[test]
+    fn error_chains_show_each_cause_once() {
+        let error = StoreError::unavailable("metadata database", std::io::Error::other("refused"));
+        assert_eq!(
+            ErrorChain(&error).to_string(),
+            "storage backend unavailable: metadata database: refused"
+        );
+        let io = StoreError::io("read x", std::io::Error::other("EIO"));
+        assert_eq!(ErrorChain(&io).to_string(), "cannot read x: EIO");
     }
 }

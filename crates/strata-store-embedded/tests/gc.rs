@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_core::checksum::BlockHasher;
+use strata_core::body::BlockHasher;
 use strata_core::gc::{GcOptions, GcPlan};
 use strata_core::service::{PageRequest, StartSnapshotInput};
 use strata_core::tokens::TokenIssuer;

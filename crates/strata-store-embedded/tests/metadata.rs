@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use strata_core::block_map::{self, NodeSource};
-use strata_core::checksum::BlockHasher;
+use strata_core::body::BlockHasher;
 use strata_core::ports::{
     BlockWrite, CreateOutcome, MetadataStore, PendingWrites, RecordBlockError, Seal, SealError,
     StoreError,

@@ -83,14 +83,20 @@ pub fn error_response(error: &Ec2Error, request_id: &str) -> Response {
     xml_response(status, error.body(request_id))
 }
 
-/// The single mapping of service errors to EC2 error codes (no wildcard: a new variant
-/// must be decided here).
+/// The EC2 error code of each service error (no wildcard: a new variant must be decided
+/// here); the message is worded once, by [`crate::error::client_message`].
 pub fn service_error(error: ServiceError) -> Ec2Error {
-    let message = error.to_string();
-    let code = match error {
+    let message = crate::error::client_message(&error);
+    let code = match &error {
         ServiceError::SnapshotNotFound(_) => Ec2ErrorCode::InvalidSnapshotNotFound,
         ServiceError::TagLimitExceeded(_) => Ec2ErrorCode::TagLimitExceeded,
         ServiceError::InvalidParameter(_)
+        | ServiceError::NotPending { .. }
+        | ServiceError::ParentNotCompleted { .. }
+        | ServiceError::WrongBlockSize { .. }
+        | ServiceError::BlockChecksumMismatch
+        | ServiceError::ChangedBlocksCountMismatch { .. }
+        | ServiceError::AggregateChecksumMismatch { .. }
         | ServiceError::InvalidVolumeSize(_)
         | ServiceError::InvalidTag(_)
         | ServiceError::InvalidBlock(_)
@@ -100,7 +106,7 @@ pub fn service_error(error: ServiceError) -> Ec2Error {
         | ServiceError::IdempotencyConflict(_)
         | ServiceError::ConflictingBlockUpdate(_) => Ec2ErrorCode::InvalidParameterValue,
         ServiceError::CorruptData(_) | ServiceError::Store(_) => {
-            tracing::error!(%message, "EC2 request failed inside");
+            tracing::error!(error = %crate::error::ErrorChain(&error), "EC2 request failed inside");
             return Ec2Error::new(
                 Ec2ErrorCode::InternalError,
                 "An internal error has occurred; retry later.",

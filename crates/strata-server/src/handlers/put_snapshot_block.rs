@@ -6,7 +6,8 @@ use axum::response::Response;
 use http::HeaderValue;
 use http::request::Parts;
 use http_body_util::BodyExt;
-use strata_core::checksum::{BlockHasher, from_base64, to_base64};
+use strata_core::body::BlockHasher;
+use strata_core::checksum::{from_base64, to_base64};
 use strata_sigv4::PayloadHash;
 use strata_types::BLOCK_SIZE;
 use strata_wire::headers::{CHECKSUM, CHECKSUM_ALGORITHM, DATA_LENGTH, PROGRESS, SHA256};
@@ -88,7 +89,7 @@ async fn read_block(
     state: &AppState,
     mut body: Body,
     mut hasher: BlockHasher,
-) -> Result<strata_core::checksum::HashedBlock, ApiError> {
+) -> Result<strata_core::body::HashedBlock, ApiError> {
     let stall = tokio::time::sleep(state.body_timeout);
     tokio::pin!(stall);
     let mut last_progress = tokio::time::Instant::now();

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
 use strata_core::buffers::BlockBuffer;
-use strata_core::checksum::{BUFFER_ALIGN, aligned_buffer};
+use strata_core::buffers::{BUFFER_ALIGN, aligned_buffer};
 
 /// Every chunk starts on this boundary, so `O_DIRECT` can read and write it.
 pub(super) const SLOT_ALIGN: u64 = BUFFER_ALIGN as u64;

@@ -5,7 +5,7 @@ use super::*;
 
 fn block(byte: u8) -> Bytes {
     // Aligned like the receive buffers, so the O_DIRECT path is the one tested.
-    let mut buffer = strata_core::checksum::aligned_buffer(strata_types::BLOCK_SIZE);
+    let mut buffer = strata_core::buffers::aligned_buffer(strata_types::BLOCK_SIZE);
     buffer.resize(strata_types::BLOCK_SIZE, byte);
     buffer[0] = byte.wrapping_add(1);
     buffer.freeze()

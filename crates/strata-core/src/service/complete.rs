@@ -1,0 +1,99 @@
+//! CompleteSnapshot.
+
+use strata_types::{AccountId, ChunkDigest, SnapshotId};
+
+use super::{SnapshotService, not_pending, run_blocking};
+use crate::block_map;
+use crate::checksum::linear_aggregate;
+use crate::error::ServiceError;
+use crate::ports::{ChunkStore, MetadataStore, Seal, SealError};
+use crate::snapshot::{SnapshotRecord, SnapshotStatus};
+
+/// How often CompleteSnapshot rebuilds the tree when block writes race with it.
+const SEAL_ATTEMPTS: usize = 5;
+
+/// CompleteSnapshot's optional aggregate checksum.
+#[derive(Debug, Clone, Copy)]
+pub struct AggregateChecksum {
+    /// The claimed `LINEAR` aggregate.
+    pub digest: ChunkDigest,
+}
+
+impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
+    /// CompleteSnapshot: check the count and aggregate, build the block map, seal.
+    pub async fn complete_snapshot(
+        &self,
+        owner: &AccountId,
+        id: &SnapshotId,
+        changed_blocks_count: i64,
+        aggregate: Option<AggregateChecksum>,
+    ) -> Result<SnapshotStatus, ServiceError> {
+        for _ in 0..SEAL_ATTEMPTS {
+            let record = self.owned_snapshot(owner, id).await?;
+            let record = self.expire_if_due(record).await?;
+            match record.status {
+                SnapshotStatus::Completed => return Ok(SnapshotStatus::Completed),
+                SnapshotStatus::Error => return Err(not_pending(&record)),
+                SnapshotStatus::Pending => {}
+            }
+            let pending = crate::with_retries!(
+                self.retry,
+                "read pending writes",
+                self.metadata.pending_writes(id)
+            )?;
+            let written = pending.blocks.len() as u64;
+            if u64::try_from(changed_blocks_count).ok() != Some(written) {
+                return Err(ServiceError::ChangedBlocksCountMismatch {
+                    snapshot: id.clone(),
+                    claimed: changed_blocks_count,
+                    written,
+                });
+            }
+            if let Some(claimed) = aggregate
+                && claimed.digest != linear_aggregate(&pending.blocks)
+            {
+                return Err(ServiceError::AggregateChecksumMismatch {
+                    snapshot: id.clone(),
+                });
+            }
+            let parent_root = record.base_root;
+            let nodes = self.metadata.nodes()?;
+            let keep_below = record.volume_size.block_count();
+            let blocks = pending.blocks;
+            let update =
+                run_blocking(move || block_map::apply(&nodes, parent_root, &blocks, keep_below))
+                    .await?;
+            let now = self.now_ms();
+            let sealed = SnapshotRecord {
+                status: SnapshotStatus::Completed,
+                root: update.root,
+                changed_blocks: written,
+                completion_time_ms: Some(now),
+                last_activity_ms: now,
+                progress: Some(100),
+                ..record
+            };
+            let seal = Seal {
+                expected_sequence: pending.sequence,
+                record: sealed,
+                new_nodes: update.new_nodes,
+                written_ms: now,
+            };
+            match self.metadata.seal_snapshot(seal).await {
+                Ok(()) => return Ok(SnapshotStatus::Completed),
+                Err(SealError::Raced) => continue,
+                Err(SealError::NotPending) => {
+                    let record = self.owned_snapshot(owner, id).await?;
+                    if record.status == SnapshotStatus::Completed {
+                        return Ok(SnapshotStatus::Completed);
+                    }
+                    return Err(not_pending(&record));
+                }
+                Err(SealError::Store(e)) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::ConflictingBlockUpdate(format!(
+            "Blocks kept being written to snapshot '{id}' while it was being completed."
+        )))
+    }
+}

@@ -1,0 +1,148 @@
+//! PutSnapshotBlock: checked before the body is read, then stored and recorded.
+
+use strata_types::{AccountId, BLOCK_SIZE, BlockIndex, ChunkDigest, SnapshotId};
+
+use super::{SnapshotService, not_pending};
+use crate::body::{BlockHasher, HashedBlock};
+use crate::error::ServiceError;
+use crate::gc::InFlightGuard;
+use crate::ports::{BlockWrite, ChunkStore, MetadataStore, RecordBlockError, StoreError};
+use crate::snapshot::{SnapshotRecord, SnapshotStatus};
+
+/// Proof that a block write was checked (owner, state, index) before its body was read,
+/// and what was learnt about its claimed content. While it lives, the claimed digest is
+/// announced as being written, so GC keeps a stored chunk of that content.
+#[derive(Debug)]
+pub struct WritePermit {
+    record: SnapshotRecord,
+    index: BlockIndex,
+    claimed: ChunkDigest,
+    /// Whether content with the claimed digest was already stored (and was just refreshed):
+    /// then the body only needs to be hashed, not kept.
+    stored: bool,
+    _in_flight: InFlightGuard,
+}
+
+impl WritePermit {
+    /// The hasher the body should be read into: one that keeps nothing when the claimed
+    /// content is stored, one that copies the body into an aligned buffer as it arrives
+    /// when it is new.
+    pub fn block_hasher(&self) -> BlockHasher {
+        if self.stored {
+            BlockHasher::discarding()
+        } else {
+            BlockHasher::copying()
+        }
+    }
+}
+
+impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
+    /// PutSnapshotBlock, first half: check, before the body is read, that a block may be
+    /// written at `index`, and whether content with the `claimed` digest (the request's
+    /// `x-amz-Checksum`) is already stored. The permit carries both into
+    /// [`Self::put_block`], and says how to read the body ([`WritePermit::block_hasher`]).
+    pub async fn begin_put(
+        &self,
+        owner: &AccountId,
+        id: &SnapshotId,
+        index: BlockIndex,
+        claimed: ChunkDigest,
+    ) -> Result<WritePermit, ServiceError> {
+        let record = self.writable_snapshot(owner, id, index).await?;
+        // Announced before the lookup, and until the write record commits: GC then keeps
+        // a stored chunk of this content (see `gc`), so "stored" stays true. A body that
+        // turns out not to match `claimed` only cost the chunk a refresh.
+        let in_flight = self.in_flight.announce(claimed);
+        let stored = claimed.is_zero_block()
+            || crate::with_retries!(self.retry, "look up a chunk", self.chunks.touch(claimed))?;
+        Ok(WritePermit {
+            record,
+            index,
+            claimed,
+            stored,
+            _in_flight: in_flight,
+        })
+    }
+
+    /// The record of `id` if a block may be written at `index` now.
+    async fn writable_snapshot(
+        &self,
+        owner: &AccountId,
+        id: &SnapshotId,
+        index: BlockIndex,
+    ) -> Result<SnapshotRecord, ServiceError> {
+        let record = self.owned_snapshot(owner, id).await?;
+        let record = self.expire_if_due(record).await?;
+        if record.status != SnapshotStatus::Pending {
+            return Err(not_pending(&record));
+        }
+        if !record.volume_size.contains(index) {
+            return Err(ServiceError::InvalidBlock(format!(
+                "The block index {index} is outside the volume of {} GiB (valid: 0 to {}).",
+                record.volume_size.gib(),
+                record.volume_size.block_count() - 1
+            )));
+        }
+        Ok(record)
+    }
+
+    /// PutSnapshotBlock, second half: verify the body against the claimed checksum, store
+    /// it unless it is stored already, record it. Returns only once both the bytes and the
+    /// record are durable. The snapshot's state is not read again: the record write itself
+    /// refuses a snapshot that left `pending` meanwhile, and only a deadline that may have
+    /// passed costs a re-read.
+    pub async fn put_block(
+        &self,
+        permit: WritePermit,
+        block: HashedBlock,
+        progress: Option<u8>,
+    ) -> Result<ChunkDigest, ServiceError> {
+        let WritePermit {
+            record,
+            index,
+            claimed,
+            stored,
+            _in_flight,
+        } = permit;
+        let id = &record.id;
+        if block.len() != BLOCK_SIZE {
+            return Err(ServiceError::WrongBlockSize { len: block.len() });
+        }
+        if block.digest != claimed {
+            return Err(ServiceError::BlockChecksumMismatch);
+        }
+        if record.status_at(self.now_ms()) != SnapshotStatus::Pending {
+            // The body took us past the deadline as last seen; the stored one may be later.
+            self.writable_snapshot(&record.owner, id, index).await?;
+        }
+        let digest = block.digest;
+        if !stored {
+            let data = block.into_bytes().ok_or_else(|| {
+                ServiceError::Store(StoreError::Backend(
+                    "the body of new content was not kept".into(),
+                ))
+            })?;
+            crate::with_retries!(
+                self.retry,
+                "store a chunk",
+                self.chunks.put(digest, data.clone())
+            )?;
+        }
+        let write = BlockWrite {
+            snapshot: id.clone(),
+            index,
+            digest,
+            progress,
+            at_ms: self.now_ms(),
+        };
+        let recorded = crate::with_retries!(self.retry, "record a block write", {
+            self.metadata.record_block(write.clone())
+        });
+        match recorded {
+            Ok(()) => Ok(digest),
+            Err(RecordBlockError::NotFound) => Err(ServiceError::SnapshotNotFound(id.clone())),
+            Err(RecordBlockError::NotPending(record)) => Err(not_pending(&record)),
+            Err(RecordBlockError::Store(e)) => Err(e.into()),
+        }
+    }
+}
