@@ -1,0 +1,692 @@
+//! The conformance suite of the two ports: one case per sentence of their rustdoc in
+//! `strata_core::ports`. An adapter crate runs every case with one line:
+//!
+//! ```ignore
+//! async fn open() -> (RedbMetadataStore, tempfile::TempDir) { /* a fresh store */ }
+//! strata_store_testkit::metadata_store_conformance!(open);
+//! ```
+//!
+//! `open` is an async function returning a fresh, empty store and a guard kept alive for
+//! the test (a temporary directory, a database schema, ...). Each case becomes one
+//! `#[tokio::test]` named after it, so a failure names the broken sentence.
+
+/// Instantiate every case of [`metadata`] for one adapter (see the module docs).
+#[macro_export]
+macro_rules! metadata_store_conformance {
+    ($open:path) => {
+        $crate::metadata_store_conformance!(@cases $open;
+            created_snapshots_read_back,
+            client_tokens_bind_per_owner_until_the_snapshot_is_deleted,
+            updates_see_the_stored_record_and_may_decline,
+            deletion_removes_the_record_its_writes_and_its_token,
+            writes_to_missing_or_sealed_snapshots_are_refused,
+            the_last_write_wins_and_pending_writes_are_ascending_and_unique,
+            each_write_bumps_the_sequence_progress_and_activity,
+            a_seal_stores_nodes_and_record_and_drops_the_writes,
+            a_raced_seal_stores_nothing,
+            a_seal_of_a_snapshot_not_pending_stores_nothing,
+            snapshots_are_listed_by_owner_in_id_order,
+            the_gc_view_shows_records_pending_digests_and_nodes,
+            node_deletion_spares_nodes_written_since_the_cutoff,
+            pending_writes_are_dropped_only_for_snapshots_in_error,
+            a_missing_node_is_corruption,
+        );
+    };
+    (@cases $open:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let (store, _guard) = $open().await;
+                $crate::conformance::metadata::$case(&store).await;
+            }
+        )*
+    };
+}
+
+/// Instantiate every case of [`chunks`] for one adapter (see the module docs).
+#[macro_export]
+macro_rules! chunk_store_conformance {
+    ($open:path) => {
+        $crate::chunk_store_conformance!(@cases $open;
+            stored_chunks_read_back_and_absent_ones_are_none,
+            put_is_idempotent,
+            touch_reports_and_refreshes_stored_chunks,
+            the_listing_shows_every_chunk_with_its_size,
+            deletion_spares_chunks_stored_or_refreshed_since_the_cutoff,
+            deletion_reports_absent_and_repeated_digests_as_kept,
+        );
+    };
+    (@cases $open:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let (store, _guard) = $open().await;
+                $crate::conformance::chunks::$case(&store).await;
+            }
+        )*
+    };
+}
+
+/// Builders shared by the cases (and by service-level tests).
+pub mod fixtures {
+    use strata_core::ports::BlockWrite;
+    use strata_core::snapshot::{SnapshotRecord, SnapshotStatus};
+    use strata_types::{AccountId, BLOCK_SIZE, BlockIndex, ChunkDigest, SnapshotId, VolumeSize};
+
+    /// An account id from a number (`000000000007`).
+    pub fn account(n: u64) -> AccountId {
+        AccountId::parse(&format!("{n:012}")).expect("twelve digits")
+    }
+
+    /// A snapshot id from a number (`snap-00…07`).
+    pub fn snapshot_id(n: u64) -> SnapshotId {
+        SnapshotId::parse(&format!("snap-{n:017x}")).expect("hex id")
+    }
+
+    /// A pending 1 GiB snapshot record of `owner`, started at `now_ms`.
+    pub fn pending(id: &SnapshotId, owner: &AccountId, now_ms: i64) -> SnapshotRecord {
+        SnapshotRecord {
+            id: id.clone(),
+            owner: owner.clone(),
+            status: SnapshotStatus::Pending,
+            volume_size: VolumeSize::from_gib(1).expect("1 GiB"),
+            parent: None,
+            lineage: id.clone(),
+            description: None,
+            tags: Vec::new(),
+            encrypted: false,
+            kms_key_arn: None,
+            timeout_minutes: 60,
+            client_token: None,
+            start_fingerprint: String::new(),
+            start_time_ms: now_ms,
+            last_activity_ms: now_ms,
+            completion_time_ms: None,
+            progress: None,
+            write_sequence: 0,
+            changed_blocks: 0,
+            root: None,
+            base_root: None,
+            status_message: None,
+        }
+    }
+
+    /// Deterministic block content for `seed` (never the zero block).
+    pub fn content(seed: u32) -> Vec<u8> {
+        let mut data = vec![0u8; BLOCK_SIZE];
+        for (n, chunk) in data.chunks_mut(4).enumerate() {
+            let word = seed.wrapping_mul(0x9E37_79B9) ^ (n as u32);
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        data[0] = 1;
+        data
+    }
+
+    /// A digest standing for content `seed` (the bytes are not needed by metadata).
+    pub fn digest(seed: u32) -> ChunkDigest {
+        ChunkDigest::of(&seed.to_le_bytes())
+    }
+
+    /// A write of content `seed` to `index` of `snapshot` at `at_ms`.
+    pub fn write(snapshot: &SnapshotId, index: u32, seed: u32, at_ms: i64) -> BlockWrite {
+        BlockWrite {
+            snapshot: snapshot.clone(),
+            index: BlockIndex::new(index),
+            digest: digest(seed),
+            progress: None,
+            at_ms,
+        }
+    }
+}
+
+/// The cases of the metadata port.
+pub mod metadata {
+    use strata_core::block_map::{self, NodeHash, NodeSource};
+    use strata_core::ports::{
+        CreateOutcome, MetadataStore, RecordBlockError, RecordChange, Seal, SealError, StoreError,
+    };
+    use strata_core::snapshot::{SnapshotRecord, SnapshotStatus, Tag};
+    use strata_types::BlockIndex;
+
+    use super::fixtures::{account, digest, pending, snapshot_id, write};
+
+    const T0: i64 = 1_767_225_600_000;
+
+    async fn create<M: MetadataStore>(store: &M, record: SnapshotRecord) {
+        assert!(matches!(
+            store.create_snapshot(record).await.expect("create"),
+            CreateOutcome::Created
+        ));
+    }
+
+    /// A seal of everything written to `id` so far (tree built from the store's nodes).
+    async fn seal_of<M: MetadataStore>(store: &M, id: &strata_types::SnapshotId) -> Seal {
+        let record = store.snapshot(id).await.expect("read").expect("exists");
+        let writes = store.pending_writes(id).await.expect("pending");
+        let nodes = store.nodes().expect("nodes");
+        let update =
+            block_map::apply(&nodes, record.base_root, &writes.blocks, 1 << 20).expect("tree");
+        Seal {
+            expected_sequence: writes.sequence,
+            record: SnapshotRecord {
+                status: SnapshotStatus::Completed,
+                root: update.root,
+                changed_blocks: writes.blocks.len() as u64,
+                completion_time_ms: Some(T0 + 1),
+                ..record
+            },
+            new_nodes: update.new_nodes,
+            written_ms: T0 + 1,
+        }
+    }
+
+    /// `create_snapshot` stores the record; `snapshot` returns it; unknown ids are `None`.
+    pub async fn created_snapshots_read_back<M: MetadataStore>(store: &M) {
+        let record = pending(&snapshot_id(1), &account(1), T0);
+        create(store, record.clone()).await;
+        assert_eq!(
+            store.snapshot(&record.id).await.expect("read"),
+            Some(record)
+        );
+        assert_eq!(store.snapshot(&snapshot_id(2)).await.expect("read"), None);
+    }
+
+    /// The same owner reusing a client token gets the snapshot it created and nothing is
+    /// written; another owner's token is independent; a deleted snapshot's token binds
+    /// nothing any more.
+    pub async fn client_tokens_bind_per_owner_until_the_snapshot_is_deleted<M: MetadataStore>(
+        store: &M,
+    ) {
+        let with_token = |n, owner| {
+            let mut record = pending(&snapshot_id(n), &account(owner), T0);
+            record.client_token = Some("token".into());
+            record
+        };
+        create(store, with_token(1, 1)).await;
+        match store
+            .create_snapshot(with_token(2, 1))
+            .await
+            .expect("create")
+        {
+            CreateOutcome::ClientTokenExists(existing) => assert_eq!(existing.id, snapshot_id(1)),
+            other => panic!("expected the first snapshot, got {other:?}"),
+        }
+        assert_eq!(store.snapshot(&snapshot_id(2)).await.expect("read"), None);
+        create(store, with_token(3, 2)).await;
+        assert!(
+            store
+                .delete_snapshot(&snapshot_id(1))
+                .await
+                .expect("delete")
+        );
+        create(store, with_token(4, 1)).await;
+    }
+
+    /// `update_snapshot` hands the stored record to the change and stores its result; a
+    /// change that declines, or an unknown id, changes nothing and returns `None`.
+    pub async fn updates_see_the_stored_record_and_may_decline<M: MetadataStore>(store: &M) {
+        let id = snapshot_id(1);
+        create(store, pending(&id, &account(1), T0)).await;
+        let add_tag: RecordChange = Box::new(|stored: &SnapshotRecord| {
+            let mut record = stored.clone();
+            record.tags.push(Tag {
+                key: "k".into(),
+                value: format!("{}", stored.tags.len()),
+            });
+            Some(record)
+        });
+        let updated = store.update_snapshot(&id, add_tag).await.expect("update");
+        assert_eq!(updated.map(|r| r.tags.len()), Some(1));
+        let decline: RecordChange = Box::new(|_| None);
+        assert!(
+            store
+                .update_snapshot(&id, decline)
+                .await
+                .expect("update")
+                .is_none()
+        );
+        let stored = store.snapshot(&id).await.expect("read").expect("exists");
+        assert_eq!(stored.tags.len(), 1);
+        let any: RecordChange = Box::new(|r| Some(r.clone()));
+        assert!(
+            store
+                .update_snapshot(&snapshot_id(9), any)
+                .await
+                .expect("update")
+                .is_none()
+        );
+    }
+
+    /// `delete_snapshot` removes a snapshot in any state with its pending writes, and says
+    /// false for one that does not exist.
+    pub async fn deletion_removes_the_record_its_writes_and_its_token<M: MetadataStore>(store: &M) {
+        let id = snapshot_id(1);
+        create(store, pending(&id, &account(1), T0)).await;
+        store
+            .record_block(write(&id, 3, 1, T0))
+            .await
+            .expect("write");
+        assert!(store.delete_snapshot(&id).await.expect("delete"));
+        assert_eq!(store.snapshot(&id).await.expect("read"), None);
+        assert!(
+            store
+                .pending_writes(&id)
+                .await
+                .expect("pending")
+                .blocks
+                .is_empty()
+        );
+        assert!(!store.delete_snapshot(&id).await.expect("delete again"));
+    }
+
+    /// `record_block` refuses a snapshot that does not exist or is no longer pending.
+    pub async fn writes_to_missing_or_sealed_snapshots_are_refused<M: MetadataStore>(store: &M) {
+        assert!(matches!(
+            store.record_block(write(&snapshot_id(1), 0, 1, T0)).await,
+            Err(RecordBlockError::NotFound)
+        ));
+        let id = snapshot_id(2);
+        create(store, pending(&id, &account(1), T0)).await;
+        store
+            .record_block(write(&id, 0, 1, T0))
+            .await
+            .expect("write");
+        let seal = seal_of(store, &id).await;
+        store.seal_snapshot(seal).await.expect("seal");
+        assert!(matches!(
+            store.record_block(write(&id, 1, 2, T0)).await,
+            Err(RecordBlockError::NotPending(record)) if record.status == SnapshotStatus::Completed
+        ));
+    }
+
+    /// Later writes to an index replace earlier ones; the pending writes are read in
+    /// ascending index order, one per index.
+    pub async fn the_last_write_wins_and_pending_writes_are_ascending_and_unique<
+        M: MetadataStore,
+    >(
+        store: &M,
+    ) {
+        let id = snapshot_id(1);
+        create(store, pending(&id, &account(1), T0)).await;
+        for (index, seed) in [(9, 1), (2, 2), (9, 3), (5, 4), (2, 5)] {
+            store
+                .record_block(write(&id, index, seed, T0))
+                .await
+                .expect("write");
+        }
+        let writes = store.pending_writes(&id).await.expect("pending");
+        assert_eq!(
+            writes.blocks,
+            vec![
+                (BlockIndex::new(2), digest(5)),
+                (BlockIndex::new(5), digest(4)),
+                (BlockIndex::new(9), digest(3)),
+            ]
+        );
+        assert_eq!(writes.sequence, 5);
+    }
+
+    /// Every recorded write bumps the write sequence, keeps the latest activity time and
+    /// the last progress sent.
+    pub async fn each_write_bumps_the_sequence_progress_and_activity<M: MetadataStore>(store: &M) {
+        let id = snapshot_id(1);
+        create(store, pending(&id, &account(1), T0)).await;
+        let mut with_progress = write(&id, 0, 1, T0 + 500);
+        with_progress.progress = Some(40);
+        store.record_block(with_progress).await.expect("write");
+        store
+            .record_block(write(&id, 1, 2, T0 + 200))
+            .await
+            .expect("write");
+        let record = store.snapshot(&id).await.expect("read").expect("exists");
+        assert_eq!(record.write_sequence, 2);
+        assert_eq!(
+            record.last_activity_ms,
+            T0 + 500,
+            "activity never goes back"
+        );
+        assert_eq!(record.progress, Some(40));
+    }
+
+    /// A seal stores the nodes and the completed record and drops the pending writes, in
+    /// one step.
+    pub async fn a_seal_stores_nodes_and_record_and_drops_the_writes<M: MetadataStore>(store: &M) {
+        let id = snapshot_id(1);
+        create(store, pending(&id, &account(1), T0)).await;
+        store
+            .record_block(write(&id, 7, 1, T0))
+            .await
+            .expect("write");
+        let seal = seal_of(store, &id).await;
+        let root = seal.record.root.expect("a tree");
+        store.seal_snapshot(seal).await.expect("seal");
+        let record = store.snapshot(&id).await.expect("read").expect("exists");
+        assert_eq!(record.status, SnapshotStatus::Completed);
+        assert_eq!(record.root, Some(root));
+        assert!(
+            store
+                .pending_writes(&id)
+                .await
+                .expect("pending")
+                .blocks
+                .is_empty()
+        );
+        let nodes = store.nodes().expect("nodes");
+        assert_eq!(
+            block_map::lookup(&nodes, Some(root), BlockIndex::new(7)).expect("lookup"),
+            Some(digest(1))
+        );
+    }
+
+    /// A seal whose snapshot was written after its tree was built is `Raced` and stores
+    /// nothing: the record stays pending, with every write.
+    pub async fn a_raced_seal_stores_nothing<M: MetadataStore>(store: &M) {
+        let id = snapshot_id(1);
+        create(store, pending(&id, &account(1), T0)).await;
+        store
+            .record_block(write(&id, 0, 1, T0))
+            .await
+            .expect("write");
+        let seal = seal_of(store, &id).await;
+        let root = seal.record.root.expect("a tree");
+        store
+            .record_block(write(&id, 1, 2, T0))
+            .await
+            .expect("a write in between");
+        assert!(matches!(
+            store.seal_snapshot(seal).await,
+            Err(SealError::Raced)
+        ));
+        let record = store.snapshot(&id).await.expect("read").expect("exists");
+        assert_eq!(record.status, SnapshotStatus::Pending);
+        assert_eq!(
+            store
+                .pending_writes(&id)
+                .await
+                .expect("pending")
+                .blocks
+                .len(),
+            2
+        );
+        assert!(
+            store.nodes().expect("nodes").load(&root).is_err(),
+            "no node stored"
+        );
+    }
+
+    /// A seal of a snapshot that is gone or not pending is `NotPending`.
+    pub async fn a_seal_of_a_snapshot_not_pending_stores_nothing<M: MetadataStore>(store: &M) {
+        let id = snapshot_id(1);
+        create(store, pending(&id, &account(1), T0)).await;
+        let seal = seal_of(store, &id).await;
+        let again = seal_of(store, &id).await;
+        store.seal_snapshot(seal).await.expect("seal");
+        assert!(matches!(
+            store.seal_snapshot(again).await,
+            Err(SealError::NotPending)
+        ));
+        store.delete_snapshot(&id).await.expect("delete");
+        let gone = Seal {
+            expected_sequence: 0,
+            record: pending(&id, &account(1), T0),
+            new_nodes: Vec::new(),
+            written_ms: T0,
+        };
+        assert!(matches!(
+            store.seal_snapshot(gone).await,
+            Err(SealError::NotPending)
+        ));
+    }
+
+    /// `list_snapshots` gives one owner's snapshots (everyone's for `None`), by id.
+    pub async fn snapshots_are_listed_by_owner_in_id_order<M: MetadataStore>(store: &M) {
+        for (n, owner) in [(3, 1), (1, 1), (2, 2)] {
+            create(store, pending(&snapshot_id(n), &account(owner), T0)).await;
+        }
+        let ids =
+            |records: Vec<SnapshotRecord>| records.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.list_snapshots(Some(&account(1))).await.expect("list")),
+            vec![snapshot_id(1), snapshot_id(3)]
+        );
+        assert_eq!(
+            ids(store.list_snapshots(None).await.expect("list")),
+            vec![snapshot_id(1), snapshot_id(2), snapshot_id(3)]
+        );
+    }
+
+    /// The GC view holds every record, the digests of every snapshot's pending writes,
+    /// every stored node, and a reader of those nodes.
+    pub async fn the_gc_view_shows_records_pending_digests_and_nodes<M: MetadataStore>(store: &M) {
+        let sealed = snapshot_id(1);
+        create(store, pending(&sealed, &account(1), T0)).await;
+        store
+            .record_block(write(&sealed, 0, 1, T0))
+            .await
+            .expect("write");
+        let seal = seal_of(store, &sealed).await;
+        let stored_nodes: Vec<NodeHash> = seal.new_nodes.iter().map(|(h, _)| *h).collect();
+        store.seal_snapshot(seal).await.expect("seal");
+        let open = snapshot_id(2);
+        create(store, pending(&open, &account(1), T0)).await;
+        store
+            .record_block(write(&open, 4, 2, T0))
+            .await
+            .expect("write");
+        store
+            .record_block(write(&open, 5, 3, T0))
+            .await
+            .expect("write");
+
+        let view = store.gc_view().await.expect("view");
+        assert_eq!(view.records.len(), 2);
+        assert_eq!(view.pending, vec![(open, vec![digest(2), digest(3)])]);
+        let mut in_view: Vec<NodeHash> = view.nodes.iter().map(|(h, _)| *h).collect();
+        in_view.sort();
+        let mut expected = stored_nodes.clone();
+        expected.sort();
+        assert_eq!(in_view, expected);
+        for hash in &stored_nodes {
+            view.reader.load(hash).expect("readable through the view");
+        }
+    }
+
+    /// `delete_nodes` deletes the listed nodes last written before the cutoff and keeps
+    /// the rest; it returns how many it deleted.
+    pub async fn node_deletion_spares_nodes_written_since_the_cutoff<M: MetadataStore>(store: &M) {
+        let id = snapshot_id(1);
+        create(store, pending(&id, &account(1), T0)).await;
+        store
+            .record_block(write(&id, 0, 1, T0))
+            .await
+            .expect("write");
+        let seal = seal_of(store, &id).await;
+        let hashes: Vec<NodeHash> = seal.new_nodes.iter().map(|(h, _)| *h).collect();
+        store.seal_snapshot(seal).await.expect("seal");
+        let view = store.gc_view().await.expect("view");
+        let written = view.nodes.iter().map(|(_, w)| *w).max().expect("nodes");
+        assert_eq!(
+            store
+                .delete_nodes(hashes.clone(), written)
+                .await
+                .expect("delete"),
+            0,
+            "written at the cutoff: kept"
+        );
+        assert_eq!(
+            store
+                .delete_nodes(hashes.clone(), written + 1)
+                .await
+                .expect("delete"),
+            hashes.len()
+        );
+        assert!(store.nodes().expect("nodes").load(&hashes[0]).is_err());
+        assert_eq!(
+            store
+                .delete_nodes(hashes, written + 1)
+                .await
+                .expect("delete"),
+            0,
+            "idempotent"
+        );
+    }
+
+    /// `drop_pending_writes` drops the writes of snapshots stored in `error` and leaves
+    /// every other snapshot's alone.
+    pub async fn pending_writes_are_dropped_only_for_snapshots_in_error<M: MetadataStore>(
+        store: &M,
+    ) {
+        let (failed, alive) = (snapshot_id(1), snapshot_id(2));
+        for id in [&failed, &alive] {
+            create(store, pending(id, &account(1), T0)).await;
+            store
+                .record_block(write(id, 0, 1, T0))
+                .await
+                .expect("write");
+            store
+                .record_block(write(id, 1, 2, T0))
+                .await
+                .expect("write");
+        }
+        let to_error: RecordChange = Box::new(|r| {
+            let mut record = r.clone();
+            record.status = SnapshotStatus::Error;
+            Some(record)
+        });
+        store
+            .update_snapshot(&failed, to_error)
+            .await
+            .expect("update");
+        let dropped = store
+            .drop_pending_writes(vec![failed.clone(), alive.clone()])
+            .await
+            .expect("drop");
+        assert_eq!(dropped, 2);
+        assert!(
+            store
+                .pending_writes(&failed)
+                .await
+                .expect("pending")
+                .blocks
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .pending_writes(&alive)
+                .await
+                .expect("pending")
+                .blocks
+                .len(),
+            2
+        );
+    }
+
+    /// Loading a node that is not stored is corruption, never a silent gap.
+    pub async fn a_missing_node_is_corruption<M: MetadataStore>(store: &M) {
+        let nodes = store.nodes().expect("nodes");
+        assert!(matches!(
+            nodes.load(&NodeHash([7; 32])),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+}
+
+/// The cases of the chunk port.
+pub mod chunks {
+    use std::time::{Duration, SystemTime};
+
+    use bytes::Bytes;
+    use strata_core::ports::ChunkStore;
+    use strata_types::ChunkDigest;
+
+    use super::fixtures::content;
+
+    fn chunk(seed: u32) -> (ChunkDigest, Bytes) {
+        let data = content(seed);
+        (ChunkDigest::of(&data), Bytes::from(data))
+    }
+
+    /// What `put` stored, `get` returns byte for byte; an absent digest is `None`.
+    pub async fn stored_chunks_read_back_and_absent_ones_are_none<C: ChunkStore>(store: &C) {
+        let (digest, data) = chunk(1);
+        store.put(digest, data.clone()).await.expect("put");
+        assert_eq!(store.get(digest).await.expect("get"), Some(data));
+        assert_eq!(store.get(chunk(2).0).await.expect("get"), None);
+    }
+
+    /// Storing the same content twice stores it once and changes nothing readable.
+    pub async fn put_is_idempotent<C: ChunkStore>(store: &C) {
+        let (digest, data) = chunk(1);
+        store.put(digest, data.clone()).await.expect("put");
+        store.put(digest, data.clone()).await.expect("put again");
+        assert_eq!(store.list().await.expect("list").len(), 1);
+        assert_eq!(store.get(digest).await.expect("get"), Some(data));
+    }
+
+    /// `touch` says whether the chunk is stored, and refreshes its modification time.
+    pub async fn touch_reports_and_refreshes_stored_chunks<C: ChunkStore>(store: &C) {
+        let (digest, data) = chunk(1);
+        assert!(!store.touch(digest).await.expect("touch absent"));
+        store.put(digest, data).await.expect("put");
+        let stored = store.list().await.expect("list")[0].modified;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(store.touch(digest).await.expect("touch"));
+        let touched = store.list().await.expect("list")[0].modified;
+        assert!(touched > stored, "refreshed: {touched:?} after {stored:?}");
+    }
+
+    /// `list` names every stored chunk once, with its size.
+    pub async fn the_listing_shows_every_chunk_with_its_size<C: ChunkStore>(store: &C) {
+        let mut expected = Vec::new();
+        for seed in 1..=3 {
+            let (digest, data) = chunk(seed);
+            expected.push((digest, data.len() as u64));
+            store.put(digest, data).await.expect("put");
+        }
+        let mut listed: Vec<(ChunkDigest, u64)> = store
+            .list()
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|c| (c.digest, c.size))
+            .collect();
+        listed.sort();
+        expected.sort();
+        assert_eq!(listed, expected);
+    }
+
+    /// `delete_if_idle` deletes chunks not stored or refreshed since the cutoff, reports
+    /// the bytes freed, and keeps a chunk refreshed after it.
+    pub async fn deletion_spares_chunks_stored_or_refreshed_since_the_cutoff<C: ChunkStore>(
+        store: &C,
+    ) {
+        let (old, old_data) = chunk(1);
+        let (young, young_data) = chunk(2);
+        store.put(old, old_data.clone()).await.expect("put");
+        store.put(young, young_data).await.expect("put");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let cutoff = SystemTime::now();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(store.touch(young).await.expect("touch"));
+        let freed = store
+            .delete_if_idle(vec![old, young], cutoff)
+            .await
+            .expect("delete");
+        assert_eq!(freed, vec![Some(old_data.len() as u64), None]);
+        assert_eq!(store.get(old).await.expect("get"), None);
+        assert!(store.get(young).await.expect("get").is_some());
+    }
+
+    /// A digest that is absent, or listed twice, is reported as kept (`None`).
+    pub async fn deletion_reports_absent_and_repeated_digests_as_kept<C: ChunkStore>(store: &C) {
+        let (digest, data) = chunk(1);
+        let size = data.len() as u64;
+        store.put(digest, data).await.expect("put");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let freed = store
+            .delete_if_idle(vec![digest, digest, chunk(2).0], SystemTime::now())
+            .await
+            .expect("delete");
+        assert_eq!(freed, vec![Some(size), None, None]);
+    }
+}

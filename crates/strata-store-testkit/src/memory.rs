@@ -1,0 +1,401 @@
+//! In-memory adapters of both ports: the reference implementation of each sentence of
+//! the ports' rustdoc, small enough to read next to it. Every method takes one lock, so
+//! every method is atomic; nothing is durable (the process is the store's lifetime).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use strata_core::block_map::{Node, NodeHash, NodeSource};
+use strata_core::ports::{
+    BlockWrite, ChunkStore, CreateOutcome, GcView, MetadataStore, PendingWrites, RecordBlockError,
+    RecordChange, Seal, SealError, StoreError, StoredChunk,
+};
+use strata_core::snapshot::{SnapshotRecord, SnapshotStatus};
+use strata_types::{AccountId, BlockIndex, ChunkDigest, SnapshotId};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Stored nodes: hash → (time of the last write, encoded node). Shared copy-on-write
+/// with the readers handed out, so a reader is a consistent view at no cost.
+type NodeMap = Arc<BTreeMap<NodeHash, (i64, Arc<[u8]>)>>;
+
+#[derive(Default)]
+struct Metadata {
+    snapshots: BTreeMap<SnapshotId, SnapshotRecord>,
+    tokens: HashMap<(AccountId, String), SnapshotId>,
+    pending: BTreeMap<(SnapshotId, BlockIndex), ChunkDigest>,
+    nodes: NodeMap,
+}
+
+impl Metadata {
+    fn remove_pending(&mut self, id: &SnapshotId) -> usize {
+        let keys: Vec<_> = self
+            .pending
+            .range((id.clone(), BlockIndex::new(0))..=(id.clone(), BlockIndex::new(u32::MAX)))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &keys {
+            self.pending.remove(key);
+        }
+        keys.len()
+    }
+}
+
+/// The metadata port in memory. Cheap to clone; clones share the same store.
+#[derive(Clone, Default)]
+pub struct MemoryMetadataStore {
+    state: Arc<Mutex<Metadata>>,
+}
+
+impl std::fmt::Debug for MemoryMetadataStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryMetadataStore")
+    }
+}
+
+impl MemoryMetadataStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Metadata> {
+        // Every method leaves the state consistent before it can panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The write time of a stored node (for tests of the stamping rules).
+    pub fn node_stamp(&self, hash: &NodeHash) -> Option<i64> {
+        self.lock().nodes.get(hash).map(|(stamp, _)| *stamp)
+    }
+}
+
+/// A view of the nodes stored when it was taken.
+#[derive(Clone)]
+pub struct MemoryNodes {
+    nodes: NodeMap,
+}
+
+impl NodeSource for MemoryNodes {
+    fn load(&self, hash: &NodeHash) -> Result<Arc<Node>, StoreError> {
+        let (_, encoded) = self
+            .nodes
+            .get(hash)
+            .ok_or_else(|| StoreError::Corrupt(format!("block-map node {hash:?} is missing")))?;
+        if Node::hash_encoded(encoded) != *hash {
+            return Err(StoreError::Corrupt(format!(
+                "block-map node {hash:?} does not match its hash"
+            )));
+        }
+        Node::decode(encoded).map(Arc::new)
+    }
+}
+
+impl MetadataStore for MemoryMetadataStore {
+    type Nodes = MemoryNodes;
+
+    async fn create_snapshot(&self, record: SnapshotRecord) -> Result<CreateOutcome, StoreError> {
+        let mut state = self.lock();
+        if let Some(token) = &record.client_token {
+            let key = (record.owner.clone(), token.clone());
+            if let Some(existing) = state
+                .tokens
+                .get(&key)
+                .and_then(|id| state.snapshots.get(id))
+            {
+                return Ok(CreateOutcome::ClientTokenExists(Box::new(existing.clone())));
+            }
+            state.tokens.insert(key, record.id.clone());
+        }
+        state.snapshots.insert(record.id.clone(), record);
+        Ok(CreateOutcome::Created)
+    }
+
+    async fn snapshot(&self, id: &SnapshotId) -> Result<Option<SnapshotRecord>, StoreError> {
+        Ok(self.lock().snapshots.get(id).cloned())
+    }
+
+    async fn update_snapshot(
+        &self,
+        id: &SnapshotId,
+        change: RecordChange,
+    ) -> Result<Option<SnapshotRecord>, StoreError> {
+        let mut state = self.lock();
+        let Some(stored) = state.snapshots.get(id) else {
+            return Ok(None);
+        };
+        match change(stored) {
+            Some(record) if record.id == *id => {
+                state.snapshots.insert(id.clone(), record.clone());
+                Ok(Some(record))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn delete_snapshot(&self, id: &SnapshotId) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let Some(record) = state.snapshots.remove(id) else {
+            return Ok(false);
+        };
+        if let Some(token) = record.client_token {
+            state.tokens.remove(&(record.owner, token));
+        }
+        state.remove_pending(id);
+        Ok(true)
+    }
+
+    async fn record_block(&self, write: BlockWrite) -> Result<(), RecordBlockError> {
+        let mut state = self.lock();
+        let Some(record) = state.snapshots.get(&write.snapshot) else {
+            return Err(RecordBlockError::NotFound);
+        };
+        if record.status != SnapshotStatus::Pending {
+            return Err(RecordBlockError::NotPending(Box::new(record.clone())));
+        }
+        let mut record = record.clone();
+        record.write_sequence += 1;
+        record.last_activity_ms = record.last_activity_ms.max(write.at_ms);
+        if write.progress.is_some() {
+            record.progress = write.progress;
+        }
+        state
+            .pending
+            .insert((write.snapshot.clone(), write.index), write.digest);
+        state.snapshots.insert(write.snapshot, record);
+        Ok(())
+    }
+
+    async fn pending_writes(&self, id: &SnapshotId) -> Result<PendingWrites, StoreError> {
+        let state = self.lock();
+        let sequence = state.snapshots.get(id).map_or(0, |r| r.write_sequence);
+        let blocks = state
+            .pending
+            .range((id.clone(), BlockIndex::new(0))..=(id.clone(), BlockIndex::new(u32::MAX)))
+            .map(|((_, index), digest)| (*index, *digest))
+            .collect();
+        Ok(PendingWrites { blocks, sequence })
+    }
+
+    async fn seal_snapshot(&self, seal: Seal) -> Result<(), SealError> {
+        let mut state = self.lock();
+        let stored = match state.snapshots.get(&seal.record.id) {
+            Some(stored) if stored.status == SnapshotStatus::Pending => stored,
+            _ => return Err(SealError::NotPending),
+        };
+        if stored.write_sequence != seal.expected_sequence {
+            return Err(SealError::Raced);
+        }
+        let nodes = Arc::make_mut(&mut state.nodes);
+        for (hash, encoded) in seal.new_nodes {
+            nodes.insert(hash, (seal.written_ms, encoded.into()));
+        }
+        state.remove_pending(&seal.record.id);
+        state.snapshots.insert(seal.record.id.clone(), seal.record);
+        Ok(())
+    }
+
+    fn nodes(&self) -> Result<MemoryNodes, StoreError> {
+        Ok(MemoryNodes {
+            nodes: Arc::clone(&self.lock().nodes),
+        })
+    }
+
+    async fn list_snapshots(
+        &self,
+        owner: Option<&AccountId>,
+    ) -> Result<Vec<SnapshotRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .snapshots
+            .values()
+            .filter(|r| owner.is_none_or(|o| *o == r.owner))
+            .cloned()
+            .collect())
+    }
+
+    async fn gc_view(&self) -> Result<GcView<MemoryNodes>, StoreError> {
+        let state = self.lock();
+        let mut pending: Vec<(SnapshotId, Vec<ChunkDigest>)> = Vec::new();
+        for ((id, _), digest) in &state.pending {
+            match pending.last_mut() {
+                Some((last, digests)) if last == id => digests.push(*digest),
+                _ => pending.push((id.clone(), vec![*digest])),
+            }
+        }
+        Ok(GcView {
+            records: state.snapshots.values().cloned().collect(),
+            pending,
+            nodes: state
+                .nodes
+                .iter()
+                .map(|(hash, (stamp, _))| (*hash, *stamp))
+                .collect(),
+            reader: MemoryNodes {
+                nodes: Arc::clone(&state.nodes),
+            },
+        })
+    }
+
+    async fn delete_nodes(
+        &self,
+        hashes: Vec<NodeHash>,
+        written_before_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let mut state = self.lock();
+        let nodes = Arc::make_mut(&mut state.nodes);
+        let mut deleted = 0;
+        for hash in hashes {
+            if nodes
+                .get(&hash)
+                .is_some_and(|(written, _)| *written < written_before_ms)
+            {
+                nodes.remove(&hash);
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn drop_pending_writes(&self, ids: Vec<SnapshotId>) -> Result<usize, StoreError> {
+        let mut state = self.lock();
+        let mut dropped = 0;
+        for id in ids {
+            if state
+                .snapshots
+                .get(&id)
+                .is_some_and(|r| r.status == SnapshotStatus::Error)
+            {
+                dropped += state.remove_pending(&id);
+            }
+        }
+        Ok(dropped)
+    }
+}
+
+struct StoredBytes {
+    data: Bytes,
+    /// XXH3-64 of the bytes as stored: reads are checked against it.
+    checksum: u64,
+    modified: SystemTime,
+}
+
+/// The chunk port in memory. Cheap to clone; clones share the same store.
+#[derive(Clone, Default)]
+pub struct MemoryChunkStore {
+    chunks: Arc<Mutex<BTreeMap<ChunkDigest, StoredBytes>>>,
+}
+
+impl std::fmt::Debug for MemoryChunkStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryChunkStore")
+    }
+}
+
+impl MemoryChunkStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<ChunkDigest, StoredBytes>> {
+        self.chunks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Flip one bit of a stored chunk, as rot on a disk would (for tests of verified
+    /// reads). Returns false if the chunk is not stored.
+    pub fn damage(&self, digest: &ChunkDigest) -> bool {
+        let mut chunks = self.lock();
+        let Some(stored) = chunks.get_mut(digest) else {
+            return false;
+        };
+        let mut bytes = stored.data.to_vec();
+        if let Some(first) = bytes.first_mut() {
+            *first ^= 1;
+        }
+        stored.data = bytes.into();
+        true
+    }
+
+    /// Whether `digest` is stored (without refreshing it).
+    pub fn contains(&self, digest: &ChunkDigest) -> bool {
+        self.lock().contains_key(digest)
+    }
+}
+
+impl ChunkStore for MemoryChunkStore {
+    async fn put(&self, digest: ChunkDigest, data: Bytes) -> Result<(), StoreError> {
+        let now = SystemTime::now();
+        let mut chunks = self.lock();
+        match chunks.get_mut(&digest) {
+            Some(stored) => stored.modified = now,
+            None => {
+                chunks.insert(
+                    digest,
+                    StoredBytes {
+                        checksum: xxh3_64(&data),
+                        data,
+                        modified: now,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn touch(&self, digest: ChunkDigest) -> Result<bool, StoreError> {
+        let now = SystemTime::now();
+        Ok(self
+            .lock()
+            .get_mut(&digest)
+            .map(|stored| stored.modified = now)
+            .is_some())
+    }
+
+    async fn get(&self, digest: ChunkDigest) -> Result<Option<Bytes>, StoreError> {
+        let mut chunks = self.lock();
+        let Some(stored) = chunks.get(&digest) else {
+            return Ok(None);
+        };
+        if xxh3_64(&stored.data) != stored.checksum {
+            // Forgotten before the error is returned, as the port asks.
+            chunks.remove(&digest);
+            return Err(StoreError::Corrupt(format!(
+                "chunk {digest} failed its checksum"
+            )));
+        }
+        Ok(Some(stored.data.clone()))
+    }
+
+    async fn list(&self) -> Result<Vec<StoredChunk>, StoreError> {
+        Ok(self
+            .lock()
+            .iter()
+            .map(|(digest, stored)| StoredChunk {
+                digest: *digest,
+                size: stored.data.len() as u64,
+                modified: stored.modified,
+            })
+            .collect())
+    }
+
+    async fn delete_if_idle(
+        &self,
+        digests: Vec<ChunkDigest>,
+        idle_since: SystemTime,
+    ) -> Result<Vec<Option<u64>>, StoreError> {
+        let mut chunks = self.lock();
+        Ok(digests
+            .into_iter()
+            .map(|digest| {
+                let idle = chunks
+                    .get(&digest)
+                    .is_some_and(|stored| stored.modified < idle_since);
+                idle.then(|| chunks.remove(&digest))
+                    .flatten()
+                    .map(|stored| stored.data.len() as u64)
+            })
+            .collect())
+    }
+}
