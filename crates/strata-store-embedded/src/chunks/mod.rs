@@ -156,15 +156,25 @@ impl FsChunkStore {
     ) -> Result<Self, StoreError> {
         let root = root.into();
         let segments_dir = root.join("segments");
+        let index_path = root.join("index.redb");
+        // Before anything is created: a missing index must not be replaced by an empty one.
+        recovery::require_index(&index_path, &segments_dir)?;
         std::fs::create_dir_all(&segments_dir)
             .map_err(|e| io_error("create", &segments_dir, &e))?;
-        sync_dir(&root)?;
         let segments = Arc::new(Segments::new(
             segments_dir.clone(),
             options.segment_bytes.max(1),
         ));
-        let index = Index::open(&root.join("index.redb"), Arc::clone(&segments))?;
-        let reclaimed = recovery::reclaim(&segments_dir, &segments, &index.all()?)?;
+        let index = Index::open(&index_path, Arc::clone(&segments))?;
+        // The names of the index and of the segment directory must be durable before any
+        // segment is: a segment whose index vanished in a crash would refuse the open.
+        sync_dir(&root)?;
+        let reclaimed = recovery::reclaim(
+            &segments_dir,
+            &root.join("lost+found"),
+            &segments,
+            &index.all()?,
+        )?;
         segments.start_at(reclaimed.next_segment);
         if reclaimed != recovery::Reclaimed::default() {
             tracing::info!(?reclaimed, "chunk store opened");

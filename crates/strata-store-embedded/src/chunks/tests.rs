@@ -262,15 +262,34 @@ async fn reopening_reclaims_interrupted_writes_and_empty_segments() {
             .expect("write an unindexed slot");
         orphan_segment = root.join("segments").join(segments::file_name(40));
         fs::write(&orphan_segment, &second[..]).expect("orphan");
+        // A segment created but never written to (a rollover interrupted), and one whose
+        // every slot is a hole: no data in either.
+        fs::write(root.join("segments").join(segments::file_name(41)), b"").expect("empty");
+        let holes =
+            fs::File::create(root.join("segments").join(segments::file_name(42))).expect("holes");
+        holes.set_len(3 * 4096).expect("sparse");
     }
     let before = allocated(&root);
     let store = FsChunkStore::open_with(&root, small_segments()).expect("reopen");
     let block_bytes = strata_types::BLOCK_SIZE as u64;
     assert_eq!(before - allocated(&root), 2 * block_bytes);
     assert_eq!(allocated(&root), 2 * block_bytes);
+    // The segment with bytes but no entry is moved aside, not deleted (the index may be
+    // older than it); those without data are removed.
     assert!(!orphan_segment.exists());
+    let kept = root.join("lost+found").join(segments::file_name(40));
+    assert_eq!(fs::read(&kept).expect("moved aside"), second[..]);
+    for id in [41, 42] {
+        assert!(!root.join("segments").join(segments::file_name(id)).exists());
+        assert!(
+            !root
+                .join("lost+found")
+                .join(segments::file_name(id))
+                .exists()
+        );
+    }
     assert_reads_back(&store, [&first, &third]).await;
-    // New writes go after every segment seen, the removed one included.
+    // New writes go after every segment seen, the removed ones included.
     store
         .put(ChunkDigest::of(&second), second.clone())
         .await
@@ -278,8 +297,60 @@ async fn reopening_reclaims_interrupted_writes_and_empty_segments() {
     let location = location_of(&store, &second);
     assert_eq!(
         location.path,
-        root.join("segments").join(segments::file_name(41))
+        root.join("segments").join(segments::file_name(43))
     );
+}
+
+/// Every segment file of `root` and its bytes.
+fn segment_files(root: &Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
+    let mut files: Vec<_> = fs::read_dir(root.join("segments"))
+        .expect("segments")
+        .map(|entry| {
+            let entry = entry.expect("entry");
+            (entry.file_name(), fs::read(entry.path()).expect("read"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn a_missing_index_refuses_to_open_and_deletes_no_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("chunks");
+    let blocks: Vec<Bytes> = (1..=4).map(block).collect();
+    {
+        let store = FsChunkStore::open_with(&root, small_segments()).expect("open");
+        for data in &blocks {
+            store
+                .put(ChunkDigest::of(data), data.clone())
+                .await
+                .expect("put");
+        }
+    }
+    let before = segment_files(&root);
+    assert_eq!(before.len(), 2, "two segments were written");
+    fs::remove_file(root.join("index.redb")).expect("lose the index");
+
+    // Refused every time (no empty index is left behind to be trusted the next time), and
+    // every segment byte is still there.
+    for _ in 0..2 {
+        let error = FsChunkStore::open_with(&root, small_segments()).expect_err("refused");
+        assert!(
+            matches!(&error, StoreError::Backend(why) if why.contains("index.redb is missing") && why.contains("Restore index.redb")),
+            "{error:?}"
+        );
+        assert!(!root.join("index.redb").exists());
+        assert_eq!(segment_files(&root), before);
+    }
+    // An index that is there but empty (a zero-length file) is missing too.
+    fs::write(root.join("index.redb"), b"").expect("empty index");
+    let error = FsChunkStore::open_with(&root, small_segments()).expect_err("refused");
+    assert!(
+        matches!(&error, StoreError::Backend(why) if why.contains("index.redb")),
+        "{error:?}"
+    );
+    assert_eq!(segment_files(&root), before);
 }
 
 #[tokio::test]
