@@ -400,3 +400,43 @@ async fn concurrent_puts_share_group_commits_and_all_read_back() {
     // waited for the first and found it stored.
     assert_eq!(allocated(&root), 16 * strata_types::BLOCK_SIZE as u64);
 }
+
+/// The names of the segment files of `root`.
+fn segment_names(root: &Path) -> Vec<std::ffi::OsString> {
+    segment_files(root)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failed_rollover_does_not_block_later_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("chunks");
+    let store = FsChunkStore::open_with(&root, small_segments()).expect("open");
+    let data = block(1);
+    let digest = ChunkDigest::of(&data);
+    // The new segment's file is created, then the rollover fails.
+    store
+        .inner
+        .segments
+        .faults
+        .rollover
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    store
+        .put(digest, data.clone())
+        .await
+        .expect_err("the rollover fails");
+    assert!(store.locate(&digest).expect("locate").is_none());
+    // The next put rolls over again, to a new segment, and the half-made one is gone.
+    store
+        .put(digest, data.clone())
+        .await
+        .expect("a put after a failed rollover");
+    assert_reads_back(&store, [&data]).await;
+    let placed = location_of(&store, &data);
+    assert_eq!(
+        segment_names(&root),
+        vec![placed.path.file_name().expect("name").to_owned()]
+    );
+}
