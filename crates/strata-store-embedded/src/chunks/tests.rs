@@ -440,3 +440,50 @@ async fn a_failed_rollover_does_not_block_later_ones() {
         vec![placed.path.file_name().expect("name").to_owned()]
     );
 }
+
+#[tokio::test]
+async fn a_media_error_forgets_the_chunk_and_a_transient_error_does_not() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("chunks");
+    let store = FsChunkStore::open(&root).expect("open");
+    let (kept, lost) = (block(1), block(2));
+    for data in [&kept, &lost] {
+        store
+            .put(ChunkDigest::of(data), data.clone())
+            .await
+            .expect("put");
+    }
+    let faults = Arc::clone(&store.inner.segments.faults);
+
+    // Errors of the moment (no descriptors, no memory, try again) say nothing about the
+    // bytes: reported, nothing forgotten.
+    let digest = ChunkDigest::of(&kept);
+    for errno in [libc::EMFILE, libc::ENOMEM, libc::EAGAIN] {
+        faults.read_errno.store(errno, SeqCst);
+        let error = store.get(digest).await.expect_err("a transient error");
+        assert!(matches!(&error, StoreError::Backend(_)), "{error:?}");
+        faults.read_errno.store(0, SeqCst);
+        assert!(store.locate(&digest).expect("locate").is_some(), "{errno}");
+        assert!(store.touch(digest).await.expect("touch"));
+    }
+    assert_reads_back(&store, [&kept]).await;
+
+    // A media error (EIO) is damage: reported as such and forgotten, so the next upload of
+    // the content stores it again.
+    let digest = ChunkDigest::of(&lost);
+    let at_first = location_of(&store, &lost);
+    faults.read_errno.store(libc::EIO, SeqCst);
+    let error = store.get(digest).await.expect_err("a media error");
+    faults.read_errno.store(0, SeqCst);
+    assert!(matches!(&error, StoreError::Corrupt(_)), "{error:?}");
+    assert!(
+        store.locate(&digest).expect("locate").is_none(),
+        "forgotten"
+    );
+    assert!(!store.touch(digest).await.expect("touch"));
+    assert_eq!(store.get(digest).await.expect("get"), None);
+    store.put(digest, lost.clone()).await.expect("put again");
+    assert_ne!(location_of(&store, &lost), at_first, "stored afresh");
+    assert_reads_back(&store, [&kept, &lost]).await;
+}
