@@ -84,11 +84,9 @@ enum WriteRequest {
 /// transaction commits, see [`commit`]).
 enum Job {
     Create(SnapshotRecord, Answer<CreateOutcome, StoreError>),
-    /// The change is taken when it runs (it can run only once); a replay of the group
-    /// re-uses its outcome.
     Update(
         SnapshotId,
-        Option<RecordChange>,
+        Change,
         Answer<Option<SnapshotRecord>, StoreError>,
     ),
     Delete(SnapshotId, Answer<bool, StoreError>),
@@ -98,11 +96,21 @@ enum Job {
     Seal(Box<Seal>, Answer<(), SealError>),
 }
 
+/// The change of an `Update`, which can run only once (`FnOnce`): a replay of its group
+/// re-applies its outcome, if the record is still the one it saw.
+enum Change {
+    Pending(RecordChange),
+    /// It ran on this record (`None`: there was none).
+    Ran(Option<SnapshotRecord>),
+}
+
 impl From<WriteRequest> for Job {
     fn from(request: WriteRequest) -> Self {
         match request {
             WriteRequest::Create(record, tx) => Job::Create(record, Answer::new(tx)),
-            WriteRequest::Update(id, change, tx) => Job::Update(id, Some(change), Answer::new(tx)),
+            WriteRequest::Update(id, change, tx) => {
+                Job::Update(id, Change::Pending(change), Answer::new(tx))
+            }
             WriteRequest::Delete(id, tx) => Job::Delete(id, Answer::new(tx)),
             WriteRequest::DeleteNodes(hashes, before, tx) => {
                 Job::DeleteNodes(hashes, before, Answer::new(tx))
@@ -209,9 +217,10 @@ impl RedbMetadataStore {
 ///
 /// A request that fails (a record that does not decode, a storage error while applying
 /// it) fails alone: the group's transaction is dropped and the group applied again
-/// without it, until the rest commits. The replay sees exactly what the first attempt
-/// saw (same committed state, same requests before the failed one, in the same order),
-/// so re-using an `Update`'s outcome instead of running its change again is sound. Each
+/// without it, until the rest commits. The replay sees what the first attempt saw (same
+/// committed state, same requests before the failed one, in the same order), so an
+/// `Update`'s outcome is re-applied rather than its change run again (it is `FnOnce`);
+/// [`apply_update`] checks the record is indeed the one the change saw. Each
 /// round takes one request out, so a group of N takes at most N + 1 transactions, and
 /// only when requests fail. A failure of the group itself (opening the tables, writing
 /// the records, the commit) fails every request still in it.
@@ -272,18 +281,7 @@ fn apply_group(
             let applied = match job {
                 Job::Create(record, answer) => create(&mut snapshots, &mut tokens, record)
                     .map(|r| answer.outcome = Some(Ok(r))),
-                Job::Update(id, change, answer) => match change.take() {
-                    Some(change) => {
-                        update(&mut snapshots, id, change).map(|r| answer.outcome = Some(Ok(r)))
-                    }
-                    // A replay: the change already ran, on this very record.
-                    None => {
-                        if let Some(Ok(Some(record))) = &answer.outcome {
-                            snapshots.save(record);
-                        }
-                        Ok(())
-                    }
-                },
+                Job::Update(id, change, answer) => apply_update(&mut snapshots, id, change, answer),
                 Job::Delete(id, answer) => delete(&mut snapshots, &mut tokens, &mut pending, id)
                     .map(|r| answer.outcome = Some(Ok(r))),
                 Job::DeleteNodes(hashes, before, answer) => {
@@ -306,6 +304,33 @@ fn apply_group(
         snapshots.flush().map_err(whole)?;
     }
     txn.commit().map_err(backend).map_err(whole)
+}
+
+/// Apply an `Update`: run its change, or on a replay re-apply what it produced. The
+/// replay normally sees the record the change saw (see [`commit`]); should an earlier
+/// request have failed only on the replay, it may not, and the update then fails alone
+/// (retryable) rather than writing a record computed from another one.
+fn apply_update(
+    snapshots: &mut Records<'_>,
+    id: &SnapshotId,
+    change: &mut Change,
+    answer: &mut Answer<Option<SnapshotRecord>, StoreError>,
+) -> Result<(), StoreError> {
+    let stored = snapshots.load(id)?;
+    match std::mem::replace(change, Change::Ran(stored.clone())) {
+        Change::Pending(change) => answer.outcome = Some(Ok(update(snapshots, id, change)?)),
+        Change::Ran(seen) if seen == stored => {
+            if let Some(Ok(Some(record))) = &answer.outcome {
+                snapshots.save(record);
+            }
+        }
+        Change::Ran(_) => {
+            return Err(StoreError::Backend(
+                "the snapshot record changed while its write group was applied again; retry".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 // Next to the code it tests, not at the end of the file, while the rest of this file is
