@@ -82,6 +82,8 @@ enum WriteRequest {
 
 /// One request of a group, with its outcome once applied (sent only after the group's
 /// transaction commits, see [`commit`]).
+// One per request of the group being applied, short-lived: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Job {
     Create(SnapshotRecord, Answer<CreateOutcome, StoreError>),
     Update(
@@ -98,6 +100,7 @@ enum Job {
 
 /// The change of an `Update`, which can run only once (`FnOnce`): a replay of its group
 /// re-applies its outcome, if the record is still the one it saw.
+#[allow(clippy::large_enum_variant)]
 enum Change {
     Pending(RecordChange),
     /// It ran on this record (`None`: there was none).
