@@ -162,8 +162,12 @@ pub(super) fn reclaim(
         }
     }
     if reclaimed.segments_moved_aside > 0 {
-        // The new name must be durable before the old one's removal is.
+        // The new names (and `lost+found` itself, if it was just made) must be durable
+        // before the old ones' removal is.
         sync_dir(lost_found)?;
+        if let Some(parent) = lost_found.parent() {
+            sync_dir(parent)?;
+        }
     }
     if reclaimed.segments_moved_aside + reclaimed.segments_removed > 0 {
         sync_dir(dir)?;
