@@ -3,6 +3,11 @@
 //! the moment as one group, applies the group in one transaction and answers each request
 //! only after the commit. Dropping the handle closes the channel; the thread finishes its
 //! group and exits, and the drop waits for it, so the database file is released.
+//!
+//! A panic while a group is committed is caught: that group's requests are dropped
+//! unanswered (their callers see the channel closed, an error), its transaction is dropped
+//! uncommitted, and the thread goes on with the next group. Before, the thread died and
+//! every later write failed until a restart.
 
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
@@ -32,7 +37,19 @@ impl<R: Send + 'static> GroupCommitThread<R> {
             .name(name.into())
             .spawn(move || {
                 while let Some(group) = next_group(&requests) {
-                    commit(&db, group);
+                    // Unwind safety: the group is moved in and dropped by the unwinding; the
+                    // database is only reached through transactions, which a panic drops
+                    // (uncommitted); what `commit` keeps across groups must stay usable
+                    // after a panic (the chunk committer's locks ignore poisoning).
+                    let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        commit(&db, group);
+                    }));
+                    if committed.is_err() {
+                        tracing::error!(
+                            thread = name,
+                            "a group commit panicked; its requests failed, the thread goes on"
+                        );
+                    }
                 }
             })
             .map_err(|e| StoreError::Backend(format!("cannot start {name}: {e}")))?;
@@ -73,6 +90,36 @@ impl<R> Drop for GroupCommitThread<R> {
             && thread.join().is_err()
         {
             tracing::error!(thread = self.name, "a group-commit thread panicked");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request of the test committer: whether to panic, and where to answer.
+    type Request = (bool, mpsc::Sender<u32>);
+
+    #[test]
+    fn a_panicking_group_fails_its_requests_and_the_thread_carries_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Arc::new(Database::create(dir.path().join("db.redb")).expect("db"));
+        let thread = GroupCommitThread::spawn("test-committer", db, |_, group: Vec<Request>| {
+            for (panic, answer) in group {
+                assert!(!panic, "injected panic");
+                let _ = answer.send(1);
+            }
+        })
+        .expect("spawn");
+        let (answer, answered) = mpsc::channel();
+        thread.send((true, answer)).expect("send");
+        // Its request is dropped unanswered: the caller sees an error, not a hang.
+        assert!(answered.recv().is_err());
+        for _ in 0..3 {
+            let (answer, answered) = mpsc::channel();
+            thread.send((false, answer)).expect("still running");
+            assert_eq!(answered.recv(), Ok(1));
         }
     }
 }

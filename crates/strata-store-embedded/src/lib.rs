@@ -29,9 +29,15 @@ impl EmbeddedStore {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             StoreError::Backend(format!("cannot create {}: {e}", data_dir.display()))
         })?;
-        Ok(Self {
+        let store = Self {
             metadata: RedbMetadataStore::open(&data_dir.join("metadata.redb"))?,
             chunks: FsChunkStore::open(data_dir.join("chunks"))?,
-        })
+        };
+        // `metadata.redb` and `chunks/` may have just been created: their names must be
+        // durable before anything written into them is acknowledged.
+        std::fs::File::open(data_dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| StoreError::Backend(format!("cannot sync {}: {e}", data_dir.display())))?;
+        Ok(store)
     }
 }

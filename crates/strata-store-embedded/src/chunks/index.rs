@@ -8,6 +8,8 @@
 //! syncs each segment written to once, commits all their entries in one transaction (one
 //! fsync of the index), and only then answers: under concurrent uploads N chunk writes
 //! cost a few system calls, one `fdatasync` per segment and one index commit, not N of each.
+//! Removals queued in the same group are committed first, in their own transaction, so
+//! that a failing insert (a full disk) cannot fail the removals that would free space.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -220,13 +222,33 @@ fn dropped() -> StoreError {
     StoreError::Backend("the chunk committer dropped a request".into())
 }
 
-/// One group of the committer: place, write, sync, commit, answer.
+/// One group of the committer: the removals in a transaction of their own, answered;
+/// then place, write, sync, commit and answer the inserts.
+///
+/// Removals go first and alone because they are how GC frees space: sharing a
+/// transaction with inserts, they failed whenever an insert did (a write failing with
+/// ENOSPC), so a full disk could never be emptied. Reordering them is safe: an insert and
+/// a removal of the same digest are never queued together (both are sent under the
+/// digest's lock stripe and answered before it is released).
 fn commit(db: &Database, segments: &Segments, group: Vec<Request>) {
-    let outcome = commit_group(db, segments, &group);
-    if let Err(error) = &outcome {
-        tracing::error!(%error, "chunk group commit failed");
+    let (removals, inserts): (Vec<Request>, Vec<Request>) = group
+        .into_iter()
+        .partition(|request| matches!(request, Request::Remove { .. }));
+    if !removals.is_empty() {
+        let outcome = remove_entries(db, &removals);
+        answer(removals, outcome, "chunk removals");
     }
-    for request in group {
+    if !inserts.is_empty() {
+        let outcome = commit_group(db, segments, &inserts);
+        answer(inserts, outcome, "chunk group commit");
+    }
+}
+
+fn answer(requests: Vec<Request>, outcome: Result<(), StoreError>, what: &str) {
+    if let Err(error) = &outcome {
+        tracing::error!(%error, "{what} failed");
+    }
+    for request in requests {
         match request {
             Request::Insert { done, .. } | Request::Remove { done, .. } => {
                 done.send(outcome.clone());
@@ -235,10 +257,26 @@ fn commit(db: &Database, segments: &Segments, group: Vec<Request>) {
     }
 }
 
+/// Remove the entries of every `Remove` of `group`, in one transaction.
+fn remove_entries(db: &Database, group: &[Request]) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(backend)?;
+    {
+        let mut table = txn.open_table(CHUNKS).map_err(backend)?;
+        for request in group {
+            if let Request::Remove { digests, .. } = request {
+                for digest in digests {
+                    table.remove(digest.0).map_err(backend)?;
+                }
+            }
+        }
+    }
+    txn.commit().map_err(backend)
+}
+
 /// Give the group's new chunks consecutive slots (the committer is the only thread that
 /// allocates, so a group's slots are adjacent), write them with one `pwritev` per run of
-/// adjacent slots, sync every segment written to, then commit the group's index changes
-/// in one transaction.
+/// adjacent slots, sync every segment written to, then commit their index entries in one
+/// transaction.
 fn commit_group(db: &Database, segments: &Segments, group: &[Request]) -> Result<(), StoreError> {
     let stored_ns = now_ns();
     let mut placed: Vec<(Arc<Segment>, ChunkDigest, Location, &[u8])> = Vec::new();
@@ -298,13 +336,6 @@ fn commit_group(db: &Database, segments: &Segments, group: &[Request]) -> Result
         for (_, digest, location, _) in &placed {
             table.insert(digest.0, location.encode()).map_err(backend)?;
         }
-        for request in group {
-            if let Request::Remove { digests, .. } = request {
-                for digest in digests {
-                    table.remove(digest.0).map_err(backend)?;
-                }
-            }
-        }
     }
     txn.commit().map_err(backend)
 }
@@ -328,5 +359,59 @@ mod tests {
         };
         assert_eq!(Location::decode(&location.encode()), location);
         assert_eq!(location.slot(), 524_288);
+    }
+
+    /// A group whose insert fails (here a write fails with ENOSPC) still commits its
+    /// removals: GC frees space exactly when the disk is full.
+    #[test]
+    fn a_failed_insert_does_not_fail_a_removal_in_its_group() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let segments = Arc::new(Segments::new(dir.path().to_path_buf(), 1 << 30));
+        let index =
+            Index::open(&dir.path().join("index.redb"), Arc::clone(&segments)).expect("open");
+        let chunk = |byte: u8| {
+            let data = Bytes::from(vec![byte; 4096]);
+            (
+                ChunkDigest::of(&data),
+                xxhash_rust::xxh3::xxh3_64(&data),
+                data,
+            )
+        };
+        let (old, old_checksum, old_data) = chunk(1);
+        index
+            .insert_blocking(old, old_data, old_checksum)
+            .expect("insert");
+
+        segments.faults.write_errno.store(libc::ENOSPC, SeqCst);
+        let (new, new_checksum, new_data) = chunk(2);
+        let (insert_done, inserted) = mpsc::sync_channel(1);
+        let (remove_done, removed) = mpsc::sync_channel(1);
+        // One group, the way the committer would take them if queued together.
+        commit(
+            &index.db,
+            &segments,
+            vec![
+                Request::Insert {
+                    digest: new,
+                    data: new_data,
+                    checksum: new_checksum,
+                    done: Done::Blocking(insert_done),
+                },
+                Request::Remove {
+                    digests: vec![old],
+                    done: Done::Blocking(remove_done),
+                },
+            ],
+        );
+        let insert = inserted.recv().expect("answered");
+        assert!(
+            matches!(&insert, Err(StoreError::Backend(why)) if why.contains("No space left")),
+            "{insert:?}"
+        );
+        let removal = removed.recv().expect("answered");
+        assert!(removal.is_ok(), "{removal:?}");
+        assert_eq!(index.get(&old).expect("get"), None, "removed durably");
+        assert_eq!(index.get(&new).expect("get"), None);
     }
 }

@@ -23,9 +23,10 @@
 //! Every read is checked against the XXH3-64 checksum recorded when the chunk was stored,
 //! which was computed from the very bytes whose SHA-256 the writer verified. A mismatch is
 //! [`StoreError::Corrupt`]: wrong bytes are never returned. (XXH3 runs at memory speed; the
-//! SHA-256 it replaces was a third of the server's CPU on reads.) A damaged chunk's entry is
-//! dropped, so uploading the same content again stores it afresh and heals every snapshot
-//! that refers to it.
+//! SHA-256 it replaces was a third of the server's CPU on reads.) A media error (`EIO`)
+//! reading the bytes is damage too; other read errors are transient and change nothing. A
+//! damaged chunk's entry is dropped, so uploading the same content again stores it afresh
+//! and heals every snapshot that refers to it.
 //!
 //! # Concurrency with garbage collection
 //! [`ChunkStore::put`] of an existing chunk refreshes its modification time (kept in
@@ -156,15 +157,25 @@ impl FsChunkStore {
     ) -> Result<Self, StoreError> {
         let root = root.into();
         let segments_dir = root.join("segments");
+        let index_path = root.join("index.redb");
+        // Before anything is created: a missing index must not be replaced by an empty one.
+        recovery::require_index(&index_path, &segments_dir)?;
         std::fs::create_dir_all(&segments_dir)
             .map_err(|e| io_error("create", &segments_dir, &e))?;
-        sync_dir(&root)?;
         let segments = Arc::new(Segments::new(
             segments_dir.clone(),
             options.segment_bytes.max(1),
         ));
-        let index = Index::open(&root.join("index.redb"), Arc::clone(&segments))?;
-        let reclaimed = recovery::reclaim(&segments_dir, &segments, &index.all()?)?;
+        let index = Index::open(&index_path, Arc::clone(&segments))?;
+        // The names of the index and of the segment directory must be durable before any
+        // segment is: a segment whose index vanished in a crash would refuse the open.
+        sync_dir(&root)?;
+        let reclaimed = recovery::reclaim(
+            &segments_dir,
+            &root.join("lost+found"),
+            &segments,
+            &index.all()?,
+        )?;
         segments.start_at(reclaimed.next_segment);
         if reclaimed != recovery::Reclaimed::default() {
             tracing::info!(?reclaimed, "chunk store opened");
@@ -281,6 +292,14 @@ impl FsChunkStore {
                 std::io::ErrorKind::UnexpectedEof => StoreError::Corrupt(format!(
                     "chunk {digest}: {} ends before the chunk",
                     segment.path().display()
+                )),
+                // The medium cannot return these bytes: damage, like a failed checksum.
+                // Any other error (EMFILE, ENOMEM, EAGAIN…) is of the moment and says
+                // nothing about the bytes, so it must not get the chunk forgotten.
+                _ if e.raw_os_error() == Some(libc::EIO) => StoreError::Corrupt(format!(
+                    "chunk {digest}: media error reading {}+{}: {e}",
+                    segment.path().display(),
+                    location.offset
                 )),
                 _ => io_error("read", segment.path(), &e),
             })?;

@@ -5,6 +5,10 @@
 //! stopped, which is what lets [`super::recovery`] reclaim whatever an interrupted write
 //! left behind. Space of deleted chunks is returned to the file system by punching holes
 //! (`fallocate(PUNCH_HOLE)`), so there is no compaction.
+//!
+//! A rollover that fails after creating its file (the `O_DIRECT` open or the directory
+//! sync failed) removes that file and never reuses its id: the failure costs the writes
+//! of that group, not every rollover until a restart.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -49,6 +53,41 @@ pub(super) struct Segment {
     direct: Option<File>,
     /// The same file through the page cache: for unaligned buffers, `fdatasync` and holes.
     buffered: File,
+    #[cfg(test)]
+    faults: Arc<Faults>,
+}
+
+/// Faults a test injects into the I/O of one [`Segments`] (test builds only: no cost in
+/// the real one).
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(super) struct Faults {
+    /// Fail the next rollover after its file was created (as a failed directory sync would).
+    pub(super) rollover: std::sync::atomic::AtomicBool,
+    /// Fail every segment read with this OS error number (0: none).
+    pub(super) read_errno: std::sync::atomic::AtomicI32,
+    /// Fail every segment write with this OS error number (0: none).
+    pub(super) write_errno: std::sync::atomic::AtomicI32,
+}
+
+#[cfg(test)]
+impl Faults {
+    fn check(errno: &std::sync::atomic::AtomicI32) -> io::Result<()> {
+        match errno.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => Ok(()),
+            errno => Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
+
+    fn rollover(&self) -> io::Result<()> {
+        if self
+            .rollover
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(io::Error::other("injected: the rollover failed"));
+        }
+        Ok(())
+    }
 }
 
 impl Segment {
@@ -59,13 +98,29 @@ impl Segment {
             options.create_new(true);
         }
         let buffered = options.open(&path)?;
-        let direct = open_direct(&path)?;
+        let direct = match open_direct(&path) {
+            Ok(direct) => direct,
+            Err(e) => {
+                if create {
+                    discard(&path);
+                }
+                return Err(e);
+            }
+        };
         Ok(Self {
             id,
             path,
             direct,
             buffered,
+            #[cfg(test)]
+            faults: Arc::default(),
         })
+    }
+
+    #[cfg(test)]
+    fn with_faults(mut self, faults: &Arc<Faults>) -> Self {
+        self.faults = Arc::clone(faults);
+        self
     }
 
     pub(super) fn path(&self) -> &Path {
@@ -74,6 +129,8 @@ impl Segment {
 
     /// Write `data` at `offset` (not yet durable: see [`Segment::sync`]).
     pub(super) fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        #[cfg(test)]
+        Faults::check(&self.faults.write_errno)?;
         match &self.direct {
             Some(direct) if is_aligned(data) => direct.write_all_at(data, offset),
             _ => self.buffered.write_all_at(data, offset),
@@ -84,6 +141,8 @@ impl Segment {
     /// `pwritev` when every part can go `O_DIRECT` (one submission for the lot), else one
     /// write per part. Not yet durable: see [`Segment::sync`].
     pub(super) fn write_all_vectored_at(&self, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
+        #[cfg(test)]
+        Faults::check(&self.faults.write_errno)?;
         let Some(direct) = self
             .direct
             .as_ref()
@@ -124,6 +183,8 @@ impl Segment {
     }
 
     fn read_into(&self, buffer: &mut [u8], offset: u64) -> io::Result<()> {
+        #[cfg(test)]
+        Faults::check(&self.faults.read_errno)?;
         match &self.direct {
             Some(direct) if is_aligned(buffer) => direct.read_exact_at(buffer, offset),
             _ => self.buffered.read_exact_at(buffer, offset),
@@ -161,6 +222,16 @@ impl Segment {
     }
 }
 
+/// Remove the file of a rollover that failed after creating it. Best effort: its id is
+/// not used again either way, and a segment without data is removed at the next open.
+fn discard(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(segment = %path.display(), "cannot remove the file of a failed rollover: {e}");
+    }
+}
+
 fn is_aligned(data: &[u8]) -> bool {
     data.as_ptr().align_offset(BUFFER_ALIGN) == 0 && data.len().is_multiple_of(BUFFER_ALIGN)
 }
@@ -193,6 +264,8 @@ pub(super) struct Segments {
     segment_bytes: u64,
     open: RwLock<HashMap<u32, Arc<Segment>>>,
     active: Mutex<Active>,
+    #[cfg(test)]
+    pub(super) faults: Arc<Faults>,
 }
 
 #[derive(Debug)]
@@ -215,6 +288,8 @@ impl Segments {
                 current: None,
                 next_id: 1,
             }),
+            #[cfg(test)]
+            faults: Arc::default(),
         }
     }
 
@@ -236,12 +311,26 @@ impl Segments {
             return Ok((Arc::clone(segment), offset));
         }
         let id = active.next_id;
-        let segment = Arc::new(Segment::open(self.dir.join(file_name(id)), id, true)?);
-        // The new name must survive a crash before any chunk in it is acknowledged.
-        File::open(&self.dir)?.sync_all()?;
+        // Taken before the file is made: if this rollover fails half-way, the next one
+        // gets a fresh id instead of meeting the file this one left (`create_new`).
         active.next_id = id
             .checked_add(1)
             .ok_or_else(|| io::Error::other("segment ids exhausted"))?;
+        let path = self.dir.join(file_name(id));
+        let segment = Segment::open(path.clone(), id, true)?;
+        #[cfg(test)]
+        let segment = segment.with_faults(&self.faults);
+        let segment = Arc::new(segment);
+        let durable = (|| {
+            #[cfg(test)]
+            self.faults.rollover()?;
+            // The new name must survive a crash before any chunk in it is acknowledged.
+            File::open(&self.dir)?.sync_all()
+        })();
+        if let Err(e) = durable {
+            discard(&path);
+            return Err(e);
+        }
         self.open
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -261,6 +350,9 @@ impl Segments {
             return Ok(Some(Arc::clone(segment)));
         }
         let segment = match Segment::open(self.dir.join(file_name(id)), id, false) {
+            #[cfg(test)]
+            Ok(segment) => Arc::new(segment.with_faults(&self.faults)),
+            #[cfg(not(test))]
             Ok(segment) => Arc::new(segment),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),

@@ -262,15 +262,34 @@ async fn reopening_reclaims_interrupted_writes_and_empty_segments() {
             .expect("write an unindexed slot");
         orphan_segment = root.join("segments").join(segments::file_name(40));
         fs::write(&orphan_segment, &second[..]).expect("orphan");
+        // A segment created but never written to (a rollover interrupted), and one whose
+        // every slot is a hole: no data in either.
+        fs::write(root.join("segments").join(segments::file_name(41)), b"").expect("empty");
+        let holes =
+            fs::File::create(root.join("segments").join(segments::file_name(42))).expect("holes");
+        holes.set_len(3 * 4096).expect("sparse");
     }
     let before = allocated(&root);
     let store = FsChunkStore::open_with(&root, small_segments()).expect("reopen");
     let block_bytes = strata_types::BLOCK_SIZE as u64;
     assert_eq!(before - allocated(&root), 2 * block_bytes);
     assert_eq!(allocated(&root), 2 * block_bytes);
+    // The segment with bytes but no entry is moved aside, not deleted (the index may be
+    // older than it); those without data are removed.
     assert!(!orphan_segment.exists());
+    let kept = root.join("lost+found").join(segments::file_name(40));
+    assert_eq!(fs::read(&kept).expect("moved aside"), second[..]);
+    for id in [41, 42] {
+        assert!(!root.join("segments").join(segments::file_name(id)).exists());
+        assert!(
+            !root
+                .join("lost+found")
+                .join(segments::file_name(id))
+                .exists()
+        );
+    }
     assert_reads_back(&store, [&first, &third]).await;
-    // New writes go after every segment seen, the removed one included.
+    // New writes go after every segment seen, the removed ones included.
     store
         .put(ChunkDigest::of(&second), second.clone())
         .await
@@ -278,8 +297,60 @@ async fn reopening_reclaims_interrupted_writes_and_empty_segments() {
     let location = location_of(&store, &second);
     assert_eq!(
         location.path,
-        root.join("segments").join(segments::file_name(41))
+        root.join("segments").join(segments::file_name(43))
     );
+}
+
+/// Every segment file of `root` and its bytes.
+fn segment_files(root: &Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
+    let mut files: Vec<_> = fs::read_dir(root.join("segments"))
+        .expect("segments")
+        .map(|entry| {
+            let entry = entry.expect("entry");
+            (entry.file_name(), fs::read(entry.path()).expect("read"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn a_missing_index_refuses_to_open_and_deletes_no_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("chunks");
+    let blocks: Vec<Bytes> = (1..=4).map(block).collect();
+    {
+        let store = FsChunkStore::open_with(&root, small_segments()).expect("open");
+        for data in &blocks {
+            store
+                .put(ChunkDigest::of(data), data.clone())
+                .await
+                .expect("put");
+        }
+    }
+    let before = segment_files(&root);
+    assert_eq!(before.len(), 2, "two segments were written");
+    fs::remove_file(root.join("index.redb")).expect("lose the index");
+
+    // Refused every time (no empty index is left behind to be trusted the next time), and
+    // every segment byte is still there.
+    for _ in 0..2 {
+        let error = FsChunkStore::open_with(&root, small_segments()).expect_err("refused");
+        assert!(
+            matches!(&error, StoreError::Backend(why) if why.contains("index.redb is missing") && why.contains("Restore index.redb")),
+            "{error:?}"
+        );
+        assert!(!root.join("index.redb").exists());
+        assert_eq!(segment_files(&root), before);
+    }
+    // An index that is there but empty (a zero-length file) is missing too.
+    fs::write(root.join("index.redb"), b"").expect("empty index");
+    let error = FsChunkStore::open_with(&root, small_segments()).expect_err("refused");
+    assert!(
+        matches!(&error, StoreError::Backend(why) if why.contains("index.redb")),
+        "{error:?}"
+    );
+    assert_eq!(segment_files(&root), before);
 }
 
 #[tokio::test]
@@ -328,4 +399,91 @@ async fn concurrent_puts_share_group_commits_and_all_read_back() {
     // Each content was written once: the puts of the same content that ran concurrently
     // waited for the first and found it stored.
     assert_eq!(allocated(&root), 16 * strata_types::BLOCK_SIZE as u64);
+}
+
+/// The names of the segment files of `root`.
+fn segment_names(root: &Path) -> Vec<std::ffi::OsString> {
+    segment_files(root)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failed_rollover_does_not_block_later_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("chunks");
+    let store = FsChunkStore::open_with(&root, small_segments()).expect("open");
+    let data = block(1);
+    let digest = ChunkDigest::of(&data);
+    // The new segment's file is created, then the rollover fails.
+    store
+        .inner
+        .segments
+        .faults
+        .rollover
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    store
+        .put(digest, data.clone())
+        .await
+        .expect_err("the rollover fails");
+    assert!(store.locate(&digest).expect("locate").is_none());
+    // The next put rolls over again, to a new segment, and the half-made one is gone.
+    store
+        .put(digest, data.clone())
+        .await
+        .expect("a put after a failed rollover");
+    assert_reads_back(&store, [&data]).await;
+    let placed = location_of(&store, &data);
+    assert_eq!(
+        segment_names(&root),
+        vec![placed.path.file_name().expect("name").to_owned()]
+    );
+}
+
+#[tokio::test]
+async fn a_media_error_forgets_the_chunk_and_a_transient_error_does_not() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("chunks");
+    let store = FsChunkStore::open(&root).expect("open");
+    let (kept, lost) = (block(1), block(2));
+    for data in [&kept, &lost] {
+        store
+            .put(ChunkDigest::of(data), data.clone())
+            .await
+            .expect("put");
+    }
+    let faults = Arc::clone(&store.inner.segments.faults);
+
+    // Errors of the moment (no descriptors, no memory, try again) say nothing about the
+    // bytes: reported, nothing forgotten.
+    let digest = ChunkDigest::of(&kept);
+    for errno in [libc::EMFILE, libc::ENOMEM, libc::EAGAIN] {
+        faults.read_errno.store(errno, SeqCst);
+        let error = store.get(digest).await.expect_err("a transient error");
+        assert!(matches!(&error, StoreError::Backend(_)), "{error:?}");
+        faults.read_errno.store(0, SeqCst);
+        assert!(store.locate(&digest).expect("locate").is_some(), "{errno}");
+        assert!(store.touch(digest).await.expect("touch"));
+    }
+    assert_reads_back(&store, [&kept]).await;
+
+    // A media error (EIO) is damage: reported as such and forgotten, so the next upload of
+    // the content stores it again.
+    let digest = ChunkDigest::of(&lost);
+    let at_first = location_of(&store, &lost);
+    faults.read_errno.store(libc::EIO, SeqCst);
+    let error = store.get(digest).await.expect_err("a media error");
+    faults.read_errno.store(0, SeqCst);
+    assert!(matches!(&error, StoreError::Corrupt(_)), "{error:?}");
+    assert!(
+        store.locate(&digest).expect("locate").is_none(),
+        "forgotten"
+    );
+    assert!(!store.touch(digest).await.expect("touch"));
+    assert_eq!(store.get(digest).await.expect("get"), None);
+    store.put(digest, lost.clone()).await.expect("put again");
+    assert_ne!(location_of(&store, &lost), at_first, "stored afresh");
+    assert_reads_back(&store, [&kept, &lost]).await;
 }
