@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use strata_core::checksum::BlockHasher;
+use strata_core::body::BlockHasher;
 use strata_core::ports::{ChunkStore, MetadataStore};
 use strata_core::service::{PageRequest, StartSnapshotInput};
 use strata_core::snapshot::{SnapshotRecord, SnapshotStatus, Tag};
