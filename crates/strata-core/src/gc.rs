@@ -4,10 +4,16 @@
 //! - **Live** is decided from one consistent metadata view: the roots of completed
 //!   snapshots, the base roots of pending ones (the parent tree their writes apply to), and
 //!   the digests of pending writes. Everything reachable from a live root is live.
-//! - **Nodes** are deleted only if unreachable at the view *and* last written before the
-//!   plan started. Seals write (or re-write) every node of the tree they commit with the
-//!   current time, and all node writes are serialized with the deletion, so a node a new
-//!   tree needs is never deleted.
+//! - **Nodes** are deleted only if unreachable at the view *and* stamped before the view's
+//!   own stamp (see [`crate::ports::Stamp`]): the store stamps every node a seal writes (or
+//!   re-writes) when the seal commits, and checks the stamp in the transaction that
+//!   deletes, so a node a tree committed after the view needs is never deleted — however
+//!   long before its commit the seal was prepared.
+//! - **Timed-out snapshots** lose their pending writes only once their `error` status is
+//!   *stored*. A pending snapshot the plan merely computes as past its deadline is still
+//!   pending here (its writes stay live); executing the plan records its timeout, and the
+//!   next collection frees its writes. The store refuses writes past a deadline, so such a
+//!   snapshot cannot come back to life holding writes whose chunks were freed.
 //! - **Chunks** are deleted only if unreferenced at the view, not being written right now,
 //!   and not stored or refreshed since the cutoff (checked again atomically with the
 //!   deletion). The cutoff is the wall clock at the start minus a grace period. A Put
@@ -28,7 +34,7 @@ use std::time::{Duration, SystemTime};
 use strata_types::{ChunkDigest, SnapshotId};
 
 use crate::block_map::{Node, NodeHash, NodeSource};
-use crate::ports::{GcView, StoreError, StoredChunk};
+use crate::ports::{GcView, Stamp, StoreError, StoredChunk};
 use crate::snapshot::SnapshotStatus;
 
 /// How a collection is run.
@@ -50,8 +56,8 @@ impl Default for GcOptions {
 /// What a collection would delete, and why the rest stays.
 #[derive(Debug, Clone, Default)]
 pub struct GcPlan {
-    /// Nodes to delete if still not re-written before this time (service clock, Unix ms).
-    pub node_cutoff_ms: i64,
+    /// Nodes to delete if still stamped before this (the view's stamp).
+    pub node_cutoff: Stamp,
     /// Chunks to delete if still idle since this time (wall clock).
     pub chunk_cutoff: Option<SystemTime>,
     /// Live tree nodes found.
@@ -62,8 +68,11 @@ pub struct GcPlan {
     pub garbage_nodes: Vec<NodeHash>,
     /// Unreferenced chunks old enough to delete, with their sizes.
     pub garbage_chunks: Vec<(ChunkDigest, u64)>,
-    /// Timed-out snapshots whose pending writes can be dropped.
+    /// Snapshots stored in `error` whose pending writes can be dropped.
     pub expired_snapshots: Vec<SnapshotId>,
+    /// Pending snapshots past their deadline: executing the plan records their timeout
+    /// (their writes stay live until a later collection sees them in `error`).
+    pub due_snapshots: Vec<SnapshotId>,
     /// Unreferenced chunks kept because they are younger than the grace period.
     pub young_chunks: usize,
 }
@@ -90,8 +99,9 @@ pub struct GcReport {
     pub pending_writes_dropped: usize,
 }
 
-/// Decide what is garbage. `now_ms` is the service clock at the start (also the node
-/// cutoff); `wall_now` the wall clock at the start (chunk modification times are wall time).
+/// Decide what is garbage. `now_ms` is the service clock at the start (to find pending
+/// snapshots past their deadline); `wall_now` the wall clock at the start (chunk
+/// modification times are wall time).
 pub fn plan<N: NodeSource>(
     view: &GcView<N>,
     chunks: &[StoredChunk],
@@ -103,13 +113,18 @@ pub fn plan<N: NodeSource>(
     let mut live_nodes = HashSet::new();
     let mut live_chunks: HashSet<ChunkDigest> = in_flight.clone();
     let mut expired_snapshots = Vec::new();
+    let mut due_snapshots = Vec::new();
     let mut pending_alive = HashSet::new();
     for record in &view.records {
-        match record.status_at(now_ms) {
+        // The stored status, not the one computed for `now_ms`: see the module docs.
+        match record.status {
             SnapshotStatus::Completed => {
                 mark(&view.reader, record.root, &mut live_nodes, &mut live_chunks)?
             }
             SnapshotStatus::Pending => {
+                if record.status_at(now_ms) == SnapshotStatus::Error {
+                    due_snapshots.push(record.id.clone());
+                }
                 pending_alive.insert(record.id.clone());
                 mark(
                     &view.reader,
@@ -133,7 +148,7 @@ pub fn plan<N: NodeSource>(
     let garbage_nodes = view
         .nodes
         .iter()
-        .filter(|(hash, written)| !live_nodes.contains(hash) && *written < now_ms)
+        .filter(|(hash, stamp)| !live_nodes.contains(hash) && *stamp < view.start)
         .map(|(hash, _)| *hash)
         .collect();
     let chunk_cutoff = wall_now
@@ -152,13 +167,14 @@ pub fn plan<N: NodeSource>(
         }
     }
     Ok(GcPlan {
-        node_cutoff_ms: now_ms,
+        node_cutoff: view.start,
         chunk_cutoff: Some(chunk_cutoff),
         live_nodes: live_nodes.len(),
         live_chunks: live_chunks.len(),
         garbage_nodes,
         garbage_chunks,
         expired_snapshots,
+        due_snapshots,
         young_chunks,
     })
 }
@@ -307,11 +323,11 @@ mod tests {
         )
         .expect("child");
         nodes.store(&child);
-        let all_nodes: Vec<(NodeHash, i64)> = parent
+        let all_nodes: Vec<(NodeHash, Stamp)> = parent
             .new_nodes
             .iter()
             .chain(&child.new_nodes)
-            .map(|(h, _)| (*h, 10))
+            .map(|(h, _)| (*h, Stamp(10)))
             .collect();
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
         let old = wall - Duration::from_secs(5_000);
@@ -328,6 +344,7 @@ mod tests {
             chunk(5, wall),
         ];
         let view = GcView {
+            start: Stamp(20),
             // The parent was deleted: only the child (completed) and a pending snapshot remain.
             records: vec![
                 record("snap-0c", SnapshotStatus::Completed, child.root),
@@ -373,6 +390,7 @@ mod tests {
         assert!(set.snapshot().is_empty());
         // An unreferenced old chunk that is in flight is kept.
         let view = GcView {
+            start: Stamp(1),
             records: Vec::new(),
             pending: Vec::new(),
             nodes: Vec::new(),
@@ -400,24 +418,77 @@ mod tests {
     }
 
     #[test]
-    fn nodes_written_after_the_plan_started_are_kept() {
-        let nodes = MemoryNodes::default();
-        let tree = apply(&nodes, None, &[(BlockIndex::new(0), digest(1))], 1 << 20).expect("tree");
-        nodes.store(&tree);
-        let view = GcView {
-            records: Vec::new(),
-            pending: Vec::new(),
-            nodes: tree.new_nodes.iter().map(|(h, _)| (*h, 50)).collect(),
-            reader: nodes,
+    fn nodes_stamped_at_or_after_the_view_are_kept() {
+        let tree = apply(
+            &MemoryNodes::default(),
+            None,
+            &[(BlockIndex::new(0), digest(1))],
+            1 << 20,
+        )
+        .expect("tree");
+        let view_at = |start| {
+            let reader = MemoryNodes::default();
+            reader.store(&tree);
+            GcView {
+                start: Stamp(start),
+                records: Vec::new(),
+                pending: Vec::new(),
+                nodes: tree
+                    .new_nodes
+                    .iter()
+                    .map(|(h, _)| (*h, Stamp(50)))
+                    .collect(),
+                reader,
+            }
         };
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
         let none = HashSet::new();
-        let early = plan(&view, &[], &none, 50, wall, GcOptions::default()).expect("plan");
+        let early = plan(&view_at(50), &[], &none, 0, wall, GcOptions::default()).expect("plan");
         assert!(
             early.garbage_nodes.is_empty(),
-            "written at the plan's start: kept"
+            "stamped at the view's start: kept"
         );
-        let later = plan(&view, &[], &none, 51, wall, GcOptions::default()).expect("plan");
+        let later = plan(&view_at(51), &[], &none, 0, wall, GcOptions::default()).expect("plan");
         assert_eq!(later.garbage_nodes.len(), tree.new_nodes.len());
+        assert_eq!(later.node_cutoff, Stamp(51));
+    }
+
+    /// Only a stored `error` frees pending writes: a snapshot stored as pending but past
+    /// its deadline keeps them live and is only marked due (issue 10, race 1).
+    #[test]
+    fn only_a_stored_timeout_frees_pending_writes() {
+        let mut overdue = record("snap-0a", SnapshotStatus::Pending, None);
+        overdue.timeout_minutes = 10;
+        let failed = record("snap-0b", SnapshotStatus::Error, None);
+        let pending = vec![
+            (overdue.id.clone(), vec![digest(1)]),
+            (failed.id.clone(), vec![digest(2)]),
+        ];
+        let view = GcView {
+            start: Stamp(1),
+            records: vec![overdue.clone(), failed.clone()],
+            pending,
+            nodes: Vec::new(),
+            reader: MemoryNodes::default(),
+        };
+        let old = |n| StoredChunk {
+            digest: digest(n),
+            size: 1,
+            modified: SystemTime::UNIX_EPOCH,
+        };
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+        let past_deadline = overdue.deadline_ms() + 1;
+        let plan = plan(
+            &view,
+            &[old(1), old(2)],
+            &HashSet::new(),
+            past_deadline,
+            wall,
+            GcOptions::default(),
+        )
+        .expect("plan");
+        assert_eq!(plan.garbage_chunks, vec![(digest(2), 1)]);
+        assert_eq!(plan.due_snapshots, vec![overdue.id]);
+        assert_eq!(plan.expired_snapshots, vec![failed.id]);
     }
 }

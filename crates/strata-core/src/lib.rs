@@ -17,6 +17,10 @@
 //! | a tree never references a missing chunk | chunks are written before the write record that names them; trees are built only from write records |
 //! | a tree never references a missing node | [`ports::MetadataStore::seal_snapshot`] stores the nodes and the root in one transaction |
 //! | a Put is never lost by a concurrent Complete | the seal only commits if the snapshot's write sequence is unchanged since the tree was built, else it is rebuilt |
+//! | GC never deletes a node a tree committed after its view needs | the store stamps node writes when they commit and issues the view's stamp so that every later write is stamped at or after it; deletions check the stamp in their own transaction ([`ports::Stamp`]) |
+//! | GC never frees the writes of a snapshot that can still complete | only a *stored* `error` frees pending writes; [`ports::MetadataStore::record_block`] refuses writes past the deadline, so a timed-out snapshot never comes back |
+//! | a child is never built on a collected tree | [`ports::MetadataStore::create_snapshot`] checks the parent (present, completed, same root) in the creating transaction |
+//! | a seal never undoes a concurrent tag change | the seal applies only the completion to the record as stored ([`snapshot::SnapshotRecord::completed`]) |
 //! | readers see a snapshot exactly when it is `completed` | the status and the root change in the same transaction; reads require `completed` |
 //! | no wrong byte is ever served | [`ports::ChunkStore::get`] returns only bytes that match the checksum recorded when they were stored (computed from bytes whose SHA-256 was verified), else an error |
 //! | tokens cannot be forged or moved | [`tokens`]: keyed MAC over payload and context |

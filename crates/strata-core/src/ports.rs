@@ -91,6 +91,13 @@ impl StoreError {
     }
 }
 
+/// A point in the metadata store's commit order, issued by the store (never by a
+/// caller's clock) to every node write and to every GC view: of two stamps, the larger
+/// was issued later. One store issues them for every node of a cluster, so comparing
+/// stamps never compares two machines' clocks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Stamp(pub u64);
+
 /// What [`MetadataStore::create_snapshot`] did.
 #[derive(Debug, Clone)]
 pub enum CreateOutcome {
@@ -98,6 +105,9 @@ pub enum CreateOutcome {
     Created,
     /// The owner already used this client token: here is the snapshot it created.
     ClientTokenExists(Box<SnapshotRecord>),
+    /// The record names a parent that is gone, not completed, or whose root is not the
+    /// record's `base_root` any more: nothing was stored.
+    ParentGone,
 }
 
 /// One block write to record on a pending snapshot.
@@ -147,18 +157,23 @@ pub struct PendingWrites {
     pub sequence: u64,
 }
 
-/// The completed form of a snapshot, stored by [`MetadataStore::seal_snapshot`].
+/// What [`MetadataStore::seal_snapshot`] makes of a pending snapshot: only the
+/// completion, applied to the record *as stored* when the seal commits (tags changed since
+/// the tree was built are kept). See [`SnapshotRecord::completed`].
 #[derive(Debug, Clone)]
 pub struct Seal {
+    /// The snapshot.
+    pub snapshot: SnapshotId,
     /// The snapshot's write sequence number the tree was built from.
     pub expected_sequence: u64,
-    /// The sealed record (status completed, root and counters set).
-    pub record: SnapshotRecord,
-    /// Tree nodes to store; a node that exists already gets its write time refreshed.
+    /// The root of the block map (`None`: empty).
+    pub root: Option<NodeHash>,
+    /// Distinct indexes written.
+    pub changed_blocks: u64,
+    /// Completion time (Unix ms).
+    pub completed_at_ms: i64,
+    /// Tree nodes to store; a node that exists already is stamped again.
     pub new_nodes: Vec<(NodeHash, Vec<u8>)>,
-    /// The write time recorded for the nodes (Unix ms, service clock): GC never deletes a
-    /// node written after its plan started.
-    pub written_ms: i64,
 }
 
 /// Why a seal was not stored.
@@ -186,6 +201,10 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Store a new snapshot record. If `record.client_token` is set and the same owner already
     /// created a snapshot with that token, nothing is written and that snapshot is returned.
+    /// If `record.parent` is set, the record is stored only if, in the same transaction, the
+    /// parent exists, belongs to the same owner, is `completed` and has `record.base_root`
+    /// as its root; else nothing is written ([`CreateOutcome::ParentGone`]). So a child is
+    /// never built on a tree whose snapshot was deleted (and collected) meanwhile.
     fn create_snapshot(
         &self,
         record: SnapshotRecord,
@@ -213,10 +232,13 @@ pub trait MetadataStore: Send + Sync + 'static {
         id: &SnapshotId,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Record a block write, atomically with the check that the snapshot is still pending,
-    /// bump its write sequence, progress and last-activity time. Later writes to the same
-    /// index replace earlier ones. Implementations may group concurrent calls into one
-    /// transaction, but each call returns only once its write is durable.
+    /// Record a block write, atomically with the check that the snapshot is still pending
+    /// *at the write's time* (`write.at_ms` not past the stored record's deadline: a write
+    /// that crossed it is refused with the record as of that time, so a timed-out snapshot
+    /// never comes back to life), bump its write sequence, progress and last-activity
+    /// time. Later writes to the same index replace earlier ones. Implementations may
+    /// group concurrent calls into one transaction, but each call returns only once its
+    /// write is durable.
     fn record_block(
         &self,
         write: BlockWrite,
@@ -228,9 +250,10 @@ pub trait MetadataStore: Send + Sync + 'static {
         id: &SnapshotId,
     ) -> impl Future<Output = Result<PendingWrites, StoreError>> + Send;
 
-    /// Seal a pending snapshot: store the nodes and the completed record, and drop its pending
-    /// writes, in one transaction; only if its write sequence still equals
-    /// `expected_sequence`.
+    /// Seal a pending snapshot: store the nodes (each stamped with this transaction's
+    /// stamp, whether new or already stored), complete the stored record
+    /// ([`SnapshotRecord::completed`]) and drop its pending writes, in one transaction; only
+    /// if its write sequence still equals `expected_sequence`.
     fn seal_snapshot(&self, seal: Seal) -> impl Future<Output = Result<(), SealError>> + Send;
 
     /// A node reader for tree walks (which run on blocking threads).
@@ -243,16 +266,19 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<SnapshotRecord>, StoreError>> + Send;
 
     /// One consistent view for garbage collection: every record, the digests written to
-    /// every snapshot that has pending writes, every stored node with its write time, and a
-    /// node reader of the same instant.
+    /// every snapshot that has pending writes, every stored node with its stamp, and a
+    /// node reader of the same instant; and the view's own stamp, `start`, issued so that
+    /// every node write visible in the view is stamped before it and every later one
+    /// (every one not visible) at or after it.
     fn gc_view(&self) -> impl Future<Output = Result<GcView<Self::Nodes>, StoreError>> + Send;
 
-    /// Delete the nodes in `hashes` whose last write time is before `written_before_ms`
-    /// (a node written or re-written since is kept). Returns how many were deleted.
+    /// Delete the nodes in `hashes` last stamped before `stamped_before` (a node written or
+    /// re-written since is kept), in the transaction that checks it. Returns how many were
+    /// deleted.
     fn delete_nodes(
         &self,
         hashes: Vec<NodeHash>,
-        written_before_ms: i64,
+        stamped_before: Stamp,
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
     /// Drop the pending writes of snapshots that are in `error` (timed out); a snapshot
@@ -268,12 +294,14 @@ pub type RecordChange = Box<dyn FnOnce(&SnapshotRecord) -> Option<SnapshotRecord
 
 /// See [`MetadataStore::gc_view`].
 pub struct GcView<N> {
+    /// The view's stamp: nodes stamped at or after it were written after the view.
+    pub start: Stamp,
     /// Every snapshot record.
     pub records: Vec<SnapshotRecord>,
     /// Digests recorded as pending writes, per snapshot.
     pub pending: Vec<(SnapshotId, Vec<ChunkDigest>)>,
-    /// Every stored node and when it was last written (Unix ms, service clock).
-    pub nodes: Vec<(NodeHash, i64)>,
+    /// Every stored node and the stamp of its last write.
+    pub nodes: Vec<(NodeHash, Stamp)>,
     /// Reads nodes as of the same instant.
     pub reader: N,
 }

@@ -113,6 +113,21 @@ impl SnapshotRecord {
         }
     }
 
+    /// The record completed at `at_ms` with the block map `root` of `changed_blocks`
+    /// distinct writes: what a seal makes of the record as stored (every other field,
+    /// tags included, stays as it is).
+    pub fn completed(&self, root: Option<NodeHash>, changed_blocks: u64, at_ms: i64) -> Self {
+        SnapshotRecord {
+            status: SnapshotStatus::Completed,
+            root,
+            changed_blocks,
+            completion_time_ms: Some(at_ms),
+            last_activity_ms: at_ms,
+            progress: Some(100),
+            ..self.clone()
+        }
+    }
+
     /// The record as of `now_ms`: a pending snapshot past its deadline reads as timed out
     /// (status `error` with its message), whether or not that was stored yet.
     pub fn as_of(&self, now_ms: i64) -> SnapshotRecord {

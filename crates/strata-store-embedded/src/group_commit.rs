@@ -9,6 +9,7 @@
 //! uncommitted, and the thread goes on with the next group. Before, the thread died and
 //! every later write failed until a restart.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
@@ -23,6 +24,8 @@ pub(crate) struct GroupCommitThread<R> {
     requests: Option<mpsc::Sender<R>>,
     thread: Option<JoinHandle<()>>,
     name: &'static str,
+    /// Groups handed to `commit` so far (what grouping saves is requests ÷ groups).
+    groups: Arc<AtomicU64>,
 }
 
 impl<R: Send + 'static> GroupCommitThread<R> {
@@ -33,10 +36,13 @@ impl<R: Send + 'static> GroupCommitThread<R> {
         mut commit: impl FnMut(&Database, Vec<R>) + Send + 'static,
     ) -> Result<Self, StoreError> {
         let (sender, requests) = mpsc::channel::<R>();
+        let groups = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&groups);
         let thread = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
                 while let Some(group) = next_group(&requests) {
+                    counted.fetch_add(1, Ordering::Relaxed);
                     // Unwind safety: the group is moved in and dropped by the unwinding; the
                     // database is only reached through transactions, which a panic drops
                     // (uncommitted); what `commit` keeps across groups must stay usable
@@ -57,7 +63,13 @@ impl<R: Send + 'static> GroupCommitThread<R> {
             requests: Some(sender),
             thread: Some(thread),
             name,
+            groups,
         })
+    }
+
+    /// How many groups the thread has taken so far.
+    pub(crate) fn groups(&self) -> u64 {
+        self.groups.load(Ordering::Relaxed)
     }
 
     /// Queue `request`; fails only if the thread has stopped.

@@ -6,7 +6,17 @@
 //! | `snapshots` | snapshot id | `SnapshotRecord` as JSON |
 //! | `client_tokens` | (owner account, client token) | snapshot id |
 //! | `pending_blocks` | (snapshot id, block index) | chunk digest (32 bytes) |
-//! | `nodes` | node hash (32 bytes) | last write time (Unix ms, i64 LE) ‖ encoded block-map node |
+//! | `nodes` | node hash (32 bytes) | stamp of the last write (u64 LE) ‖ encoded block-map node |
+//! | `meta` | `"last_stamp"` | the last stamp issued (u64) |
+//!
+//! # Stamps
+//! The store issues [`Stamp`]s: one per write group that stores nodes, one per GC view,
+//! each `max(last + 1, wall-clock ms)`. The wall-clock floor keeps them above the node
+//! write times of the first format (Unix ms, in the same place of the node value) and
+//! above the stamps of an earlier run even if `meta` was not written. The writer holds
+//! the stamp lock from taking its group's stamp until the group has committed, and a GC
+//! view takes its stamp and opens its read transaction under the same lock: so every node
+//! write the view can see is stamped before the view's stamp, and every other one after.
 //!
 //! # Group commit
 //! All writes go through one writer thread. It takes every request queued at the moment,
@@ -21,13 +31,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
 use strata_core::block_map::{Node, NodeHash, NodeSource};
 use strata_core::ports::{
     BlockWrite, CreateOutcome, GcView, MetadataStore, PendingWrites, RecordBlockError,
-    RecordChange, Seal, SealError, StoreError,
+    RecordChange, Seal, SealError, Stamp, StoreError,
 };
 use strata_core::snapshot::{SnapshotRecord, SnapshotStatus};
 use strata_types::{AccountId, BlockIndex, ChunkDigest, SnapshotId};
@@ -40,6 +50,8 @@ const CLIENT_TOKENS: TableDefinition<(&str, &str), &str> = TableDefinition::new(
 const PENDING_BLOCKS: TableDefinition<(&str, u32), [u8; 32]> =
     TableDefinition::new("pending_blocks");
 const NODES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("nodes");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const LAST_STAMP: &str = "last_stamp";
 
 /// Snapshot metadata in a redb file. Cheap to clone.
 ///
@@ -49,6 +61,28 @@ const NODES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("nodes");
 pub struct RedbMetadataStore {
     writer: Arc<GroupCommitThread<WriteRequest>>,
     db: Arc<Database>,
+    stamps: Arc<Stamps>,
+}
+
+/// The last stamp issued, and the lock that orders stamps with commits (module docs).
+struct Stamps {
+    last: Mutex<u64>,
+}
+
+impl Stamps {
+    fn lock(&self) -> MutexGuard<'_, u64> {
+        // A plain number: consistent whatever a panicking holder did.
+        self.last.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The next stamp after `last`: above it and not below the wall clock in ms.
+fn next_stamp(last: &mut u64) -> Stamp {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    *last = (*last + 1).max(now_ms);
+    Stamp(*last)
 }
 
 impl std::fmt::Debug for RedbMetadataStore {
@@ -72,7 +106,7 @@ enum WriteRequest {
     Delete(SnapshotId, oneshot::Sender<Result<bool, StoreError>>),
     DeleteNodes(
         Vec<NodeHash>,
-        i64,
+        Stamp,
         oneshot::Sender<Result<usize, StoreError>>,
     ),
     DropPending(Vec<SnapshotId>, oneshot::Sender<Result<usize, StoreError>>),
@@ -92,7 +126,7 @@ enum Job {
         Answer<Option<SnapshotRecord>, StoreError>,
     ),
     Delete(SnapshotId, Answer<bool, StoreError>),
-    DeleteNodes(Vec<NodeHash>, i64, Answer<usize, StoreError>),
+    DeleteNodes(Vec<NodeHash>, Stamp, Answer<usize, StoreError>),
     DropPending(Vec<SnapshotId>, Answer<usize, StoreError>),
     RecordBlock(BlockWrite, Answer<(), RecordBlockError>),
     Seal(Box<Seal>, Answer<(), SealError>),
@@ -186,13 +220,34 @@ impl RedbMetadataStore {
         txn.open_table(CLIENT_TOKENS).map_err(backend)?;
         txn.open_table(PENDING_BLOCKS).map_err(backend)?;
         txn.open_table(NODES).map_err(backend)?;
+        let last_stamp = txn
+            .open_table(META)
+            .map_err(backend)?
+            .get(LAST_STAMP)
+            .map_err(backend)?
+            .map_or(0, |v| v.value());
         txn.commit().map_err(backend)?;
 
-        let writer = GroupCommitThread::spawn("strata-metadata-writer", Arc::clone(&db), commit)?;
+        let stamps = Arc::new(Stamps {
+            last: Mutex::new(last_stamp),
+        });
+        let writer_stamps = Arc::clone(&stamps);
+        let writer = GroupCommitThread::spawn(
+            "strata-metadata-writer",
+            Arc::clone(&db),
+            move |db, group| commit(db, &writer_stamps, group),
+        )?;
         Ok(Self {
             writer: Arc::new(writer),
             db,
+            stamps,
         })
+    }
+
+    /// How many write groups (one transaction each) the writer has taken so far: with
+    /// concurrent writers, fewer than the writes.
+    pub fn write_groups(&self) -> u64 {
+        self.writer.groups()
     }
 
     async fn write<T>(
@@ -227,11 +282,14 @@ impl RedbMetadataStore {
 /// round takes one request out, so a group of N takes at most N + 1 transactions, and
 /// only when requests fail. A failure of the group itself (opening the tables, writing
 /// the records, the commit) fails every request still in it.
-fn commit(db: &Database, group: Vec<WriteRequest>) {
+fn commit(db: &Database, stamps: &Stamps, group: Vec<WriteRequest>) {
+    // Held until the group committed (or failed): see the module docs on stamps.
+    let mut last = stamps.lock();
+    let stamp = next_stamp(&mut last);
     let mut jobs: Vec<Job> = group.into_iter().map(Job::from).collect();
     let mut failed: Vec<Option<StoreError>> = vec![None; jobs.len()];
     let group_failure = loop {
-        match apply_group(db, &mut jobs, &failed) {
+        match apply_group(db, stamp, &mut jobs, &failed) {
             Ok(()) => break None,
             Err(GroupFailure::Request(at, error)) => {
                 tracing::warn!(%error, "a metadata write failed; its group is applied without it");
@@ -243,6 +301,7 @@ fn commit(db: &Database, group: Vec<WriteRequest>) {
             }
         }
     };
+    drop(last);
     for (job, failure) in jobs.into_iter().zip(failed) {
         job.send(failure.or_else(|| group_failure.clone()));
     }
@@ -260,6 +319,7 @@ enum GroupFailure {
 /// keeps its outcome.
 fn apply_group(
     db: &Database,
+    stamp: Stamp,
     jobs: &mut [Job],
     failed: &[Option<StoreError>],
 ) -> Result<(), GroupFailure> {
@@ -277,6 +337,7 @@ fn apply_group(
             .map_err(backend)
             .map_err(whole)?;
         let mut nodes = txn.open_table(NODES).map_err(backend).map_err(whole)?;
+        let mut stamped = false;
         for (at, job) in jobs.iter_mut().enumerate() {
             if failed[at].is_some() {
                 continue;
@@ -297,7 +358,8 @@ fn apply_group(
                         .map(|r| answer.outcome = Some(r))
                 }
                 Job::Seal(seal, answer) => {
-                    seal_snapshot(&mut snapshots, &mut pending, &mut nodes, seal)
+                    stamped = true;
+                    seal_snapshot(&mut snapshots, &mut pending, &mut nodes, seal, stamp)
                         .map(|r| answer.outcome = Some(r))
                 }
             };
@@ -305,6 +367,12 @@ fn apply_group(
             applied.map_err(|error| GroupFailure::Request(at, error))?;
         }
         snapshots.flush().map_err(whole)?;
+        if stamped {
+            let mut meta = txn.open_table(META).map_err(backend).map_err(whole)?;
+            meta.insert(LAST_STAMP, stamp.0)
+                .map_err(backend)
+                .map_err(whole)?;
+        }
     }
     txn.commit().map_err(backend).map_err(whole)
 }
@@ -328,8 +396,8 @@ fn apply_update(
             }
         }
         Change::Ran(_) => {
-            return Err(StoreError::Backend(
-                "the snapshot record changed while its write group was applied again; retry".into(),
+            return Err(StoreError::Conflict(
+                "the snapshot record changed while its write group was applied again".into(),
             ));
         }
     }
@@ -421,7 +489,7 @@ mod group_tests {
                 group.push(WriteRequest::RecordBlock(write, done));
                 answers.push(answer);
             }
-            commit(&store.db, group);
+            commit(&store.db, &store.stamps, group);
 
             let tagged = tag_answer.await.expect("answered");
             assert!(
@@ -523,6 +591,16 @@ fn create(
     tokens: &mut Table<'_, (&str, &str), &str>,
     record: &SnapshotRecord,
 ) -> Result<CreateOutcome, StoreError> {
+    if let Some(parent) = &record.parent {
+        let intact = snapshots.load(parent)?.is_some_and(|p| {
+            p.status == SnapshotStatus::Completed
+                && p.owner == record.owner
+                && p.root == record.base_root
+        });
+        if !intact {
+            return Ok(CreateOutcome::ParentGone);
+        }
+    }
     if let Some(token) = &record.client_token {
         let key = (record.owner.as_str(), token.as_str());
         let existing = tokens
@@ -596,15 +674,15 @@ fn delete(
 fn delete_nodes(
     nodes: &mut Table<'_, [u8; 32], &[u8]>,
     hashes: &[NodeHash],
-    written_before_ms: i64,
+    stamped_before: Stamp,
 ) -> Result<usize, StoreError> {
     let mut deleted = 0;
     for hash in hashes {
-        let written = match nodes.get(hash.0).map_err(backend)? {
+        let stamp = match nodes.get(hash.0).map_err(backend)? {
             Some(value) => split_node_value(value.value())?.0,
             None => continue,
         };
-        if written < written_before_ms {
+        if stamp < stamped_before {
             nodes.remove(hash.0).map_err(backend)?;
             deleted += 1;
         }
@@ -629,12 +707,12 @@ fn drop_pending(
     Ok(dropped)
 }
 
-/// A stored node value: (last write time, encoded node).
-fn split_node_value(value: &[u8]) -> Result<(i64, &[u8]), StoreError> {
-    let (time, encoded) = value
+/// A stored node value: (stamp of the last write, encoded node).
+fn split_node_value(value: &[u8]) -> Result<(Stamp, &[u8]), StoreError> {
+    let (stamp, encoded) = value
         .split_first_chunk::<8>()
         .ok_or_else(|| StoreError::Corrupt("block-map node value is truncated".into()))?;
-    Ok((i64::from_le_bytes(*time), encoded))
+    Ok((Stamp(u64::from_le_bytes(*stamp)), encoded))
 }
 
 fn record_block(
@@ -645,8 +723,11 @@ fn record_block(
     let Some(mut record) = snapshots.load(&write.snapshot)? else {
         return Ok(Err(RecordBlockError::NotFound));
     };
-    if record.status != SnapshotStatus::Pending {
-        return Ok(Err(RecordBlockError::NotPending(Box::new(record))));
+    // Pending at the write's time, not only as stored: see `MetadataStore::record_block`.
+    if record.status_at(write.at_ms) != SnapshotStatus::Pending {
+        return Ok(Err(RecordBlockError::NotPending(Box::new(
+            record.as_of(write.at_ms),
+        ))));
     }
     pending
         .insert((write.snapshot.as_str(), write.index.get()), write.digest.0)
@@ -665,8 +746,9 @@ fn seal_snapshot(
     pending: &mut Table<'_, (&str, u32), [u8; 32]>,
     nodes: &mut Table<'_, [u8; 32], &[u8]>,
     seal: &Seal,
+    stamp: Stamp,
 ) -> Result<Result<(), SealError>, StoreError> {
-    let id = &seal.record.id;
+    let id = &seal.snapshot;
     let stored = match snapshots.load(id)? {
         Some(stored) if stored.status == SnapshotStatus::Pending => stored,
         _ => return Ok(Err(SealError::NotPending)),
@@ -677,11 +759,11 @@ fn seal_snapshot(
     let mut value = Vec::new();
     for (hash, encoded) in &seal.new_nodes {
         value.clear();
-        value.extend_from_slice(&seal.written_ms.to_le_bytes());
+        value.extend_from_slice(&stamp.0.to_le_bytes());
         value.extend_from_slice(encoded);
         nodes.insert(hash.0, value.as_slice()).map_err(backend)?;
     }
-    snapshots.save(&seal.record);
+    snapshots.save(&stored.completed(seal.root, seal.changed_blocks, seal.completed_at_ms));
     remove_pending(pending, id)?;
     Ok(Ok(()))
 }
@@ -740,8 +822,14 @@ impl MetadataStore for RedbMetadataStore {
     }
 
     async fn gc_view(&self) -> Result<GcView<RedbNodes>, StoreError> {
-        self.read(|db| {
-            let txn = db.begin_read().map_err(backend)?;
+        let stamps = Arc::clone(&self.stamps);
+        self.read(move |db| {
+            // The stamp and the read transaction under the writer's stamp lock (module docs).
+            let (start, txn) = {
+                let mut last = stamps.lock();
+                let start = next_stamp(&mut last);
+                (start, db.begin_read().map_err(backend)?)
+            };
             let snapshots = txn.open_table(SNAPSHOTS).map_err(backend)?;
             let mut records = Vec::new();
             for entry in snapshots.iter().map_err(backend)? {
@@ -770,6 +858,7 @@ impl MetadataStore for RedbMetadataStore {
                 nodes.push((NodeHash(key.value()), split_node_value(value.value())?.0));
             }
             Ok(GcView {
+                start,
                 records,
                 pending,
                 nodes,
@@ -782,9 +871,9 @@ impl MetadataStore for RedbMetadataStore {
     async fn delete_nodes(
         &self,
         hashes: Vec<NodeHash>,
-        written_before_ms: i64,
+        stamped_before: Stamp,
     ) -> Result<usize, StoreError> {
-        self.write(|tx| WriteRequest::DeleteNodes(hashes, written_before_ms, tx))
+        self.write(|tx| WriteRequest::DeleteNodes(hashes, stamped_before, tx))
             .await?
     }
 

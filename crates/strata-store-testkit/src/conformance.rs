@@ -28,6 +28,10 @@ macro_rules! metadata_store_conformance {
             snapshots_are_listed_by_owner_in_id_order,
             the_gc_view_shows_records_pending_digests_and_nodes,
             node_deletion_spares_nodes_written_since_the_cutoff,
+            nodes_sealed_after_a_gc_view_are_stamped_at_or_after_its_start,
+            a_write_past_the_deadline_is_refused,
+            a_seal_completes_the_record_as_stored,
+            a_child_is_created_only_on_its_intact_parent,
             pending_writes_are_dropped_only_for_snapshots_in_error,
             a_missing_node_is_corruption,
         );
@@ -167,16 +171,12 @@ pub mod metadata {
         let update =
             block_map::apply(&nodes, record.base_root, &writes.blocks, 1 << 20).expect("tree");
         Seal {
+            snapshot: id.clone(),
             expected_sequence: writes.sequence,
-            record: SnapshotRecord {
-                status: SnapshotStatus::Completed,
-                root: update.root,
-                changed_blocks: writes.blocks.len() as u64,
-                completion_time_ms: Some(T0 + 1),
-                ..record
-            },
+            root: update.root,
+            changed_blocks: writes.blocks.len() as u64,
+            completed_at_ms: T0 + 1,
             new_nodes: update.new_nodes,
-            written_ms: T0 + 1,
         }
     }
 
@@ -358,11 +358,13 @@ pub mod metadata {
             .await
             .expect("write");
         let seal = seal_of(store, &id).await;
-        let root = seal.record.root.expect("a tree");
+        let root = seal.root.expect("a tree");
         store.seal_snapshot(seal).await.expect("seal");
         let record = store.snapshot(&id).await.expect("read").expect("exists");
         assert_eq!(record.status, SnapshotStatus::Completed);
         assert_eq!(record.root, Some(root));
+        assert_eq!(record.changed_blocks, 1);
+        assert_eq!(record.completion_time_ms, Some(T0 + 1));
         assert!(
             store
                 .pending_writes(&id)
@@ -388,7 +390,7 @@ pub mod metadata {
             .await
             .expect("write");
         let seal = seal_of(store, &id).await;
-        let root = seal.record.root.expect("a tree");
+        let root = seal.root.expect("a tree");
         store
             .record_block(write(&id, 1, 2, T0))
             .await
@@ -427,10 +429,12 @@ pub mod metadata {
         ));
         store.delete_snapshot(&id).await.expect("delete");
         let gone = Seal {
+            snapshot: id.clone(),
             expected_sequence: 0,
-            record: pending(&id, &account(1), T0),
+            root: None,
+            changed_blocks: 0,
+            completed_at_ms: T0,
             new_nodes: Vec::new(),
-            written_ms: T0,
         };
         assert!(matches!(
             store.seal_snapshot(gone).await,
@@ -491,8 +495,8 @@ pub mod metadata {
         }
     }
 
-    /// `delete_nodes` deletes the listed nodes last written before the cutoff and keeps
-    /// the rest; it returns how many it deleted.
+    /// `delete_nodes` deletes the listed nodes stamped before the cutoff and keeps the
+    /// rest; it returns how many it deleted.
     pub async fn node_deletion_spares_nodes_written_since_the_cutoff<M: MetadataStore>(store: &M) {
         let id = snapshot_id(1);
         create(store, pending(&id, &account(1), T0)).await;
@@ -504,31 +508,165 @@ pub mod metadata {
         let hashes: Vec<NodeHash> = seal.new_nodes.iter().map(|(h, _)| *h).collect();
         store.seal_snapshot(seal).await.expect("seal");
         let view = store.gc_view().await.expect("view");
-        let written = view.nodes.iter().map(|(_, w)| *w).max().expect("nodes");
-        assert_eq!(
-            store
-                .delete_nodes(hashes.clone(), written)
-                .await
-                .expect("delete"),
-            0,
-            "written at the cutoff: kept"
+        let stamp = view.nodes.iter().map(|(_, s)| *s).max().expect("nodes");
+        assert!(
+            stamp < view.start,
+            "a node visible in the view is stamped before it"
         );
-        assert_eq!(
-            store
-                .delete_nodes(hashes.clone(), written + 1)
-                .await
-                .expect("delete"),
-            hashes.len()
-        );
+        let kept = store
+            .delete_nodes(hashes.clone(), stamp)
+            .await
+            .expect("delete");
+        assert_eq!(kept, 0, "stamped at the cutoff: kept");
+        let deleted = store
+            .delete_nodes(hashes.clone(), view.start)
+            .await
+            .expect("delete");
+        assert_eq!(deleted, hashes.len());
         assert!(store.nodes().expect("nodes").load(&hashes[0]).is_err());
-        assert_eq!(
-            store
-                .delete_nodes(hashes, written + 1)
-                .await
-                .expect("delete"),
-            0,
-            "idempotent"
+        let again = store
+            .delete_nodes(hashes, view.start)
+            .await
+            .expect("delete");
+        assert_eq!(again, 0, "idempotent");
+    }
+
+    /// A node a seal writes after a GC view was taken — even one that was stored already
+    /// and is re-written — is stamped at or after the view's start, so the collection
+    /// planned from that view cannot delete it.
+    pub async fn nodes_sealed_after_a_gc_view_are_stamped_at_or_after_its_start<
+        M: MetadataStore,
+    >(
+        store: &M,
+    ) {
+        let first = snapshot_id(1);
+        create(store, pending(&first, &account(1), T0)).await;
+        store
+            .record_block(write(&first, 0, 1, T0))
+            .await
+            .expect("write");
+        let seal = seal_of(store, &first).await;
+        let hashes: Vec<NodeHash> = seal.new_nodes.iter().map(|(h, _)| *h).collect();
+        store.seal_snapshot(seal).await.expect("seal");
+        // The same content again: the same nodes, prepared before the view is taken.
+        let second = snapshot_id(2);
+        create(store, pending(&second, &account(1), T0)).await;
+        store
+            .record_block(write(&second, 0, 1, T0))
+            .await
+            .expect("write");
+        let again = seal_of(store, &second).await;
+        let view = store.gc_view().await.expect("view");
+        store
+            .seal_snapshot(again)
+            .await
+            .expect("seal after the view");
+        let deleted = store
+            .delete_nodes(hashes.clone(), view.start)
+            .await
+            .expect("delete");
+        assert_eq!(deleted, 0, "re-written after the view: kept");
+        let nodes = store.nodes().expect("nodes");
+        for hash in &hashes {
+            nodes.load(hash).expect("still stored");
+        }
+    }
+
+    /// `record_block` refuses a write whose time is past the snapshot's deadline (the
+    /// record as of that time says `error`), and records nothing.
+    pub async fn a_write_past_the_deadline_is_refused<M: MetadataStore>(store: &M) {
+        let id = snapshot_id(1);
+        let record = pending(&id, &account(1), T0);
+        let deadline = record.deadline_ms();
+        create(store, record).await;
+        store
+            .record_block(write(&id, 0, 1, T0))
+            .await
+            .expect("before the deadline");
+        let late = store.record_block(write(&id, 1, 2, deadline + 1)).await;
+        assert!(
+            matches!(&late, Err(RecordBlockError::NotPending(r)) if r.status == SnapshotStatus::Error),
+            "{late:?}"
         );
+        let writes = store.pending_writes(&id).await.expect("pending");
+        assert_eq!(writes.blocks, vec![(BlockIndex::new(0), digest(1))]);
+    }
+
+    /// A seal completes the record as stored when it commits: a tag added after the tree
+    /// was built survives.
+    pub async fn a_seal_completes_the_record_as_stored<M: MetadataStore>(store: &M) {
+        let id = snapshot_id(1);
+        create(store, pending(&id, &account(1), T0)).await;
+        let seal = seal_of(store, &id).await;
+        let tag: RecordChange = Box::new(|r| {
+            let mut record = r.clone();
+            record.tags.push(Tag {
+                key: "k".into(),
+                value: "v".into(),
+            });
+            Some(record)
+        });
+        store.update_snapshot(&id, tag).await.expect("tag");
+        store.seal_snapshot(seal).await.expect("seal");
+        let record = store.snapshot(&id).await.expect("read").expect("exists");
+        assert_eq!(record.status, SnapshotStatus::Completed);
+        assert_eq!(record.tags.len(), 1);
+        assert_eq!(record.progress, Some(100));
+    }
+
+    /// A record naming a parent is created only if the parent is there, completed, of the
+    /// same owner, with the record's `base_root` as its root.
+    pub async fn a_child_is_created_only_on_its_intact_parent<M: MetadataStore>(store: &M) {
+        let parent = snapshot_id(1);
+        create(store, pending(&parent, &account(1), T0)).await;
+        store
+            .record_block(write(&parent, 0, 1, T0))
+            .await
+            .expect("write");
+        let child_of = |n, root| {
+            let mut child = pending(&snapshot_id(n), &account(1), T0);
+            child.parent = Some(parent.clone());
+            child.lineage = parent.clone();
+            child.base_root = root;
+            child
+        };
+        let outcome = store
+            .create_snapshot(child_of(2, None))
+            .await
+            .expect("create");
+        assert!(
+            matches!(outcome, CreateOutcome::ParentGone),
+            "pending parent: {outcome:?}"
+        );
+        let seal = seal_of(store, &parent).await;
+        let root = seal.root;
+        store.seal_snapshot(seal).await.expect("seal");
+        let outcome = store
+            .create_snapshot(child_of(3, None))
+            .await
+            .expect("create");
+        assert!(
+            matches!(outcome, CreateOutcome::ParentGone),
+            "other root: {outcome:?}"
+        );
+        let mut foreign = child_of(4, root);
+        foreign.owner = account(2);
+        let outcome = store.create_snapshot(foreign).await.expect("create");
+        assert!(
+            matches!(outcome, CreateOutcome::ParentGone),
+            "other owner: {outcome:?}"
+        );
+        create(store, child_of(5, root)).await;
+        store.delete_snapshot(&parent).await.expect("delete");
+        let outcome = store
+            .create_snapshot(child_of(6, root))
+            .await
+            .expect("create");
+        assert!(
+            matches!(outcome, CreateOutcome::ParentGone),
+            "deleted: {outcome:?}"
+        );
+        assert_eq!(store.snapshot(&snapshot_id(6)).await.expect("read"), None);
     }
 
     /// `drop_pending_writes` drops the writes of snapshots stored in `error` and leaves

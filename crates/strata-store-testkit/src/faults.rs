@@ -22,7 +22,7 @@ use bytes::Bytes;
 use strata_core::block_map::NodeHash;
 use strata_core::ports::{
     BlockWrite, ChunkStore, CreateOutcome, GcView, MetadataStore, PendingWrites, RecordBlockError,
-    RecordChange, Seal, SealError, StoreError, StoredChunk,
+    RecordChange, Seal, SealError, Stamp, StoreError, StoredChunk,
 };
 use strata_core::snapshot::SnapshotRecord;
 use strata_types::{AccountId, ChunkDigest, SnapshotId};
@@ -313,9 +313,9 @@ impl<M: MetadataStore> MetadataStore for FaultyMetadata<M> {
     async fn delete_nodes(
         &self,
         hashes: Vec<NodeHash>,
-        written_before_ms: i64,
+        stamped_before: Stamp,
     ) -> Result<usize, StoreError> {
-        let call = self.inner.delete_nodes(hashes, written_before_ms);
+        let call = self.inner.delete_nodes(hashes, stamped_before);
         self.faults.around(Op::DeleteNodes, same, call).await
     }
 

@@ -10,18 +10,19 @@ use bytes::Bytes;
 use strata_core::block_map::{Node, NodeHash, NodeSource};
 use strata_core::ports::{
     BlockWrite, ChunkStore, CreateOutcome, GcView, MetadataStore, PendingWrites, RecordBlockError,
-    RecordChange, Seal, SealError, StoreError, StoredChunk,
+    RecordChange, Seal, SealError, Stamp, StoreError, StoredChunk,
 };
 use strata_core::snapshot::{SnapshotRecord, SnapshotStatus};
 use strata_types::{AccountId, BlockIndex, ChunkDigest, SnapshotId};
 use xxhash_rust::xxh3::xxh3_64;
 
-/// Stored nodes: hash → (time of the last write, encoded node). Shared copy-on-write
+/// Stored nodes: hash → (stamp of the last write, encoded node). Shared copy-on-write
 /// with the readers handed out, so a reader is a consistent view at no cost.
-type NodeMap = Arc<BTreeMap<NodeHash, (i64, Arc<[u8]>)>>;
+type NodeMap = Arc<BTreeMap<NodeHash, (Stamp, Arc<[u8]>)>>;
 
 #[derive(Default)]
 struct Metadata {
+    last_stamp: u64,
     snapshots: BTreeMap<SnapshotId, SnapshotRecord>,
     tokens: HashMap<(AccountId, String), SnapshotId>,
     pending: BTreeMap<(SnapshotId, BlockIndex), ChunkDigest>,
@@ -29,6 +30,11 @@ struct Metadata {
 }
 
 impl Metadata {
+    fn next_stamp(&mut self) -> Stamp {
+        self.last_stamp += 1;
+        Stamp(self.last_stamp)
+    }
+
     fn remove_pending(&mut self, id: &SnapshotId) -> usize {
         let keys: Vec<_> = self
             .pending
@@ -65,8 +71,8 @@ impl MemoryMetadataStore {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The write time of a stored node (for tests of the stamping rules).
-    pub fn node_stamp(&self, hash: &NodeHash) -> Option<i64> {
+    /// The stamp of a stored node (for tests of the stamping rules).
+    pub fn node_stamp(&self, hash: &NodeHash) -> Option<Stamp> {
         self.lock().nodes.get(hash).map(|(stamp, _)| *stamp)
     }
 }
@@ -97,6 +103,16 @@ impl MetadataStore for MemoryMetadataStore {
 
     async fn create_snapshot(&self, record: SnapshotRecord) -> Result<CreateOutcome, StoreError> {
         let mut state = self.lock();
+        if let Some(parent) = &record.parent {
+            let intact = state.snapshots.get(parent).is_some_and(|p| {
+                p.status == SnapshotStatus::Completed
+                    && p.owner == record.owner
+                    && p.root == record.base_root
+            });
+            if !intact {
+                return Ok(CreateOutcome::ParentGone);
+            }
+        }
         if let Some(token) = &record.client_token {
             let key = (record.owner.clone(), token.clone());
             if let Some(existing) = state
@@ -151,8 +167,10 @@ impl MetadataStore for MemoryMetadataStore {
         let Some(record) = state.snapshots.get(&write.snapshot) else {
             return Err(RecordBlockError::NotFound);
         };
-        if record.status != SnapshotStatus::Pending {
-            return Err(RecordBlockError::NotPending(Box::new(record.clone())));
+        if record.status_at(write.at_ms) != SnapshotStatus::Pending {
+            return Err(RecordBlockError::NotPending(Box::new(
+                record.as_of(write.at_ms),
+            )));
         }
         let mut record = record.clone();
         record.write_sequence += 1;
@@ -180,19 +198,21 @@ impl MetadataStore for MemoryMetadataStore {
 
     async fn seal_snapshot(&self, seal: Seal) -> Result<(), SealError> {
         let mut state = self.lock();
-        let stored = match state.snapshots.get(&seal.record.id) {
+        let stored = match state.snapshots.get(&seal.snapshot) {
             Some(stored) if stored.status == SnapshotStatus::Pending => stored,
             _ => return Err(SealError::NotPending),
         };
         if stored.write_sequence != seal.expected_sequence {
             return Err(SealError::Raced);
         }
+        let sealed = stored.completed(seal.root, seal.changed_blocks, seal.completed_at_ms);
+        let stamp = state.next_stamp();
         let nodes = Arc::make_mut(&mut state.nodes);
         for (hash, encoded) in seal.new_nodes {
-            nodes.insert(hash, (seal.written_ms, encoded.into()));
+            nodes.insert(hash, (stamp, encoded.into()));
         }
-        state.remove_pending(&seal.record.id);
-        state.snapshots.insert(seal.record.id.clone(), seal.record);
+        state.remove_pending(&seal.snapshot);
+        state.snapshots.insert(seal.snapshot, sealed);
         Ok(())
     }
 
@@ -216,7 +236,8 @@ impl MetadataStore for MemoryMetadataStore {
     }
 
     async fn gc_view(&self) -> Result<GcView<MemoryNodes>, StoreError> {
-        let state = self.lock();
+        let mut state = self.lock();
+        let start = state.next_stamp();
         let mut pending: Vec<(SnapshotId, Vec<ChunkDigest>)> = Vec::new();
         for ((id, _), digest) in &state.pending {
             match pending.last_mut() {
@@ -225,6 +246,7 @@ impl MetadataStore for MemoryMetadataStore {
             }
         }
         Ok(GcView {
+            start,
             records: state.snapshots.values().cloned().collect(),
             pending,
             nodes: state
@@ -241,7 +263,7 @@ impl MetadataStore for MemoryMetadataStore {
     async fn delete_nodes(
         &self,
         hashes: Vec<NodeHash>,
-        written_before_ms: i64,
+        stamped_before: Stamp,
     ) -> Result<usize, StoreError> {
         let mut state = self.lock();
         let nodes = Arc::make_mut(&mut state.nodes);
@@ -249,7 +271,7 @@ impl MetadataStore for MemoryMetadataStore {
         for hash in hashes {
             if nodes
                 .get(&hash)
-                .is_some_and(|(written, _)| *written < written_before_ms)
+                .is_some_and(|(stamp, _)| *stamp < stamped_before)
             {
                 nodes.remove(&hash);
                 deleted += 1;

@@ -7,7 +7,7 @@ use crate::block_map;
 use crate::checksum::linear_aggregate;
 use crate::error::ServiceError;
 use crate::ports::{ChunkStore, MetadataStore, Seal, SealError};
-use crate::snapshot::{SnapshotRecord, SnapshotStatus};
+use crate::snapshot::SnapshotStatus;
 
 /// How often CompleteSnapshot rebuilds the tree when block writes race with it.
 const SEAL_ATTEMPTS: usize = 5;
@@ -63,21 +63,13 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             let update =
                 run_blocking(move || block_map::apply(&nodes, parent_root, &blocks, keep_below))
                     .await?;
-            let now = self.now_ms();
-            let sealed = SnapshotRecord {
-                status: SnapshotStatus::Completed,
+            let seal = Seal {
+                snapshot: id.clone(),
+                expected_sequence: pending.sequence,
                 root: update.root,
                 changed_blocks: written,
-                completion_time_ms: Some(now),
-                last_activity_ms: now,
-                progress: Some(100),
-                ..record
-            };
-            let seal = Seal {
-                expected_sequence: pending.sequence,
-                record: sealed,
+                completed_at_ms: self.now_ms(),
                 new_nodes: update.new_nodes,
-                written_ms: now,
             };
             match self.metadata.seal_snapshot(seal).await {
                 Ok(()) => return Ok(SnapshotStatus::Completed),

@@ -1,5 +1,5 @@
-//! Garbage collection as the service runs it: plan (reads only), then execute (the only
-//! code that deletes). The reasoning is in [`crate::gc`].
+//! Garbage collection as the service runs it: plan (it deletes nothing), then execute (the
+//! only code that deletes). The reasoning is in [`crate::gc`].
 
 use super::{SnapshotService, run_blocking};
 use crate::error::ServiceError;
@@ -7,8 +7,12 @@ use crate::gc::{self, GcOptions, GcPlan, GcReport};
 use crate::ports::{ChunkStore, MetadataStore};
 
 impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
-    /// Decide what garbage collection would delete (reads only).
+    /// Decide what garbage collection would delete. It deletes nothing, but it first
+    /// records the timeouts that are due (what every read already reports), so that the
+    /// writes of those snapshots, stored as `error` from then on, are freed by this
+    /// collection rather than the next (GC frees only a stored `error`: see `gc`).
     pub async fn plan_gc(&self, options: GcOptions) -> Result<GcPlan, ServiceError> {
+        self.expire_idle_snapshots().await?;
         // Order matters (see `gc`): the cutoff, then the in-flight set, then the view.
         let now = self.now_ms();
         let wall_now = std::time::SystemTime::now();
@@ -30,11 +34,12 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
         for batch in plan.garbage_nodes.chunks(NODE_BATCH) {
             report.nodes_deleted += self
                 .metadata
-                .delete_nodes(batch.to_vec(), plan.node_cutoff_ms)
+                .delete_nodes(batch.to_vec(), plan.node_cutoff)
                 .await?;
         }
-        // Record the timeouts first: only snapshots stored as `error` lose their writes.
-        for id in &plan.expired_snapshots {
+        // Record the timeouts the plan found due; their writes are freed by a later
+        // collection, once the view shows them stored as `error`.
+        for id in &plan.due_snapshots {
             if let Some(record) = self.metadata.snapshot(id).await? {
                 self.expire_if_due(record).await?;
             }

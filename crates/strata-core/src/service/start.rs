@@ -92,6 +92,10 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
         };
         match self.metadata.create_snapshot(record.clone()).await? {
             CreateOutcome::Created => Ok(record),
+            // Deleted (or changed) between our read and the creation: as if it never was.
+            CreateOutcome::ParentGone => Err(ServiceError::SnapshotNotFound(
+                record.parent.clone().unwrap_or_else(|| record.id.clone()),
+            )),
             CreateOutcome::ClientTokenExists(existing) => {
                 if existing.start_fingerprint == record.start_fingerprint {
                     Ok(*existing)

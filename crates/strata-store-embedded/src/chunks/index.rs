@@ -145,6 +145,11 @@ impl Index {
         Ok(Self { db, committer })
     }
 
+    /// How many groups the committer has taken so far.
+    pub(super) fn groups(&self) -> u64 {
+        self.committer.groups()
+    }
+
     /// Where `digest` is stored, if it is.
     pub(super) fn get(&self, digest: &ChunkDigest) -> Result<Option<Location>, StoreError> {
         let txn = self.db.begin_read().map_err(backend)?;

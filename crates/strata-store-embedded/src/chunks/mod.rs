@@ -194,6 +194,12 @@ impl FsChunkStore {
         Ok(store)
     }
 
+    /// How many groups (one `fdatasync` and index commit each) the chunk committer has
+    /// taken so far: with concurrent puts, fewer than the chunks stored.
+    pub fn commit_groups(&self) -> u64 {
+        self.inner.index.groups()
+    }
+
     /// Where the chunk `digest` is stored, if it is.
     pub fn locate(&self, digest: &ChunkDigest) -> Result<Option<ChunkLocation>, StoreError> {
         Ok(self.inner.index.get(digest)?.map(|location| ChunkLocation {

@@ -399,6 +399,10 @@ async fn concurrent_puts_share_group_commits_and_all_read_back() {
     // Each content was written once: the puts of the same content that ran concurrently
     // waited for the first and found it stored.
     assert_eq!(allocated(&root), 16 * strata_types::BLOCK_SIZE as u64);
+    // Shared: 16 new chunks (plus the index creation's group, if any) in fewer groups
+    // than chunks. One commit per chunk would make this 16 or more.
+    let groups = store.commit_groups();
+    assert!(groups < 16, "{groups} commit groups for 16 new chunks");
 }
 
 /// The names of the segment files of `root`.
