@@ -17,12 +17,12 @@
 //! - **Chunks** are deleted only if unreferenced at the view, not being written right now,
 //!   and not stored or refreshed since the cutoff (checked again atomically with the
 //!   deletion). The cutoff is the wall clock at the start minus a grace period. A Put
-//!   announces its digest in the service's in-flight set before storing the chunk and
-//!   withdraws it after its write record commits; the plan reads that set after taking the
-//!   cutoff and before taking the view. So a write committed after the view either was
-//!   announced before the set was read (its digest is live), or stored its chunk after the
-//!   cutoff (its file is too young to delete). The grace period only absorbs wall-clock
-//!   steps backwards.
+//!   announces its digest to the metadata store ([`crate::ports::MetadataStore::announce_put`],
+//!   seen by every process sharing the store) before storing the chunk and withdraws it
+//!   after its write record commits; the view, taken after the cutoff, carries the
+//!   announcements of that moment. So a write committed after the view either was announced
+//!   before it (its digest is live), or stored its chunk after the cutoff (its file is too
+//!   young to delete). The grace period only absorbs wall-clock steps backwards.
 //!
 //! [`plan`] only reads; [`GcPlan`] is the complete intent (shown by dry runs); executing
 //! it is the only code path that deletes, and every deletion is conditional and
@@ -105,13 +105,12 @@ pub struct GcReport {
 pub fn plan<N: NodeSource>(
     view: &GcView<N>,
     chunks: &[StoredChunk],
-    in_flight: &HashSet<ChunkDigest>,
     now_ms: i64,
     wall_now: SystemTime,
     options: GcOptions,
 ) -> Result<GcPlan, StoreError> {
     let mut live_nodes = HashSet::new();
-    let mut live_chunks: HashSet<ChunkDigest> = in_flight.clone();
+    let mut live_chunks: HashSet<ChunkDigest> = view.announced.clone();
     let mut expired_snapshots = Vec::new();
     let mut due_snapshots = Vec::new();
     let mut pending_alive = HashSet::new();
@@ -200,55 +199,6 @@ fn mark(
         }
     }
     Ok(())
-}
-
-/// Digests of chunks being stored whose write records are not committed yet. A Put holds
-/// an [`InFlightGuard`] from before it stores the chunk until its record commits.
-#[derive(Debug, Default)]
-pub struct InFlight {
-    digests: std::sync::Mutex<std::collections::HashMap<ChunkDigest, usize>>,
-}
-
-impl InFlight {
-    /// Announce a write of `digest`; withdrawn when the guard drops.
-    pub fn announce(self: &std::sync::Arc<Self>, digest: ChunkDigest) -> InFlightGuard {
-        *self.lock().entry(digest).or_insert(0) += 1;
-        InFlightGuard {
-            set: std::sync::Arc::clone(self),
-            digest,
-        }
-    }
-
-    /// The digests announced right now.
-    pub fn snapshot(&self) -> HashSet<ChunkDigest> {
-        self.lock().keys().copied().collect()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ChunkDigest, usize>> {
-        // The map stays consistent even if a holder panicked: every update is one statement.
-        self.digests
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// Keeps a digest announced in an [`InFlight`] set while alive.
-#[derive(Debug)]
-pub struct InFlightGuard {
-    set: std::sync::Arc<InFlight>,
-    digest: ChunkDigest,
-}
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        let mut digests = self.set.lock();
-        if let Some(count) = digests.get_mut(&self.digest) {
-            *count -= 1;
-            if *count == 0 {
-                digests.remove(&self.digest);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -352,12 +302,12 @@ mod tests {
             ],
             pending: vec![(SnapshotId::parse("snap-0d").expect("id"), vec![digest(4)])],
             nodes: all_nodes,
+            announced: HashSet::new(),
             reader: nodes,
         };
         let plan = plan(
             &view,
             &chunks,
-            &HashSet::new(),
             20,
             wall,
             GcOptions {
@@ -379,21 +329,13 @@ mod tests {
     }
 
     #[test]
-    fn in_flight_digests_are_live_until_their_guard_drops() {
-        let set = std::sync::Arc::new(InFlight::default());
-        let a = set.announce(digest(1));
-        let b = set.announce(digest(1));
-        assert_eq!(set.snapshot().len(), 1);
-        drop(a);
-        assert!(set.snapshot().contains(&digest(1)));
-        drop(b);
-        assert!(set.snapshot().is_empty());
-        // An unreferenced old chunk that is in flight is kept.
-        let view = GcView {
+    fn announced_digests_are_live() {
+        let view = |announced: HashSet<ChunkDigest>| GcView {
             start: Stamp(1),
             records: Vec::new(),
             pending: Vec::new(),
             nodes: Vec::new(),
+            announced,
             reader: MemoryNodes::default(),
         };
         let old = StoredChunk {
@@ -402,18 +344,11 @@ mod tests {
             modified: SystemTime::UNIX_EPOCH,
         };
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
-        let busy = HashSet::from([digest(1)]);
-        let kept = plan(&view, &[old], &busy, 0, wall, GcOptions::default()).expect("plan");
-        assert!(kept.garbage_chunks.is_empty());
-        let idle = plan(
-            &view,
-            &[old],
-            &HashSet::new(),
-            0,
-            wall,
-            GcOptions::default(),
-        )
-        .expect("plan");
+        let busy = view(HashSet::from([digest(1)]));
+        let kept = plan(&busy, &[old], 0, wall, GcOptions::default()).expect("plan");
+        assert!(kept.garbage_chunks.is_empty(), "an announced chunk is kept");
+        let idle =
+            plan(&view(HashSet::new()), &[old], 0, wall, GcOptions::default()).expect("plan");
         assert_eq!(idle.garbage_chunks.len(), 1);
     }
 
@@ -438,17 +373,17 @@ mod tests {
                     .iter()
                     .map(|(h, _)| (*h, Stamp(50)))
                     .collect(),
+                announced: HashSet::new(),
                 reader,
             }
         };
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
-        let none = HashSet::new();
-        let early = plan(&view_at(50), &[], &none, 0, wall, GcOptions::default()).expect("plan");
+        let early = plan(&view_at(50), &[], 0, wall, GcOptions::default()).expect("plan");
         assert!(
             early.garbage_nodes.is_empty(),
             "stamped at the view's start: kept"
         );
-        let later = plan(&view_at(51), &[], &none, 0, wall, GcOptions::default()).expect("plan");
+        let later = plan(&view_at(51), &[], 0, wall, GcOptions::default()).expect("plan");
         assert_eq!(later.garbage_nodes.len(), tree.new_nodes.len());
         assert_eq!(later.node_cutoff, Stamp(51));
     }
@@ -469,6 +404,7 @@ mod tests {
             records: vec![overdue.clone(), failed.clone()],
             pending,
             nodes: Vec::new(),
+            announced: HashSet::new(),
             reader: MemoryNodes::default(),
         };
         let old = |n| StoredChunk {
@@ -481,7 +417,6 @@ mod tests {
         let plan = plan(
             &view,
             &[old(1), old(2)],
-            &HashSet::new(),
             past_deadline,
             wall,
             GcOptions::default(),

@@ -29,6 +29,7 @@
 //! Every snapshot records its `lineage`: the id of its oldest ancestor. Two snapshots are
 //! related (ListChangedBlocks accepts them) exactly when their lineages are equal.
 
+pub mod announcements;
 pub mod block_map;
 pub mod body;
 pub mod buffers;

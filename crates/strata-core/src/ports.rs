@@ -98,6 +98,11 @@ impl StoreError {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Stamp(pub u64);
 
+/// One Put's announcement of the content it is about to write
+/// ([`MetadataStore::announce_put`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AnnouncementId(pub u64);
+
 /// What [`MetadataStore::create_snapshot`] did.
 #[derive(Debug, Clone)]
 pub enum CreateOutcome {
@@ -256,6 +261,21 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// if its write sequence still equals `expected_sequence`.
     fn seal_snapshot(&self, seal: Seal) -> impl Future<Output = Result<(), SealError>> + Send;
 
+    /// Announce that a Put of content `digest` is under way: from the moment this returns
+    /// until [`MetadataStore::withdraw_put`], every GC view ([`GcView::announced`]) — on
+    /// any process sharing this store — includes the digest, so a collection keeps its
+    /// chunk. Announcements need not survive the process that made them (its Puts end
+    /// with it); a store shared by many processes lets them lapse after a while.
+    fn announce_put(
+        &self,
+        digest: ChunkDigest,
+    ) -> impl Future<Output = Result<AnnouncementId, StoreError>> + Send;
+
+    /// Withdraw an announcement (after the Put's write record committed, or when the Put
+    /// gave up). Never fails from the caller's side: an announcement that cannot be
+    /// withdrawn lapses.
+    fn withdraw_put(&self, id: AnnouncementId);
+
     /// A node reader for tree walks (which run on blocking threads).
     fn nodes(&self) -> Result<Self::Nodes, StoreError>;
 
@@ -302,6 +322,8 @@ pub struct GcView<N> {
     pub pending: Vec<(SnapshotId, Vec<ChunkDigest>)>,
     /// Every stored node and the stamp of its last write.
     pub nodes: Vec<(NodeHash, Stamp)>,
+    /// The digests announced by Puts in flight when the view was taken.
+    pub announced: std::collections::HashSet<ChunkDigest>,
     /// Reads nodes as of the same instant.
     pub reader: N,
 }

@@ -34,10 +34,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
+use strata_core::announcements::Announcements;
 use strata_core::block_map::{Node, NodeHash, NodeSource};
 use strata_core::ports::{
-    BlockWrite, CreateOutcome, GcView, MetadataStore, PendingWrites, RecordBlockError,
-    RecordChange, Seal, SealError, Stamp, StoreError,
+    AnnouncementId, BlockWrite, CreateOutcome, GcView, MetadataStore, PendingWrites,
+    RecordBlockError, RecordChange, Seal, SealError, Stamp, StoreError,
 };
 use strata_core::snapshot::{SnapshotRecord, SnapshotStatus};
 use strata_types::{AccountId, BlockIndex, ChunkDigest, SnapshotId};
@@ -62,6 +63,8 @@ pub struct RedbMetadataStore {
     writer: Arc<GroupCommitThread<WriteRequest>>,
     db: Arc<Database>,
     stamps: Arc<Stamps>,
+    /// In memory: only this process opens the database, and its Puts end with it.
+    announcements: Arc<Announcements>,
 }
 
 /// The last stamp issued, and the lock that orders stamps with commits (module docs).
@@ -241,6 +244,7 @@ impl RedbMetadataStore {
             writer: Arc::new(writer),
             db,
             stamps,
+            announcements: Arc::default(),
         })
     }
 
@@ -823,6 +827,7 @@ impl MetadataStore for RedbMetadataStore {
 
     async fn gc_view(&self) -> Result<GcView<RedbNodes>, StoreError> {
         let stamps = Arc::clone(&self.stamps);
+        let announcements = Arc::clone(&self.announcements);
         self.read(move |db| {
             // The stamp and the read transaction under the writer's stamp lock (module docs).
             let (start, txn) = {
@@ -862,6 +867,7 @@ impl MetadataStore for RedbMetadataStore {
                 records,
                 pending,
                 nodes,
+                announced: announcements.digests(),
                 reader: RedbNodes { table },
             })
         })
@@ -912,6 +918,14 @@ impl MetadataStore for RedbMetadataStore {
     async fn seal_snapshot(&self, seal: Seal) -> Result<(), SealError> {
         self.write(|tx| WriteRequest::Seal(Box::new(seal), tx))
             .await?
+    }
+
+    async fn announce_put(&self, digest: ChunkDigest) -> Result<AnnouncementId, StoreError> {
+        Ok(self.announcements.announce(digest))
+    }
+
+    fn withdraw_put(&self, id: AnnouncementId) {
+        self.announcements.withdraw(id);
     }
 
     fn nodes(&self) -> Result<RedbNodes, StoreError> {

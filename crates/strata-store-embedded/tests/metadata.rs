@@ -3,17 +3,14 @@
 //! behaviour when a seal keeps racing with block writes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use strata_core::body::BlockHasher;
-use strata_core::ports::{
-    BlockWrite, CreateOutcome, MetadataStore, PendingWrites, RecordBlockError, Seal, SealError,
-    StoreError,
-};
+use strata_core::ports::{BlockWrite, MetadataStore, StoreError};
 use strata_core::snapshot::{SnapshotRecord, SnapshotStatus};
 use strata_core::tokens::TokenIssuer;
 use strata_core::{ServiceError, SnapshotService, SystemClock};
 use strata_store_embedded::{EmbeddedStore, FsChunkStore, RedbMetadataStore};
+use strata_store_testkit::{Faults, FaultyMetadata, Op};
 use strata_types::{AccountId, BlockIndex, ChunkDigest, SnapshotId, VolumeSize};
 
 fn account() -> AccountId {
@@ -89,72 +86,6 @@ async fn concurrent_writes_are_grouped_and_all_durable_across_reopen() {
     assert_eq!(pending.sequence, 500);
 }
 
-/// A metadata store whose seals race with writes a given number of times.
-struct RacingStore {
-    inner: RedbMetadataStore,
-    races_left: AtomicUsize,
-}
-
-impl MetadataStore for RacingStore {
-    type Nodes = <RedbMetadataStore as MetadataStore>::Nodes;
-
-    async fn create_snapshot(&self, record: SnapshotRecord) -> Result<CreateOutcome, StoreError> {
-        self.inner.create_snapshot(record).await
-    }
-    async fn snapshot(&self, id: &SnapshotId) -> Result<Option<SnapshotRecord>, StoreError> {
-        self.inner.snapshot(id).await
-    }
-    async fn update_snapshot(
-        &self,
-        id: &SnapshotId,
-        change: strata_core::ports::RecordChange,
-    ) -> Result<Option<SnapshotRecord>, StoreError> {
-        self.inner.update_snapshot(id, change).await
-    }
-    async fn delete_snapshot(&self, id: &SnapshotId) -> Result<bool, StoreError> {
-        self.inner.delete_snapshot(id).await
-    }
-    async fn gc_view(&self) -> Result<strata_core::ports::GcView<Self::Nodes>, StoreError> {
-        self.inner.gc_view().await
-    }
-    async fn delete_nodes(
-        &self,
-        hashes: Vec<strata_core::block_map::NodeHash>,
-        before: strata_core::ports::Stamp,
-    ) -> Result<usize, StoreError> {
-        self.inner.delete_nodes(hashes, before).await
-    }
-    async fn drop_pending_writes(&self, ids: Vec<SnapshotId>) -> Result<usize, StoreError> {
-        self.inner.drop_pending_writes(ids).await
-    }
-    async fn record_block(&self, write: BlockWrite) -> Result<(), RecordBlockError> {
-        self.inner.record_block(write).await
-    }
-    async fn pending_writes(&self, id: &SnapshotId) -> Result<PendingWrites, StoreError> {
-        self.inner.pending_writes(id).await
-    }
-    async fn seal_snapshot(&self, seal: Seal) -> Result<(), SealError> {
-        let raced = self
-            .races_left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if raced {
-            Err(SealError::Raced)
-        } else {
-            self.inner.seal_snapshot(seal).await
-        }
-    }
-    fn nodes(&self) -> Result<Self::Nodes, StoreError> {
-        self.inner.nodes()
-    }
-    async fn list_snapshots(
-        &self,
-        owner: Option<&AccountId>,
-    ) -> Result<Vec<SnapshotRecord>, StoreError> {
-        self.inner.list_snapshots(owner).await
-    }
-}
-
 /// A service over `metadata` and `chunks`, with one pending 1 GiB snapshot.
 async fn service_with_snapshot<M: MetadataStore>(
     metadata: M,
@@ -180,24 +111,48 @@ async fn service_with_snapshot<M: MetadataStore>(
     (service, owner, snapshot.id)
 }
 
-async fn complete_with_races(races: usize) -> Result<SnapshotStatus, ServiceError> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = EmbeddedStore::open(dir.path()).expect("open");
-    let metadata = RacingStore {
-        inner: store.metadata,
-        races_left: AtomicUsize::new(races),
-    };
-    let (service, owner, id) = service_with_snapshot(metadata, store.chunks).await;
+/// Put block 0 of `id` (always the same content).
+async fn put_block_zero<M: MetadataStore>(
+    service: &SnapshotService<M, FsChunkStore>,
+    owner: &AccountId,
+    id: &SnapshotId,
+) {
     let mut hasher = BlockHasher::default();
     assert!(hasher.update(&vec![7u8; strata_types::BLOCK_SIZE]));
     let block = hasher.finish();
-    let digest = block.digest;
     let permit = service
-        .begin_put(&owner, &id, BlockIndex::new(0), digest)
+        .begin_put(owner, id, BlockIndex::new(0), block.digest)
         .await
         .expect("writable");
     service.put_block(permit, block, None).await.expect("put");
-    service.complete_snapshot(&owner, &id, 1, None).await
+}
+
+/// CompleteSnapshot while the first `races` seals really race: each is held at a gate
+/// until block 0 has been written again (same content, so the count still matches).
+async fn complete_with_races(races: usize) -> Result<SnapshotStatus, ServiceError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let faults = Faults::new();
+    let metadata = FaultyMetadata::new(store.metadata, faults.clone());
+    let (service, owner, id) = service_with_snapshot(metadata, store.chunks).await;
+    put_block_zero(&service, &owner, &id).await;
+    let gates: Vec<_> = (1..=races)
+        .map(|n| faults.gate(Op::SealSnapshot, n))
+        .collect();
+    let racer = {
+        let (service, owner, id) = (service.clone(), owner.clone(), id.clone());
+        tokio::spawn(async move {
+            for gate in gates {
+                gate.reached().await;
+                put_block_zero(&service, &owner, &id).await;
+                gate.open();
+            }
+        })
+    };
+    let outcome = service.complete_snapshot(&owner, &id, 1, None).await;
+    // Beyond the service's attempts, the remaining gates are never reached.
+    racer.abort();
+    outcome
 }
 
 #[tokio::test]

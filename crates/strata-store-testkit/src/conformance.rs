@@ -32,6 +32,7 @@ macro_rules! metadata_store_conformance {
             a_write_past_the_deadline_is_refused,
             a_seal_completes_the_record_as_stored,
             a_child_is_created_only_on_its_intact_parent,
+            announced_digests_are_in_every_gc_view_until_withdrawn,
             pending_writes_are_dropped_only_for_snapshots_in_error,
             a_missing_node_is_corruption,
         );
@@ -717,6 +718,29 @@ pub mod metadata {
                 .len(),
             2
         );
+    }
+
+    /// An announced digest is in every GC view taken until its announcement is
+    /// withdrawn; each announcement counts on its own.
+    pub async fn announced_digests_are_in_every_gc_view_until_withdrawn<M: MetadataStore>(
+        store: &M,
+    ) {
+        let first = store.announce_put(digest(1)).await.expect("announce");
+        let second = store.announce_put(digest(1)).await.expect("announce again");
+        let other = store.announce_put(digest(2)).await.expect("announce");
+        assert_ne!(first, second);
+        let view = store.gc_view().await.expect("view");
+        assert!(view.announced.contains(&digest(1)) && view.announced.contains(&digest(2)));
+        store.withdraw_put(first);
+        store.withdraw_put(other);
+        let view = store.gc_view().await.expect("view");
+        assert!(
+            view.announced.contains(&digest(1)),
+            "the second announcement holds it"
+        );
+        assert!(!view.announced.contains(&digest(2)));
+        store.withdraw_put(second);
+        assert!(store.gc_view().await.expect("view").announced.is_empty());
     }
 
     /// Loading a node that is not stored is corruption, never a silent gap.

@@ -21,8 +21,8 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use strata_core::block_map::NodeHash;
 use strata_core::ports::{
-    BlockWrite, ChunkStore, CreateOutcome, GcView, MetadataStore, PendingWrites, RecordBlockError,
-    RecordChange, Seal, SealError, Stamp, StoreError, StoredChunk,
+    AnnouncementId, BlockWrite, ChunkStore, CreateOutcome, GcView, MetadataStore, PendingWrites,
+    RecordBlockError, RecordChange, Seal, SealError, Stamp, StoreError, StoredChunk,
 };
 use strata_core::snapshot::SnapshotRecord;
 use strata_types::{AccountId, ChunkDigest, SnapshotId};
@@ -39,6 +39,8 @@ pub enum Op {
     RecordBlock,
     PendingWrites,
     SealSnapshot,
+    AnnouncePut,
+    WithdrawPut,
     Nodes,
     ListSnapshots,
     GcView,
@@ -286,6 +288,17 @@ impl<M: MetadataStore> MetadataStore for FaultyMetadata<M> {
         self.faults
             .around(Op::SealSnapshot, SealError::Store, call)
             .await
+    }
+
+    async fn announce_put(&self, digest: ChunkDigest) -> Result<AnnouncementId, StoreError> {
+        let call = self.inner.announce_put(digest);
+        self.faults.around(Op::AnnouncePut, same, call).await
+    }
+
+    fn withdraw_put(&self, id: AnnouncementId) {
+        // Cannot fail by contract: only counted.
+        self.faults.plan(Op::WithdrawPut);
+        self.inner.withdraw_put(id);
     }
 
     fn nodes(&self) -> Result<Self::Nodes, StoreError> {

@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use strata_core::announcements::Announcements;
 use strata_core::block_map::{Node, NodeHash, NodeSource};
 use strata_core::ports::{
-    BlockWrite, ChunkStore, CreateOutcome, GcView, MetadataStore, PendingWrites, RecordBlockError,
-    RecordChange, Seal, SealError, Stamp, StoreError, StoredChunk,
+    AnnouncementId, BlockWrite, ChunkStore, CreateOutcome, GcView, MetadataStore, PendingWrites,
+    RecordBlockError, RecordChange, Seal, SealError, Stamp, StoreError, StoredChunk,
 };
 use strata_core::snapshot::{SnapshotRecord, SnapshotStatus};
 use strata_types::{AccountId, BlockIndex, ChunkDigest, SnapshotId};
@@ -52,6 +53,7 @@ impl Metadata {
 #[derive(Clone, Default)]
 pub struct MemoryMetadataStore {
     state: Arc<Mutex<Metadata>>,
+    announcements: Arc<Announcements>,
 }
 
 impl std::fmt::Debug for MemoryMetadataStore {
@@ -216,6 +218,14 @@ impl MetadataStore for MemoryMetadataStore {
         Ok(())
     }
 
+    async fn announce_put(&self, digest: ChunkDigest) -> Result<AnnouncementId, StoreError> {
+        Ok(self.announcements.announce(digest))
+    }
+
+    fn withdraw_put(&self, id: AnnouncementId) {
+        self.announcements.withdraw(id);
+    }
+
     fn nodes(&self) -> Result<MemoryNodes, StoreError> {
         Ok(MemoryNodes {
             nodes: Arc::clone(&self.lock().nodes),
@@ -254,6 +264,7 @@ impl MetadataStore for MemoryMetadataStore {
                 .iter()
                 .map(|(hash, (stamp, _))| (*hash, *stamp))
                 .collect(),
+            announced: self.announcements.digests(),
             reader: MemoryNodes {
                 nodes: Arc::clone(&state.nodes),
             },

@@ -13,15 +13,12 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
     /// collection rather than the next (GC frees only a stored `error`: see `gc`).
     pub async fn plan_gc(&self, options: GcOptions) -> Result<GcPlan, ServiceError> {
         self.expire_idle_snapshots().await?;
-        // Order matters (see `gc`): the cutoff, then the in-flight set, then the view.
+        // Order matters (see `gc`): the cutoff, then the view (with the announcements).
         let now = self.now_ms();
         let wall_now = std::time::SystemTime::now();
-        let in_flight = self.in_flight.snapshot();
         let view = self.metadata.gc_view().await?;
         let chunks = self.chunks.list().await?;
-        let plan =
-            run_blocking(move || gc::plan(&view, &chunks, &in_flight, now, wall_now, options))
-                .await?;
+        let plan = run_blocking(move || gc::plan(&view, &chunks, now, wall_now, options)).await?;
         Ok(plan)
     }
 

@@ -28,7 +28,6 @@ use strata_types::{AccountId, SnapshotId};
 
 use crate::clock::Clock;
 use crate::error::ServiceError;
-use crate::gc::InFlight;
 use crate::ports::{ChunkStore, MetadataStore, RecordChange, StoreError};
 use crate::retry::RetryPolicy;
 use crate::snapshot::{SnapshotRecord, SnapshotStatus};
@@ -46,7 +45,6 @@ pub struct SnapshotService<M, C> {
     chunks: Arc<C>,
     tokens: TokenIssuer,
     clock: Arc<dyn Clock>,
-    in_flight: Arc<InFlight>,
     retry: RetryPolicy,
 }
 
@@ -57,7 +55,6 @@ impl<M, C> Clone for SnapshotService<M, C> {
             chunks: Arc::clone(&self.chunks),
             tokens: self.tokens.clone(),
             clock: Arc::clone(&self.clock),
-            in_flight: Arc::clone(&self.in_flight),
             retry: self.retry,
         }
     }
@@ -76,7 +73,6 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             chunks,
             tokens,
             clock,
-            in_flight: Arc::default(),
             retry: RetryPolicy::default(),
         }
     }

@@ -1,12 +1,15 @@
 //! PutSnapshotBlock: checked before the body is read, then stored and recorded.
 
+use std::sync::Arc;
+
 use strata_types::{AccountId, BLOCK_SIZE, BlockIndex, ChunkDigest, SnapshotId};
 
 use super::{SnapshotService, not_pending};
 use crate::body::{BlockHasher, HashedBlock};
 use crate::error::ServiceError;
-use crate::gc::InFlightGuard;
-use crate::ports::{BlockWrite, ChunkStore, MetadataStore, RecordBlockError, StoreError};
+use crate::ports::{
+    AnnouncementId, BlockWrite, ChunkStore, MetadataStore, RecordBlockError, StoreError,
+};
 use crate::snapshot::{SnapshotRecord, SnapshotStatus};
 
 /// Proof that a block write was checked (owner, state, index) before its body was read,
@@ -20,7 +23,26 @@ pub struct WritePermit {
     /// Whether content with the claimed digest was already stored (and was just refreshed):
     /// then the body only needs to be hashed, not kept.
     stored: bool,
-    _in_flight: InFlightGuard,
+    _announcement: Announcement,
+}
+
+/// Withdraws a Put's announcement when dropped: after its write record committed, or
+/// when the Put fails or its client goes away.
+struct Announcement {
+    id: AnnouncementId,
+    withdraw: Box<dyn Fn(AnnouncementId) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Announcement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Announcement").field(&self.id).finish()
+    }
+}
+
+impl Drop for Announcement {
+    fn drop(&mut self) {
+        (self.withdraw)(self.id);
+    }
 }
 
 impl WritePermit {
@@ -52,7 +74,16 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
         // Announced before the lookup, and until the write record commits: GC then keeps
         // a stored chunk of this content (see `gc`), so "stored" stays true. A body that
         // turns out not to match `claimed` only cost the chunk a refresh.
-        let in_flight = self.in_flight.announce(claimed);
+        let announced = crate::with_retries!(
+            self.retry,
+            "announce a put",
+            self.metadata.announce_put(claimed)
+        )?;
+        let metadata = Arc::clone(&self.metadata);
+        let announcement = Announcement {
+            id: announced,
+            withdraw: Box::new(move |announced| metadata.withdraw_put(announced)),
+        };
         let stored = claimed.is_zero_block()
             || crate::with_retries!(self.retry, "look up a chunk", self.chunks.touch(claimed))?;
         Ok(WritePermit {
@@ -60,7 +91,7 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             index,
             claimed,
             stored,
-            _in_flight: in_flight,
+            _announcement: announcement,
         })
     }
 
@@ -102,7 +133,7 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             index,
             claimed,
             stored,
-            _in_flight,
+            _announcement,
         } = permit;
         let id = &record.id;
         if block.len() != BLOCK_SIZE {
