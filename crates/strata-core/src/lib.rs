@@ -37,6 +37,7 @@ pub mod checksum;
 pub mod clock;
 pub mod error;
 pub mod gc;
+pub mod leases;
 pub mod ports;
 pub mod retry;
 pub mod service;

@@ -276,6 +276,26 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// withdrawn lapses.
     fn withdraw_put(&self, id: AnnouncementId);
 
+    /// Take or renew the lease `name` for `holder` until `ttl` from now, by the store's
+    /// clock. Returns whether `holder` holds it: true if it was free, expired, or already
+    /// `holder`'s (then it is renewed). Exclusive: while one holder's lease has not
+    /// expired, every other holder gets false. Background work that must run once per
+    /// cluster (GC, the timeout sweep) runs only under its lease; a crashed holder's lease
+    /// expires.
+    fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Give the lease `name` up, if `holder` holds it (else nothing happens).
+    fn release_lease(
+        &self,
+        name: &str,
+        holder: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// A node reader for tree walks (which run on blocking threads).
     fn nodes(&self) -> Result<Self::Nodes, StoreError>;
 

@@ -306,3 +306,53 @@ async fn race_6_tags_changed_while_a_snapshot_completes_are_kept() {
     assert_eq!(record.status, SnapshotStatus::Completed);
     assert_eq!(record.tags, vec![tag], "the tag created meanwhile survives");
 }
+
+/// Background work that must run once per cluster runs under its lease: while another
+/// holder's GC lease is alive, a collection does not start; once it is released, it does.
+/// The sweep likewise.
+#[tokio::test]
+async fn collections_and_sweeps_run_only_under_their_lease() {
+    use strata_core::service::{GC_LEASE, LEASE_TTL, TIMEOUT_SWEEP_LEASE};
+    let h = Harness::new();
+    let metadata = h.service.metadata();
+    assert!(
+        metadata
+            .acquire_lease(GC_LEASE, "other-node", LEASE_TTL)
+            .await
+            .expect("lease")
+    );
+    let blocked = h
+        .service
+        .collect_garbage("this-node", no_grace(), false)
+        .await
+        .expect("collect");
+    assert!(blocked.is_none(), "another node is collecting");
+    metadata
+        .release_lease(GC_LEASE, "other-node")
+        .await
+        .expect("release");
+    let ran = h
+        .service
+        .collect_garbage("this-node", no_grace(), false)
+        .await
+        .expect("collect");
+    assert!(matches!(ran, Some((_, Some(_)))), "{ran:?}");
+    assert!(
+        metadata
+            .acquire_lease(GC_LEASE, "other-node", LEASE_TTL)
+            .await
+            .expect("lease"),
+        "a finished collection gives its lease back"
+    );
+
+    assert!(
+        metadata
+            .acquire_lease(TIMEOUT_SWEEP_LEASE, "other-node", LEASE_TTL)
+            .await
+            .expect("lease")
+    );
+    assert_eq!(
+        h.service.sweep_timeouts("this-node").await.expect("sweep"),
+        None
+    );
+}

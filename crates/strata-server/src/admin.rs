@@ -77,7 +77,16 @@ pub async fn handle(
 
 /// Plan a collection and, unless `dry_run`, execute it.
 pub async fn run_gc(state: &AppState, dry_run: bool) -> Result<GcSummary, ServiceError> {
-    let plan = state.service.plan_gc(state.gc_options).await?;
+    let Some((plan, report)) = state
+        .service
+        .collect_garbage(&state.node_id, state.gc_options, dry_run)
+        .await?
+    else {
+        return Err(ServiceError::InvalidParameter(
+            "A garbage collection is running already (on this or another node); try again when it is done."
+                .into(),
+        ));
+    };
     let mut summary = GcSummary {
         dry_run,
         live_nodes: plan.live_nodes,
@@ -89,8 +98,7 @@ pub async fn run_gc(state: &AppState, dry_run: bool) -> Result<GcSummary, Servic
         expired_snapshots: plan.expired_snapshots.len(),
         ..GcSummary::default()
     };
-    if !dry_run {
-        let report = state.service.execute_gc(&plan).await?;
+    if let Some(report) = report {
         summary.nodes_deleted = report.nodes_deleted;
         summary.chunks_deleted = report.chunks_deleted;
         summary.bytes_freed = report.bytes_freed;

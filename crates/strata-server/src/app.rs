@@ -38,6 +38,9 @@ pub struct AppState {
     pub root_account: AccountId,
     /// How garbage collection runs.
     pub gc_options: GcOptions,
+    /// This process's name as a lease holder (unique per start): background work that
+    /// runs once per cluster takes its lease under it.
+    pub node_id: String,
 }
 
 const TOKEN_KEY_FILE: &str = "token-key";
@@ -98,6 +101,7 @@ pub fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         gc_options: GcOptions {
             chunk_grace: settings.gc_grace,
         },
+        node_id: format!("strata-{}", uuid::Uuid::new_v4()),
     })
 }
 

@@ -27,9 +27,9 @@ pub async fn run(
         tokio::select! {
             _ = stop.changed() => return,
             _ = sweep.tick() => {
-                match state.service.expire_idle_snapshots().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(expired = n, "pending snapshots timed out"),
+                match state.service.sweep_timeouts(&state.node_id).await {
+                    Ok(None | Some(0)) => {}
+                    Ok(Some(n)) => tracing::info!(expired = n, "pending snapshots timed out"),
                     Err(error) => tracing::warn!(%error, "timeout sweep failed"),
                 }
             }

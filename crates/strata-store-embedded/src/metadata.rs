@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
 use strata_core::announcements::Announcements;
 use strata_core::block_map::{Node, NodeHash, NodeSource};
+use strata_core::leases::LocalLeases;
 use strata_core::ports::{
     AnnouncementId, BlockWrite, CreateOutcome, GcView, MetadataStore, PendingWrites,
     RecordBlockError, RecordChange, Seal, SealError, Stamp, StoreError,
@@ -65,6 +66,8 @@ pub struct RedbMetadataStore {
     stamps: Arc<Stamps>,
     /// In memory: only this process opens the database, and its Puts end with it.
     announcements: Arc<Announcements>,
+    /// In memory too: this process is the whole cluster of this database.
+    leases: Arc<LocalLeases>,
 }
 
 /// The last stamp issued, and the lock that orders stamps with commits (module docs).
@@ -245,6 +248,7 @@ impl RedbMetadataStore {
             db,
             stamps,
             announcements: Arc::default(),
+            leases: Arc::default(),
         })
     }
 
@@ -926,6 +930,20 @@ impl MetadataStore for RedbMetadataStore {
 
     fn withdraw_put(&self, id: AnnouncementId) {
         self.announcements.withdraw(id);
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(self.leases.acquire(name, holder, ttl))
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.leases.release(name, holder);
+        Ok(())
     }
 
     fn nodes(&self) -> Result<RedbNodes, StoreError> {

@@ -33,6 +33,7 @@ macro_rules! metadata_store_conformance {
             a_seal_completes_the_record_as_stored,
             a_child_is_created_only_on_its_intact_parent,
             announced_digests_are_in_every_gc_view_until_withdrawn,
+            leases_are_exclusive_renewable_and_expire,
             pending_writes_are_dropped_only_for_snapshots_in_error,
             a_missing_node_is_corruption,
         );
@@ -741,6 +742,36 @@ pub mod metadata {
         assert!(!view.announced.contains(&digest(2)));
         store.withdraw_put(second);
         assert!(store.gc_view().await.expect("view").announced.is_empty());
+    }
+
+    /// A lease is held by one holder at a time; its holder renews it; a release frees it;
+    /// an expired lease goes to the next holder that asks.
+    pub async fn leases_are_exclusive_renewable_and_expire<M: MetadataStore>(store: &M) {
+        let long = std::time::Duration::from_secs(60);
+        let short = std::time::Duration::from_millis(50);
+        assert!(store.acquire_lease("gc", "a", long).await.expect("acquire"));
+        assert!(!store.acquire_lease("gc", "b", long).await.expect("acquire"));
+        assert!(store.acquire_lease("gc", "a", short).await.expect("renew"));
+        assert!(
+            store
+                .acquire_lease("sweep", "b", long)
+                .await
+                .expect("acquire"),
+            "leases are independent"
+        );
+        store
+            .release_lease("gc", "b")
+            .await
+            .expect("release by a non-holder");
+        assert!(!store.acquire_lease("gc", "b", long).await.expect("acquire"));
+        tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+        assert!(
+            store.acquire_lease("gc", "b", long).await.expect("acquire"),
+            "a's lease expired"
+        );
+        assert!(!store.acquire_lease("gc", "a", long).await.expect("acquire"));
+        store.release_lease("gc", "b").await.expect("release");
+        assert!(store.acquire_lease("gc", "a", long).await.expect("acquire"));
     }
 
     /// Loading a node that is not stored is corruption, never a silent gap.

@@ -41,6 +41,8 @@ pub enum Op {
     SealSnapshot,
     AnnouncePut,
     WithdrawPut,
+    AcquireLease,
+    ReleaseLease,
     Nodes,
     ListSnapshots,
     GcView,
@@ -299,6 +301,21 @@ impl<M: MetadataStore> MetadataStore for FaultyMetadata<M> {
         // Cannot fail by contract: only counted.
         self.faults.plan(Op::WithdrawPut);
         self.inner.withdraw_put(id);
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let call = self.inner.acquire_lease(name, holder, ttl);
+        self.faults.around(Op::AcquireLease, same, call).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let call = self.inner.release_lease(name, holder);
+        self.faults.around(Op::ReleaseLease, same, call).await
     }
 
     fn nodes(&self) -> Result<Self::Nodes, StoreError> {

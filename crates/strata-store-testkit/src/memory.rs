@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use strata_core::announcements::Announcements;
 use strata_core::block_map::{Node, NodeHash, NodeSource};
+use strata_core::leases::LocalLeases;
 use strata_core::ports::{
     AnnouncementId, BlockWrite, ChunkStore, CreateOutcome, GcView, MetadataStore, PendingWrites,
     RecordBlockError, RecordChange, Seal, SealError, Stamp, StoreError, StoredChunk,
@@ -54,6 +55,7 @@ impl Metadata {
 pub struct MemoryMetadataStore {
     state: Arc<Mutex<Metadata>>,
     announcements: Arc<Announcements>,
+    leases: Arc<LocalLeases>,
 }
 
 impl std::fmt::Debug for MemoryMetadataStore {
@@ -224,6 +226,20 @@ impl MetadataStore for MemoryMetadataStore {
 
     fn withdraw_put(&self, id: AnnouncementId) {
         self.announcements.withdraw(id);
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(self.leases.acquire(name, holder, ttl))
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.leases.release(name, holder);
+        Ok(())
     }
 
     fn nodes(&self) -> Result<MemoryNodes, StoreError> {

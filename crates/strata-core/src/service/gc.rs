@@ -1,10 +1,21 @@
 //! Garbage collection as the service runs it: plan (it deletes nothing), then execute (the
 //! only code that deletes). The reasoning is in [`crate::gc`].
 
+use std::time::Duration;
+
 use super::{SnapshotService, run_blocking};
 use crate::error::ServiceError;
 use crate::gc::{self, GcOptions, GcPlan, GcReport};
-use crate::ports::{ChunkStore, MetadataStore};
+use crate::ports::{ChunkStore, MetadataStore, StoreError};
+
+/// The lease a collection runs under: one collection per cluster at a time.
+pub const GC_LEASE: &str = "gc";
+/// The lease the timeout sweep runs under.
+pub const TIMEOUT_SWEEP_LEASE: &str = "timeout-sweep";
+/// How long a lease lasts unless renewed: far longer than a batch of deletions takes, so
+/// a holder renews it well in time; short enough that a crashed holder's work resumes
+/// elsewhere within minutes.
+pub const LEASE_TTL: Duration = Duration::from_secs(300);
 
 impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
     /// Decide what garbage collection would delete. It deletes nothing, but it first
@@ -22,13 +33,85 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
         Ok(plan)
     }
 
+    /// A collection under the [`GC_LEASE`], as `holder` (a name unique to this process):
+    /// plan, then (unless `dry_run`) execute, renewing the lease before each batch of
+    /// deletions. `Ok(None)` when another holder's lease has not expired: a collection is
+    /// running elsewhere. A lease lost midway stops the run before its next batch.
+    pub async fn collect_garbage(
+        &self,
+        holder: &str,
+        options: GcOptions,
+        dry_run: bool,
+    ) -> Result<Option<(GcPlan, Option<GcReport>)>, ServiceError> {
+        if !self
+            .metadata
+            .acquire_lease(GC_LEASE, holder, LEASE_TTL)
+            .await?
+        {
+            return Ok(None);
+        }
+        let outcome = async {
+            let plan = self.plan_gc(options).await?;
+            let report = match dry_run {
+                true => None,
+                false => Some(self.execute_gc_as(&plan, Some(holder)).await?),
+            };
+            Ok(Some((plan, report)))
+        }
+        .await;
+        if let Err(error) = self.metadata.release_lease(GC_LEASE, holder).await {
+            tracing::warn!(%error, "cannot release the GC lease; it expires by itself");
+        }
+        outcome
+    }
+
+    /// The timeout sweep under the [`TIMEOUT_SWEEP_LEASE`], as `holder`: how many
+    /// snapshots timed out, or `None` when another holder runs the sweep.
+    pub async fn sweep_timeouts(&self, holder: &str) -> Result<Option<usize>, ServiceError> {
+        if !self
+            .metadata
+            .acquire_lease(TIMEOUT_SWEEP_LEASE, holder, LEASE_TTL)
+            .await?
+        {
+            return Ok(None);
+        }
+        // Kept until it expires or the next sweep renews it: the holder stays the same.
+        self.expire_idle_snapshots().await.map(Some)
+    }
+
     /// Execute a plan: the only code that deletes stored data. Nodes and chunks go in
     /// batches, so a store commits each batch at once and no writer is held for long.
     pub async fn execute_gc(&self, plan: &GcPlan) -> Result<GcReport, ServiceError> {
+        self.execute_gc_as(plan, None).await
+    }
+
+    /// [`Self::execute_gc`], renewing `holder`'s GC lease before every batch.
+    async fn execute_gc_as(
+        &self,
+        plan: &GcPlan,
+        holder: Option<&str>,
+    ) -> Result<GcReport, ServiceError> {
         const NODE_BATCH: usize = 1024;
         const CHUNK_BATCH: usize = 1024;
+        let renew = async || -> Result<(), ServiceError> {
+            let Some(holder) = holder else {
+                return Ok(());
+            };
+            if self
+                .metadata
+                .acquire_lease(GC_LEASE, holder, LEASE_TTL)
+                .await?
+            {
+                Ok(())
+            } else {
+                Err(ServiceError::Store(StoreError::Conflict(
+                    "the GC lease was taken over by another holder; this collection stops".into(),
+                )))
+            }
+        };
         let mut report = GcReport::default();
         for batch in plan.garbage_nodes.chunks(NODE_BATCH) {
+            renew().await?;
             report.nodes_deleted += self
                 .metadata
                 .delete_nodes(batch.to_vec(), plan.node_cutoff)
@@ -47,6 +130,7 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             .await?;
         let cutoff = plan.chunk_cutoff.unwrap_or(std::time::UNIX_EPOCH);
         for batch in plan.garbage_chunks.chunks(CHUNK_BATCH) {
+            renew().await?;
             let digests = batch.iter().map(|(digest, _)| *digest).collect();
             for freed in self.chunks.delete_if_idle(digests, cutoff).await? {
                 match freed {

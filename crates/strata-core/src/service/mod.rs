@@ -34,6 +34,7 @@ use crate::snapshot::{SnapshotRecord, SnapshotStatus};
 use crate::tokens::TokenIssuer;
 
 pub use complete::AggregateChecksum;
+pub use gc::{GC_LEASE, LEASE_TTL, TIMEOUT_SWEEP_LEASE};
 pub use put::WritePermit;
 pub use read::{BlockData, BlockPage, ChangedBlock, ChangedPage, DEFAULT_MAX_RESULTS, PageRequest};
 pub use start::{DEFAULT_TIMEOUT_MINUTES, StartSnapshotInput};
