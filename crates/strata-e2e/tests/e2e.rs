@@ -6,6 +6,7 @@
 mod e2e {
     pub mod binary;
     pub mod block_device;
+    pub mod cli;
     pub mod coldsnap;
     pub mod faults;
     pub mod harness;

@@ -12,19 +12,15 @@ use strata_types::AccountId;
 const KEY: &str = "AKIDCLITEST";
 const SECRET: &str = "cli-test-secret";
 
+/// The keys come from the environment, as for every client command.
 fn strata(endpoint: &str, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(args)
-        .args([
-            "--endpoint",
-            endpoint,
-            "--access-key-id",
-            KEY,
-            "--secret-access-key",
-            SECRET,
-        ])
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .args(["--endpoint", endpoint])
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env_remove("STRATA_ENDPOINT")
+        .env_remove("AWS_PROFILE")
         .output()
         .expect("strata runs")
 }
@@ -113,7 +109,7 @@ async fn admin_commands_list_show_delete_and_collect() {
     assert_eq!(gone.status.code(), Some(1));
     let error = String::from_utf8_lossy(&gone.stderr).into_owned();
     assert!(
-        error.starts_with("strata: ") && error.contains("does not exist"),
+        error.starts_with("error: ") && error.contains("does not exist"),
         "{error}"
     );
     assert_eq!(error.lines().count(), 1, "one-line errors");
