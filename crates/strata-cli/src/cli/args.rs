@@ -104,7 +104,12 @@ const NBD_EXAMPLES: &str = concat!(
   nbd-client 127.0.0.1 10809 /dev/nbd0 -readonly && mount -o ro /dev/nbd0p1 /mnt
 
 The export size comes from --size, else the snapshot's manifest (--manifest, or found in
-the manifest cache), else the volume size.",
+the manifest cache), else the volume size. Block status (NBD_CMD_BLOCK_STATUS) reports
+the blocks the snapshot does not have as holes (base:allocation), so nbdcopy, nbdinfo
+--map and qemu-img map/convert skip them; with --changed-since BASE it also reports the
+blocks changed since BASE as dirty in qemu:dirty-bitmap:BASE.
+  strata nbd snap-0fedcba9876543210 --changed-since snap-0123456789abcdef0 --listen 127.0.0.1:0
+  nbdinfo --map=qemu:dirty-bitmap:snap-0123456789abcdef0 nbd://127.0.0.1:10809",
     "\n\n",
     connection_help!()
 );
@@ -292,6 +297,10 @@ pub struct NbdArgs {
     /// A manifest of the snapshot, for the export size (default: the cached one, if any).
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
+    /// Also report the blocks changed since this earlier snapshot of the lineage, as the
+    /// metadata context qemu:dirty-bitmap:BASE_SNAP (for incremental-backup readers).
+    #[arg(long, value_name = "BASE_SNAP")]
+    pub changed_since: Option<String>,
     /// Memory for cached blocks, in MiB.
     #[arg(long, default_value_t = 64, value_name = "MiB", value_parser = clap::value_parser!(u64).range(1..))]
     pub cache_mib: u64,

@@ -543,6 +543,7 @@ async fn verify(args: VerifyArgs) -> Result<i32, Failed> {
 
 async fn nbd(args: NbdArgs, stop: StopSignal) -> Result<i32, Failed> {
     let snapshot = snapshot_id(&args.snapshot)?;
+    let changed_since = args.changed_since.as_deref().map(snapshot_id).transpose()?;
     let quiet = args.transfer.quiet;
     let manifest = if args.size.is_some() {
         None
@@ -554,6 +555,7 @@ async fn nbd(args: NbdArgs, stop: StopSignal) -> Result<i32, Failed> {
     options.size = args.size.or(manifest.as_ref().map(|(m, _)| m.image_size));
     options.cache_blocks = usize::try_from(args.cache_mib.saturating_mul(2)).unwrap_or(usize::MAX);
     options.readahead_blocks = args.readahead;
+    options.changed_since.clone_from(&changed_since);
     let reporter = retry_printer(quiet);
     let server = NbdServer::bind(&client, &options, reporter)
         .await
@@ -577,6 +579,9 @@ async fn nbd(args: NbdArgs, stop: StopSignal) -> Result<i32, Failed> {
             "serving {snapshot} ({}{length}) read-only on nbd://{addr}; Ctrl-C to stop",
             bytes(server.size())
         );
+        if let Some(base) = &changed_since {
+            eprintln!("blocks changed since {base}: metadata context qemu:dirty-bitmap:{base}");
+        }
     }
     let stopping = stop.clone();
     server
