@@ -45,7 +45,8 @@ pub const LOCAL_ENDPOINT: &str = "http://127.0.0.1:9555";
 /// Where and as whom to connect.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectOptions {
-    /// Endpoint URL, e.g. `http://127.0.0.1:9555`; `None`: see [`resolve_endpoint`].
+    /// Endpoint URL, e.g. `http://127.0.0.1:9555`; `None`: AWS's regional endpoint. (The
+    /// environment's is applied by the caller, with [`resolve_endpoint`].)
     pub endpoint: Option<String>,
     /// Named profile of the shared config files.
     pub profile: Option<String>,
@@ -56,6 +57,9 @@ pub struct ConnectOptions {
     /// A Strata data directory whose `root-credentials` are used when nothing else gives
     /// credentials (only with an endpoint that is not AWS); `None`: none.
     pub data_dir: Option<PathBuf>,
+    /// Use the data directory's keys before the environment's (they were named explicitly,
+    /// as `--to-data-dir` of a copy is).
+    pub prefer_data_dir: bool,
 }
 
 /// The region used when only an endpoint is given: a self-hosted server accepts any region,
@@ -216,15 +220,14 @@ impl Resolved {
 /// message, when the endpoint is malformed or does not resolve, or when no region or no
 /// credentials can be found, instead of failing on the first request.
 pub async fn resolve(options: &ConnectOptions) -> Result<Resolved, ConnectError> {
-    let endpoint = resolve_endpoint(options.endpoint.as_deref());
+    let endpoint = options.endpoint.clone();
     if let Some(url) = &endpoint {
         check_endpoint(url).await?;
     }
     let region = resolve_region(options, endpoint.is_some()).await?;
     let env_keys = std::env::var_os("AWS_ACCESS_KEY_ID").is_some();
     let profile_named = options.profile.is_some() || std::env::var_os("AWS_PROFILE").is_some();
-    if !env_keys
-        && !profile_named
+    if (options.prefer_data_dir || (!env_keys && !profile_named))
         && let (Some(url), Some(dir)) = (&endpoint, &options.data_dir)
         && !is_aws(url)
         && let Some(keys) = data_dir_credentials(dir)

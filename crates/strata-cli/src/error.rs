@@ -286,3 +286,50 @@ pub enum NbdError {
         cause: std::io::Error,
     },
 }
+
+/// `strata copy` / `strata sync` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// A call to the source or the target failed.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The state file could not be read or written.
+    #[error(transparent)]
+    State(#[from] ImageError),
+    /// The block log could not be read or written.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The options or the state file cannot be used.
+    #[error("{0}")]
+    Invalid(String),
+    /// A worker task panicked or was cancelled (a bug).
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// Stopped on request ([`crate::progress::StopSignal`]).
+    #[error("interrupted")]
+    Stopped,
+    /// The pending copy an earlier run left is gone (handled inside the syncer, which
+    /// starts that copy again).
+    #[error("the pending copy an earlier run left no longer exists")]
+    LostPending,
+    /// Copying one snapshot stopped after its copy was started.
+    #[error("copying {snapshot} to {target} stopped: {cause} ({})", sync_hint(*resumable))]
+    Interrupted {
+        /// The source snapshot.
+        snapshot: SnapshotId,
+        /// Its pending copy.
+        target: SnapshotId,
+        /// Whether the written blocks are recorded, so the next run resumes.
+        resumable: bool,
+        /// Why.
+        cause: Box<SyncError>,
+    },
+}
+
+fn sync_hint(resumable: bool) -> &'static str {
+    if resumable {
+        "run the same command again to resume"
+    } else {
+        "the copy stays pending and expires; run the command again"
+    }
+}

@@ -14,7 +14,8 @@
 //! | [`image`] | raw images and block devices: block reads with hole detection, sparse writes |
 //! | [`manifest`] | `IMAGE.strata-manifest`: the content digest of every block of a snapshot |
 //! | [`upload`], [`download`], [`diff`], [`verify`] | the four transfer operations |
-//! | [`nbd`] | a read-only NBD export of a snapshot, fetched lazily |
+//! | [`nbd`] | a read-only NBD export of a snapshot, fetched lazily, with block status |
+//! | [`sync`] | [`Syncer`]: copy a snapshot, or a lineage incrementally, to another endpoint |
 //! | [`cli`] | the `strata upload/download/diff/verify/nbd/wait` front end: flags, progress bars, exit codes |
 //!
 //! The operations report progress through a [`progress::Reporter`] callback and return typed
@@ -46,6 +47,7 @@ pub mod manifest;
 pub mod nbd;
 pub mod progress;
 pub mod retry;
+pub mod sync;
 pub mod upload;
 pub mod verify;
 
@@ -54,11 +56,12 @@ pub use cli::{ClientCommand, run};
 pub use diff::{DiffReport, Differ};
 pub use download::{DownloadOptions, DownloadSummary, Downloader};
 pub use error::{
-    ApiError, ConnectError, DownloadError, ImageError, ManifestError, NbdError, UploadError,
-    VerifyError,
+    ApiError, ConnectError, DownloadError, ImageError, ManifestError, NbdError, SyncError,
+    UploadError, VerifyError,
 };
 pub use manifest::Manifest;
 pub use progress::{ProgressEvent, Reporter, StopSignal};
 pub use retry::RetryPolicy;
+pub use sync::{SyncOptions, SyncSummary, Syncer};
 pub use upload::{UploadOptions, UploadSummary, Uploader};
 pub use verify::{Verifier, VerifyOptions, VerifyReport};

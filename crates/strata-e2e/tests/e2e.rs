@@ -14,4 +14,5 @@ mod e2e {
     pub mod incremental;
     pub mod nbd;
     pub mod round_trip;
+    pub mod sync;
 }

@@ -31,6 +31,12 @@ pub enum ClientCommand {
     /// Wait until a snapshot is completed (readable), as after `upload --no-wait`.
     #[command(after_help = WAIT_EXAMPLES)]
     Wait(WaitArgs),
+    /// Copy a snapshot to another EBS direct endpoint (verified, resumable); prints the copy's id.
+    #[command(after_help = COPY_EXAMPLES)]
+    Copy(CopyArgs),
+    /// Copy a lineage to another endpoint incrementally, recreating the parent chain there.
+    #[command(after_help = SYNC_EXAMPLES)]
+    Sync(SyncArgs),
 }
 
 /// The paragraph every subcommand's help ends with: the connection rule and the exit codes.
@@ -114,6 +120,35 @@ blocks changed since BASE as dirty in qemu:dirty-bitmap:BASE.
     connection_help!()
 );
 
+const COPY_EXAMPLES: &str = concat!(
+    "Examples:
+  strata copy snap-0123456789abcdef0 --endpoint https://ebs.eu-west-1.amazonaws.com --to-endpoint http://dr:9555 --to-data-dir /var/lib/strata
+  strata copy snap-0123456789abcdef0 --to-endpoint http://dr:9555 --to-profile dr --json
+
+The source is reached by the usual connection rule (below); the target by the --to-*
+flags: --to-endpoint (else AWS), --to-region, --to-profile, and --to-data-dir, whose root
+keys are used before the environment's. Each block is verified against the source's
+checksum and sent with its own. After an interruption, run the same command again: the
+state file (--state, default in the manifest cache) records what was written.",
+    "\n\n",
+    connection_help!()
+);
+
+const SYNC_EXAMPLES: &str = concat!(
+    "Examples:
+  strata sync snap-A snap-B snap-C --to-endpoint http://dr:9555 --to-data-dir /var/lib/strata
+  strata sync snap-A snap-B snap-C snap-D --to-endpoint http://dr:9555   # later: copies only snap-D
+
+Give the lineage oldest first (each snapshot an ancestor of the next: the EBS APIs do not
+say which snapshot is whose parent). The first is copied whole, each next one as a child
+of the previous copy holding only the blocks ListChangedBlocks reports, so the target's
+own ListChangedBlocks gives the same answer. Prints SOURCE TARGET per snapshot. Running
+the same sync again (or a longer chain with the same first snapshot) resumes where it
+stopped and copies only what is missing.",
+    "\n\n",
+    connection_help!()
+);
+
 const WAIT_EXAMPLES: &str = concat!(
     "Examples:
   strata upload disk.img --no-wait && strata wait snap-0123456789abcdef0 --timeout 600",
@@ -150,6 +185,7 @@ impl ConnectionArgs {
             region: self.region.clone(),
             connect_timeout: None,
             data_dir: Some(self.data_dir.clone()),
+            prefer_data_dir: false,
         }
     }
 }
@@ -319,6 +355,75 @@ pub struct WaitArgs {
     /// Give up after this many seconds (exit 4).
     #[arg(long, default_value_t = 600, value_name = "SECS")]
     pub timeout: u64,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+}
+
+/// Where a copy goes: the target's connection flags.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// The target's endpoint URL (default: AWS's regional endpoint).
+    #[arg(long, value_name = "URL")]
+    pub to_endpoint: Option<String>,
+    /// The target's region (default: as for the source).
+    #[arg(long, value_name = "REGION")]
+    pub to_region: Option<String>,
+    /// The target's profile from ~/.aws/config and ~/.aws/credentials.
+    #[arg(long, value_name = "PROFILE")]
+    pub to_profile: Option<String>,
+    /// A Strata data directory whose root keys sign the target's requests.
+    #[arg(long, value_name = "DIR")]
+    pub to_data_dir: Option<PathBuf>,
+    /// Where the progress of the copy is recorded (default: in the manifest cache).
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Blocks in flight at once (1-1024).
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY, value_name = "N", value_parser = parse_concurrency)]
+    pub concurrency: usize,
+    /// A tag KEY=VALUE for every copy (repeatable).
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    pub tags: Vec<(String, String)>,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl TargetArgs {
+    /// The target's connection options.
+    pub fn options(&self, source_region: Option<&str>) -> ConnectOptions {
+        ConnectOptions {
+            endpoint: self.to_endpoint.clone(),
+            profile: self.to_profile.clone(),
+            region: self
+                .to_region
+                .clone()
+                .or_else(|| source_region.map(str::to_owned)),
+            connect_timeout: None,
+            data_dir: self.to_data_dir.clone(),
+            prefer_data_dir: self.to_data_dir.is_some(),
+        }
+    }
+}
+
+/// `strata copy`.
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The snapshot to copy.
+    pub snapshot: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+}
+
+/// `strata sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The lineage, oldest first.
+    #[arg(required = true, num_args = 1..)]
+    pub snapshots: Vec<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
     #[command(flatten)]
     pub transfer: TransferArgs,
 }

@@ -19,19 +19,22 @@ use std::time::{Duration, Instant};
 use strata_types::{SnapshotId, VolumeSize};
 
 pub use args::{
-    ClientCommand, ConnectionArgs, DiffArgs, DownloadArgs, NbdArgs, TransferArgs, UploadArgs,
-    VerifyArgs, WaitArgs,
+    ClientCommand, ConnectionArgs, CopyArgs, DiffArgs, DownloadArgs, NbdArgs, SyncArgs, TargetArgs,
+    TransferArgs, UploadArgs, VerifyArgs, WaitArgs,
 };
 
 use crate::api::{CompletionStatus, SnapshotClient};
-use crate::connect::{client_for, http_client, resolve};
+use crate::connect::{ConnectOptions, client_for, http_client, resolve};
 use crate::diff::Differ;
 use crate::download::{DownloadOptions, Downloader};
-use crate::error::{ApiError, ConnectError, DownloadError, NbdError, UploadError, VerifyError};
+use crate::error::{
+    ApiError, ConnectError, DownloadError, NbdError, SyncError, UploadError, VerifyError,
+};
 use crate::manifest::Manifest;
 use crate::nbd::{NbdOptions, NbdServer};
 use crate::progress::StopSignal;
 use crate::retry::RetryPolicy;
+use crate::sync::{SyncOptions, Syncer, default_state_path};
 use crate::upload::{Baseline, UploadOptions, Uploader, resume_state_for};
 use crate::verify::{Verifier, VerifyOptions, finding_ranges};
 use ui::{Ui, bytes, count, rate, retry_printer};
@@ -58,7 +61,13 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// written, a second Ctrl-C does not wait); other commands stop at once.
 pub async fn run(command: ClientCommand) -> i32 {
     let stop = StopSignal::new();
-    let graceful = matches!(command, ClientCommand::Download(_) | ClientCommand::Nbd(_));
+    let graceful = matches!(
+        command,
+        ClientCommand::Download(_)
+            | ClientCommand::Nbd(_)
+            | ClientCommand::Copy(_)
+            | ClientCommand::Sync(_)
+    );
     let interrupted = interrupt_message(&command);
     let work = dispatch(command, stop.clone());
     tokio::pin!(work);
@@ -105,6 +114,13 @@ async fn dispatch(command: ClientCommand, stop: StopSignal) -> i32 {
         ClientCommand::Verify(args) => verify(args).await,
         ClientCommand::Nbd(args) => nbd(args, stop).await,
         ClientCommand::Wait(args) => wait(args).await,
+        ClientCommand::Copy(args) => {
+            let chain = vec![args.snapshot];
+            sync(chain, args.target, args.transfer, stop, true).await
+        }
+        ClientCommand::Sync(args) => {
+            sync(args.snapshots, args.target, args.transfer, stop, false).await
+        }
     };
     match outcome {
         Ok(code) => code,
@@ -151,7 +167,10 @@ pub fn connect_code(_: &ConnectError) -> i32 {
 }
 
 async fn client(args: &TransferArgs) -> Result<SnapshotClient, Failed> {
-    let options = args.connection.options(None);
+    client_to(args, args.connection.options(None)).await
+}
+
+async fn client_to(args: &TransferArgs, options: ConnectOptions) -> Result<SnapshotClient, Failed> {
     let resolved = resolve(&options).await.map_err(|e| {
         let code = connect_code(&e);
         failed(e, code)
@@ -624,6 +643,95 @@ async fn wait(args: WaitArgs) -> Result<i32, Failed> {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+}
+
+fn sync_code(error: &SyncError) -> i32 {
+    match error {
+        SyncError::Api(api) => api_code(api),
+        SyncError::Invalid(_) => EXIT_USAGE,
+        SyncError::Stopped => EXIT_INTERRUPTED,
+        SyncError::Interrupted { cause, .. } => sync_code(cause),
+        _ => EXIT_ERROR,
+    }
+}
+
+/// `strata copy` (one snapshot) and `strata sync` (a lineage).
+async fn sync(
+    chain: Vec<String>,
+    target_args: TargetArgs,
+    transfer: TransferArgs,
+    stop: StopSignal,
+    copy: bool,
+) -> Result<i32, Failed> {
+    let chain = chain
+        .iter()
+        .map(|id| snapshot_id(id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let source = client(&transfer).await?;
+    let target_options = target_args.options(transfer.connection.region.as_deref());
+    let target_label = target_options
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| "aws".to_owned());
+    let target = client_to(&transfer, target_options).await?;
+    let mut options = SyncOptions::new(chain.clone());
+    options.state = target_args.state.clone().or_else(|| {
+        chain
+            .first()
+            .and_then(|first| default_state_path(first, &target_label))
+    });
+    if let Some(dir) = options.state.as_deref().and_then(Path::parent)
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    }
+    options.concurrency = target_args.concurrency;
+    options.tags.clone_from(&target_args.tags);
+    options.stop = Some(stop);
+    let quiet = transfer.quiet || target_args.json;
+    let ui = Ui::new(quiet, "copying");
+    let result = Syncer::new(&source, &target, ui.reporter())
+        .sync(&options)
+        .await;
+    ui.finish();
+    let summary = result.map_err(|error| {
+        let code = sync_code(&error);
+        failed(error, code)
+    })?;
+    if target_args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        for copied in &summary.snapshots {
+            if copy {
+                println!("{}", copied.target);
+            } else {
+                println!("{} {}", copied.source, copied.target);
+            }
+        }
+    }
+    if !quiet {
+        let fresh = summary
+            .snapshots
+            .iter()
+            .filter(|s| !s.already_copied)
+            .count() as u64;
+        let blocks: u64 = summary.snapshots.iter().map(|s| s.blocks_written).sum();
+        eprintln!(
+            "copied {} to {target_label} in {}: {} written{}",
+            count(fresh, "snapshot", "snapshots"),
+            rate(summary.bytes_written, summary.elapsed),
+            count(blocks, "block", "blocks"),
+            match summary.snapshots.len() as u64 - fresh {
+                0 => String::new(),
+                n => format!(
+                    ", {} copied by an earlier run",
+                    count(n, "snapshot", "snapshots")
+                ),
+            }
+        );
+    }
+    Ok(EXIT_OK)
 }
 
 #[cfg(test)]

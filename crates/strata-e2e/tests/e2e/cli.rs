@@ -645,3 +645,107 @@ async fn nbd_sizes_the_export_from_the_manifest_and_stops_cleanly() {
     })
     .await;
 }
+
+/// `strata copy` and `strata sync` from the command line: the source by the usual rule,
+/// the target by the --to-* flags (here its data directory's root keys).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_and_sync_between_two_servers() {
+    let (source, target) = (TestServer::start().await, TestServer::start().await);
+    let (from, to) = (source.endpoint(), target.endpoint());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target_keys = dir.path().join("target-data");
+    std::fs::create_dir(&target_keys).expect("mkdir");
+    std::fs::write(
+        target_keys.join("root-credentials"),
+        format!("aws_access_key_id={KEY}\naws_secret_access_key={SECRET}\n"),
+    )
+    .expect("write");
+    let v0 = image(dir.path(), "v0.img", 14 * MIB, 7);
+    let v1 = dir.path().join("v1.img");
+    generate(
+        &v1,
+        14 * MIB,
+        &[
+            (0..4, Fill::Random(7)),
+            (2..3, Fill::Random(70)),
+            (20..24, Fill::Repeated(8)),
+        ],
+    );
+    let (v0, v1, keys) = (arg(&v0), arg(&v1), arg(&target_keys));
+    blocking(move || {
+        let strata = Strata::new();
+        let s0 = ok(&strata.run(&["upload", &v0, "--endpoint", &from, "--quiet"]));
+        let s1 = ok(&strata.run(&[
+            "upload",
+            &v1,
+            "--parent",
+            &s0,
+            "--base",
+            &v0,
+            "--endpoint",
+            &from,
+            "--quiet",
+        ]));
+        let copy = ok(&strata.run(&[
+            "copy",
+            &s0,
+            "--endpoint",
+            &from,
+            "--to-endpoint",
+            &to,
+            "--to-data-dir",
+            &keys,
+            "--quiet",
+        ]));
+        assert!(copy.starts_with("snap-") && copy != s0, "{copy}");
+        let verify = strata.run(&["verify", &copy, &v0, "--endpoint", &to]);
+        assert!(ok(&verify).starts_with("ok: "), "{}", text(&verify.stdout));
+
+        let sync = strata.run(&[
+            "sync",
+            &s0,
+            &s1,
+            "--endpoint",
+            &from,
+            "--to-endpoint",
+            &to,
+            "--to-data-dir",
+            &keys,
+            "--json",
+        ]);
+        ok(&sync);
+        let summary = json(&sync);
+        let copies = summary["snapshots"].as_array().expect("snapshots");
+        assert_eq!(copies.len(), 2, "{summary}");
+        assert_eq!(copies[1]["blocks_written"], 1, "{summary}");
+        let t1 = copies[1]["target"].as_str().expect("target").to_owned();
+        assert_eq!(copies[1]["target_parent"], copies[0]["target"]);
+        let verify = strata.run(&["verify", &t1, &v1, "--endpoint", &to]);
+        assert!(ok(&verify).starts_with("ok: "), "{}", text(&verify.stdout));
+
+        // Again: nothing left to copy.
+        let again = strata.run(&[
+            "sync",
+            &s0,
+            &s1,
+            "--endpoint",
+            &from,
+            "--to-endpoint",
+            &to,
+            "--to-data-dir",
+            &keys,
+            "--json",
+        ]);
+        ok(&again);
+        let again = json(&again);
+        assert!(
+            again["snapshots"]
+                .as_array()
+                .expect("snapshots")
+                .iter()
+                .all(|s| s["already_copied"] == true),
+            "{again}"
+        );
+    })
+    .await;
+}
