@@ -13,6 +13,10 @@
 //!   the server's data directory (`--data-dir`, `STRATA_DATA_DIR`, default `./strata-data`)
 //!   when that directory has them; else the rest of the AWS chain (default profile, web
 //!   identity, container and instance metadata).
+//! - **The target of a copy** (`strata copy`/`sync`) has its own flags (`--to-endpoint`,
+//!   `--to-region`, `--to-profile`, `--to-data-dir`) and no environment variable of its own;
+//!   a `--to-data-dir`'s keys come before the environment's
+//!   ([`ConnectOptions::prefer_data_dir`]).
 //!
 //! HTTP goes through `aws-smithy-http-client` on rustls with the *ring* provider: the SDK's
 //! default HTTPS client uses aws-lc, whose C build takes minutes. Plain `http://` endpoints
@@ -216,9 +220,11 @@ impl Resolved {
     }
 }
 
-/// Resolve endpoint, region and credentials (see the module doc). Fails early, with a clear
-/// message, when the endpoint is malformed or does not resolve, or when no region or no
-/// credentials can be found, instead of failing on the first request.
+/// Resolve region and credentials for `options.endpoint` (see the module doc; the endpoint
+/// is taken as given: apply [`resolve_endpoint`] first where the environment should count,
+/// as the CLI does for every source). Fails early, with a clear message, when the endpoint
+/// is malformed or does not resolve, or when no region or no credentials can be found,
+/// instead of failing on the first request.
 pub async fn resolve(options: &ConnectOptions) -> Result<Resolved, ConnectError> {
     let endpoint = options.endpoint.clone();
     if let Some(url) = &endpoint {
