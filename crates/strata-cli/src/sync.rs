@@ -593,14 +593,14 @@ mod tests {
         let path = dir.path().join("sync.state");
         let id = |s: &str| SnapshotId::parse(s).expect("id");
         assert!(SyncState::read(&path).expect("empty").done.is_empty());
-        SyncState::append(&path, "pending", &id("snap-a"), &id("snap-x")).expect("append");
-        SyncState::append(&path, "done", &id("snap-a"), &id("snap-x")).expect("append");
-        SyncState::append(&path, "pending", &id("snap-b"), &id("snap-y")).expect("append");
+        SyncState::append(&path, "pending", &id("snap-a"), &id("snap-c")).expect("append");
+        SyncState::append(&path, "done", &id("snap-a"), &id("snap-c")).expect("append");
+        SyncState::append(&path, "pending", &id("snap-b"), &id("snap-d")).expect("append");
         let mut file = OpenOptions::new().append(true).open(&path).expect("open");
         file.write_all(b"done snap-b sn").expect("torn");
         let state = SyncState::read(&path).expect("read");
-        assert_eq!(state.done.get(&id("snap-a")), Some(&id("snap-x")));
-        assert_eq!(state.pending, Some((id("snap-b"), id("snap-y"))));
+        assert_eq!(state.done.get(&id("snap-a")), Some(&id("snap-c")));
+        assert_eq!(state.pending, Some((id("snap-b"), id("snap-d"))));
         std::fs::write(&path, "something else\n").expect("write");
         assert!(SyncState::read(&path).is_err());
     }

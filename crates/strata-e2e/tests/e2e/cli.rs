@@ -749,3 +749,42 @@ async fn copy_and_sync_between_two_servers() {
     })
     .await;
 }
+
+/// `strata wait`: 0 once the snapshot is completed, 4 (run again) when it is still pending
+/// at the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_returns_when_a_snapshot_is_completed() {
+    let server = TestServer::start().await;
+    let endpoint = server.endpoint();
+    let pending = server
+        .client()
+        .start_snapshot(&strata_cli::api::StartRequest {
+            volume_size: strata_types::VolumeSize::from_gib(1).expect("size"),
+            parent: None,
+            description: None,
+            tags: Vec::new(),
+            timeout_minutes: None,
+        })
+        .await
+        .expect("start")
+        .to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = arg(&image(dir.path(), "disk.img", 2 * MIB, 9));
+    blocking(move || {
+        let strata = Strata::new();
+        let started = Instant::now();
+        let output = strata.run(&["wait", &pending, "--timeout", "1", "--endpoint", &endpoint]);
+        assert_eq!(output.status.code(), Some(4), "{}", text(&output.stderr));
+        assert!(
+            text(&output.stderr).contains("still pending"),
+            "{}",
+            text(&output.stderr)
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let snapshot = ok(&strata.run(&["upload", &disk, "--endpoint", &endpoint, "--quiet"]));
+        let output = strata.run(&["wait", &snapshot, "--endpoint", &endpoint]);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        assert!(text(&output.stderr).contains("is completed"));
+    })
+    .await;
+}
