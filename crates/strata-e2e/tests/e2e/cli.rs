@@ -646,18 +646,22 @@ async fn nbd_sizes_the_export_from_the_manifest_and_stops_cleanly() {
     .await;
 }
 
-/// `strata copy` and `strata sync` from the command line: the source by the usual rule,
-/// the target by the --to-* flags (here its data directory's root keys).
+/// `strata copy` and `strata sync` from the command line: the source by the usual rule
+/// (keys in the environment), the target by the --to-* flags: its own keys, from its data
+/// directory, which come before the environment's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_and_sync_between_two_servers() {
-    let (source, target) = (TestServer::start().await, TestServer::start().await);
+    const TARGET_KEY: &str = "AKIDSTRATATARGET";
+    const TARGET_SECRET: &str = "target-secret";
+    let source = TestServer::start().await;
+    let target = TestServer::start_with_keys(TARGET_KEY, TARGET_SECRET).await;
     let (from, to) = (source.endpoint(), target.endpoint());
     let dir = tempfile::tempdir().expect("tempdir");
     let target_keys = dir.path().join("target-data");
     std::fs::create_dir(&target_keys).expect("mkdir");
     std::fs::write(
         target_keys.join("root-credentials"),
-        format!("aws_access_key_id={KEY}\naws_secret_access_key={SECRET}\n"),
+        format!("aws_access_key_id={TARGET_KEY}\naws_secret_access_key={TARGET_SECRET}\n"),
     )
     .expect("write");
     let v0 = image(dir.path(), "v0.img", 14 * MIB, 7);
@@ -698,7 +702,13 @@ async fn copy_and_sync_between_two_servers() {
             "--quiet",
         ]));
         assert!(copy.starts_with("snap-") && copy != s0, "{copy}");
-        let verify = strata.run(&["verify", &copy, &v0, "--endpoint", &to]);
+        let verify = strata.run_with(
+            &["verify", &copy, &v0, "--endpoint", &to],
+            &[
+                ("AWS_ACCESS_KEY_ID", TARGET_KEY),
+                ("AWS_SECRET_ACCESS_KEY", TARGET_SECRET),
+            ],
+        );
         assert!(ok(&verify).starts_with("ok: "), "{}", text(&verify.stdout));
 
         let sync = strata.run(&[
@@ -720,7 +730,13 @@ async fn copy_and_sync_between_two_servers() {
         assert_eq!(copies[1]["blocks_written"], 1, "{summary}");
         let t1 = copies[1]["target"].as_str().expect("target").to_owned();
         assert_eq!(copies[1]["target_parent"], copies[0]["target"]);
-        let verify = strata.run(&["verify", &t1, &v1, "--endpoint", &to]);
+        let verify = strata.run_with(
+            &["verify", &t1, &v1, "--endpoint", &to],
+            &[
+                ("AWS_ACCESS_KEY_ID", TARGET_KEY),
+                ("AWS_SECRET_ACCESS_KEY", TARGET_SECRET),
+            ],
+        );
         assert!(ok(&verify).starts_with("ok: "), "{}", text(&verify.stdout));
 
         // Again: nothing left to copy.
