@@ -274,8 +274,11 @@ async fn mistakes_fail_fast_with_a_hint() {
             let stderr = text(&output.stderr);
             assert_eq!(output.status.code(), Some(code), "{args:?}: {stderr}");
             assert!(stderr.contains(message), "{args:?}: {stderr}");
+            // Within seconds, not the ~28 s of retries it used to take. A failed name
+            // lookup is bounded by the resolver (the client gives it at most 10 s).
+            let limit = if message.contains("resolve") { 12 } else { 5 };
             assert!(
-                started.elapsed() < Duration::from_secs(5),
+                started.elapsed() < Duration::from_secs(limit),
                 "{args:?} took {:?}",
                 started.elapsed()
             );

@@ -358,7 +358,11 @@ async fn a_stopped_download_saves_its_progress() {
         .expect("no hang")
         .expect("join")
         .expect_err("stopped");
-    assert!(started.elapsed() < Duration::from_secs(1), "stops promptly");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stops promptly: {:?}",
+        started.elapsed()
+    );
     let DownloadError::Interrupted {
         saved,
         total,
