@@ -220,8 +220,8 @@ where
                     stream.write_all(&[0u8; 124]).await?;
                 }
                 stream.flush().await?;
-                // Without NBD_OPT_GO there is no way to have negotiated anything else.
-                return Ok(Negotiated::Transmission(Session::default()));
+                // Structured replies and contexts negotiated before still apply.
+                return Ok(Negotiated::Transmission(session));
             }
             OPT_INFO | OPT_GO => {
                 let Some(name) = parse_info_request(&data) else {
@@ -675,6 +675,9 @@ mod tests {
             .write_u32(CLIENT_FIXED_NEWSTYLE)
             .await
             .expect("write");
+        // Structured replies negotiated before NBD_OPT_EXPORT_NAME still count.
+        send_option(&mut client, OPT_STRUCTURED_REPLY, &[]).await;
+        assert_eq!(read_option_reply(&mut client).await.1, REP_ACK);
         send_option(&mut client, OPT_EXPORT_NAME, b"snap-0abc").await;
         assert_eq!(client.read_u64().await.expect("read"), 1 << 30);
         let _flags = client.read_u16().await.expect("read");
@@ -683,7 +686,10 @@ mod tests {
         assert!(zeros.iter().all(|&b| b == 0));
         assert_eq!(
             task.await.expect("join").expect("handshake"),
-            Negotiated::Transmission(Session::default())
+            Negotiated::Transmission(Session {
+                structured: true,
+                contexts: Vec::new(),
+            })
         );
     }
 
