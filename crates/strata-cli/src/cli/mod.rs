@@ -78,8 +78,14 @@ pub async fn run(command: ClientCommand) -> i32 {
                 stop.stop();
                 tokio::select! {
                     code = &mut work => code,
-                    _ = tokio::signal::ctrl_c() => EXIT_INTERRUPTED,
-                    () = tokio::time::sleep(STOP_GRACE) => EXIT_INTERRUPTED,
+                    _ = tokio::signal::ctrl_c() => {
+                        eprintln!("interrupted again: stopped without waiting");
+                        EXIT_INTERRUPTED
+                    }
+                    () = tokio::time::sleep(STOP_GRACE) => {
+                        eprintln!("interrupted: the command did not stop within {} s", STOP_GRACE.as_secs());
+                        EXIT_INTERRUPTED
+                    }
                 }
             } else {
                 eprintln!("{interrupted}");
