@@ -807,3 +807,83 @@ async fn wait_returns_when_a_snapshot_is_completed() {
     })
     .await;
 }
+
+/// Item 8 from the command line: Ctrl-C on a download saves what is written (even before
+/// the first periodic checkpoint), says how much, and the next run resumes from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_on_a_download_saves_its_progress() {
+    let server = TestServer::start().await;
+    let endpoint = server.endpoint();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = dir.path().join("disk.img");
+    generate(&disk, 128 * MIB, &[(0..256, Fill::Random(21))]);
+    let snapshot = ok(&blocking({
+        let (disk, endpoint) = (arg(&disk), endpoint.clone());
+        move || Strata::new().run(&["upload", &disk, "--endpoint", &endpoint, "--quiet"])
+    })
+    .await);
+    let out = dir.path().join("out.img");
+    let partial = dir.path().join("out.img.strata-partial");
+    let resume = dir.path().join("out.img.strata-resume");
+    let (out_arg, disk2) = (arg(&out), disk.clone());
+    blocking(move || {
+        let strata = Strata::new();
+        let args = [
+            "download",
+            &snapshot,
+            &out_arg,
+            "--endpoint",
+            &endpoint,
+            "--concurrency",
+            "1",
+            "--size",
+            "128MiB",
+        ];
+        let mut child = strata
+            .command(
+                &args,
+                &[
+                    ("AWS_ACCESS_KEY_ID", KEY),
+                    ("AWS_SECRET_ACCESS_KEY", SECRET),
+                ],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("strata download starts");
+        // Interrupt once a few blocks are written, well before the end.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while super::images::allocated_bytes_if_exists(&partial) < 4 * super::images::BLOCK {
+            assert!(Instant::now() < deadline, "the download did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let status = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let output = child.wait_with_output().expect("wait");
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(130), "{stderr}");
+        assert!(
+            stderr.contains("blocks saved") && stderr.contains("run the same command again"),
+            "{stderr}"
+        );
+        let log = std::fs::read_to_string(&resume).expect("resume log");
+        let saved = log.lines().skip_while(|l| !l.is_empty()).skip(1).count();
+        assert!(
+            (4..256).contains(&saved),
+            "{saved} blocks recorded: {stderr}"
+        );
+
+        let again = strata.run(&args);
+        let stderr = text(&again.stderr);
+        assert!(again.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{saved} saved by an earlier run")),
+            "{stderr}"
+        );
+        assert_eq!(sha256_file(&out, None), sha256_file(&disk2, None));
+    })
+    .await;
+}
