@@ -839,7 +839,7 @@ async fn ctrl_c_on_a_download_saves_its_progress() {
             "--size",
             "128MiB",
         ];
-        let mut child = strata
+        let child = strata
             .command(
                 &args,
                 &[
