@@ -4,6 +4,9 @@
 //! This is the only module that touches `aws-sdk-ebs` types; the SDK's `i32`/`i64` integers
 //! are converted here, once.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use aws_sdk_ebs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ebs::primitives::ByteStream;
 use aws_sdk_ebs::types::{ChecksumAggregationMethod, ChecksumAlgorithm, Status, Tag};
@@ -12,7 +15,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use strata_types::{BLOCK_SIZE, BlockIndex, ChunkDigest, SnapshotId, VolumeSize};
 
-use crate::connect::root_message;
+use crate::connect::{is_connection_refused, root_message};
 use crate::error::ApiError;
 use crate::progress::Reporter;
 use crate::retry::{Failure, RetryPolicy};
@@ -105,6 +108,10 @@ pub struct SnapshotClient {
     sdk: aws_sdk_ebs::Client,
     retry: RetryPolicy,
     reporter: Reporter,
+    /// Whether the endpoint has answered anything yet (shared by clones). Until it has, a
+    /// refused or unresolvable connection is a mistake in the settings or a server that is
+    /// not running, and fails at once; afterwards it is an outage worth retrying.
+    contacted: Arc<AtomicBool>,
 }
 
 impl SnapshotClient {
@@ -114,7 +121,44 @@ impl SnapshotClient {
             sdk,
             retry,
             reporter: Reporter::silent(),
+            contacted: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Run one call under the retry policy, remembering that the endpoint answered.
+    async fn run<T, F, Fut>(
+        &self,
+        call: &(dyn Fn() -> String + Sync),
+        attempt: F,
+    ) -> Result<T, ApiError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let result = self.retry.run(call, &self.reporter, attempt).await;
+        if result.is_ok() {
+            self.contacted.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Sort an SDK error into transient or permanent (see [`classify`]), knowing whether the
+    /// endpoint has ever answered.
+    fn classify<E>(&self, error: SdkError<E>, not_found_is_transient: bool) -> Failure
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        if matches!(
+            error,
+            SdkError::ServiceError(_) | SdkError::ResponseError(_)
+        ) {
+            self.contacted.store(true, Ordering::Relaxed);
+        }
+        let failure = classify(error, not_found_is_transient);
+        if failure.unreachable && !self.contacted.load(Ordering::Relaxed) {
+            return Failure::permanent(failure.message);
+        }
+        failure
     }
 
     /// The same client, reporting retries to `reporter`.
@@ -135,41 +179,42 @@ impl SnapshotClient {
     pub async fn start_snapshot(&self, request: &StartRequest) -> Result<SnapshotId, ApiError> {
         let client_token = uuid::Uuid::new_v4().to_string();
         let volume_size = i64::try_from(request.volume_size.gib()).unwrap_or(i64::MAX);
-        self.retry
-            .run(&|| "StartSnapshot".to_owned(), &self.reporter, || async {
-                let mut call = self
-                    .sdk
-                    .start_snapshot()
-                    .volume_size(volume_size)
-                    .client_token(&client_token)
-                    .set_parent_snapshot_id(request.parent.as_ref().map(|p| p.to_string()))
-                    .set_description(request.description.clone())
-                    .set_timeout(
-                        request
-                            .timeout_minutes
-                            .map(|m| i32::try_from(m).unwrap_or(i32::MAX)),
-                    );
-                for (key, value) in &request.tags {
-                    call = call.tags(Tag::builder().key(key).value(value).build());
-                }
-                let output = call.send().await.map_err(|e| classify(e, false))?;
-                if let Some(size) = output.block_size()
-                    && usize::try_from(size).ok() != Some(BLOCK_SIZE)
-                {
-                    return Err(Failure::permanent(format!(
-                        "the service uses {size}-byte blocks; only {BLOCK_SIZE} is supported"
-                    )));
-                }
-                let id = output
-                    .snapshot_id()
-                    .ok_or_else(|| Failure::permanent("the answer has no SnapshotId"))?;
-                SnapshotId::parse(id).map_err(|e| Failure::permanent(e.to_string()))
-            })
-            .await
+        self.run(&|| "StartSnapshot".to_owned(), || async {
+            let mut call = self
+                .sdk
+                .start_snapshot()
+                .volume_size(volume_size)
+                .client_token(&client_token)
+                .set_parent_snapshot_id(request.parent.as_ref().map(|p| p.to_string()))
+                .set_description(request.description.clone())
+                .set_timeout(
+                    request
+                        .timeout_minutes
+                        .map(|m| i32::try_from(m).unwrap_or(i32::MAX)),
+                );
+            for (key, value) in &request.tags {
+                call = call.tags(Tag::builder().key(key).value(value).build());
+            }
+            let output = call.send().await.map_err(|e| self.classify(e, false))?;
+            if let Some(size) = output.block_size()
+                && usize::try_from(size).ok() != Some(BLOCK_SIZE)
+            {
+                return Err(Failure::permanent(format!(
+                    "the service uses {size}-byte blocks; only {BLOCK_SIZE} is supported"
+                )));
+            }
+            let id = output
+                .snapshot_id()
+                .ok_or_else(|| Failure::permanent("the answer has no SnapshotId"))?;
+            SnapshotId::parse(id).map_err(|e| Failure::permanent(e.to_string()))
+        })
+        .await
     }
 
     /// PutSnapshotBlock of one full block whose SHA-256 is `digest`; `progress` (0-100) is
-    /// passed on as `x-amz-Progress`.
+    /// passed on as `x-amz-Progress`. `just_started`: the snapshot was started by this run,
+    /// so "not found" may be AWS's delay in knowing it and is retried; for a snapshot an
+    /// earlier run started, "not found" means it is gone and fails at once.
     pub async fn put_block(
         &self,
         snapshot: &SnapshotId,
@@ -177,33 +222,32 @@ impl SnapshotClient {
         data: &Bytes,
         digest: &ChunkDigest,
         progress: Option<u8>,
+        just_started: bool,
     ) -> Result<(), ApiError> {
         let checksum = BASE64.encode(digest.0);
         let data_length = sdk_len(data.len());
         let block_index = sdk_index(index);
-        self.retry
-            .run(
-                &|| format!("PutSnapshotBlock ({snapshot}, block {index})"),
-                &self.reporter,
-                || async {
-                    self.sdk
-                        .put_snapshot_block()
-                        .snapshot_id(snapshot.as_str())
-                        .block_index(block_index)
-                        .block_data(ByteStream::from(data.clone()))
-                        .data_length(data_length)
-                        .checksum(&checksum)
-                        .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
-                        .set_progress(progress.map(i32::from))
-                        .send()
-                        .await
-                        // Right after StartSnapshot, AWS may briefly not know the snapshot
-                        // (coldsnap#43): for writes, "not found" is worth a retry.
-                        .map_err(|e| classify(e, true))?;
-                    Ok(())
-                },
-            )
-            .await
+        self.run(
+            &|| format!("PutSnapshotBlock ({snapshot}, block {index})"),
+            || async {
+                self.sdk
+                    .put_snapshot_block()
+                    .snapshot_id(snapshot.as_str())
+                    .block_index(block_index)
+                    .block_data(ByteStream::from(data.clone()))
+                    .data_length(data_length)
+                    .checksum(&checksum)
+                    .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
+                    .set_progress(progress.map(i32::from))
+                    .send()
+                    .await
+                    // Right after StartSnapshot, AWS may briefly not know the snapshot
+                    // (coldsnap#43): for writes, "not found" is worth a retry.
+                    .map_err(|e| self.classify(e, just_started))?;
+                Ok(())
+            },
+        )
+        .await
     }
 
     /// CompleteSnapshot with the count of written blocks and the LINEAR aggregate (SHA-256
@@ -216,32 +260,25 @@ impl SnapshotClient {
     ) -> Result<CompletionStatus, ApiError> {
         let count = i32::try_from(changed_blocks).unwrap_or(i32::MAX);
         let checksum = BASE64.encode(aggregate.0);
-        self.retry
-            .run(
-                &|| format!("CompleteSnapshot ({snapshot})"),
-                &self.reporter,
-                || async {
-                    let output = self
-                        .sdk
-                        .complete_snapshot()
-                        .snapshot_id(snapshot.as_str())
-                        .changed_blocks_count(count)
-                        .checksum(&checksum)
-                        .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
-                        .checksum_aggregation_method(
-                            ChecksumAggregationMethod::ChecksumAggregationLinear,
-                        )
-                        .send()
-                        .await
-                        .map_err(|e| classify(e, false))?;
-                    Ok(match output.status() {
-                        Some(Status::Completed) => CompletionStatus::Completed,
-                        Some(Status::Error) => CompletionStatus::Error,
-                        _ => CompletionStatus::Pending,
-                    })
-                },
-            )
-            .await
+        self.run(&|| format!("CompleteSnapshot ({snapshot})"), || async {
+            let output = self
+                .sdk
+                .complete_snapshot()
+                .snapshot_id(snapshot.as_str())
+                .changed_blocks_count(count)
+                .checksum(&checksum)
+                .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
+                .checksum_aggregation_method(ChecksumAggregationMethod::ChecksumAggregationLinear)
+                .send()
+                .await
+                .map_err(|e| self.classify(e, false))?;
+            Ok(match output.status() {
+                Some(Status::Completed) => CompletionStatus::Completed,
+                Some(Status::Error) => CompletionStatus::Error,
+                _ => CompletionStatus::Pending,
+            })
+        })
+        .await
     }
 
     /// Every block of `snapshot` (all pages of ListSnapshotBlocks).
@@ -258,7 +295,7 @@ impl SnapshotClient {
                     .set_next_token(token)
                     .send()
                     .await
-                    .map_err(|e| classify(e, false))
+                    .map_err(|e| self.classify(e, false))
             },
             |page| page.next_token(),
             |page| {
@@ -273,7 +310,8 @@ impl SnapshotClient {
                 Ok(())
             },
         )
-        .await?;
+        .await
+        .map_err(unreadable_hint)?;
         blocks.sort_by_key(|(index, _)| *index);
         blocks.dedup_by_key(|(index, _)| *index);
         Ok(BlockListing {
@@ -300,10 +338,7 @@ impl SnapshotClient {
         let mut page_token: Option<String> = None;
         loop {
             let token = page_token.clone();
-            let page = self
-                .retry
-                .run(call, &self.reporter, || fetch(token.clone()))
-                .await?;
+            let page = self.run(call, || fetch(token.clone())).await?;
             each(&page)?;
             match next(&page) {
                 Some(next) if Some(next) != page_token.as_deref() => {
@@ -318,20 +353,15 @@ impl SnapshotClient {
     /// found" means not (yet) readable.
     pub async fn is_readable(&self, snapshot: &SnapshotId) -> Result<bool, ApiError> {
         let answer = self
-            .retry
-            .run(
-                &|| format!("ListSnapshotBlocks ({snapshot})"),
-                &self.reporter,
-                || async {
-                    self.sdk
-                        .list_snapshot_blocks()
-                        .snapshot_id(snapshot.as_str())
-                        .max_results(100)
-                        .send()
-                        .await
-                        .map_err(|e| classify(e, false))
-                },
-            )
+            .run(&|| format!("ListSnapshotBlocks ({snapshot})"), || async {
+                self.sdk
+                    .list_snapshot_blocks()
+                    .snapshot_id(snapshot.as_str())
+                    .max_results(100)
+                    .send()
+                    .await
+                    .map_err(|e| self.classify(e, false))
+            })
             .await;
         match answer {
             Ok(_) => Ok(true),
@@ -349,38 +379,33 @@ impl SnapshotClient {
         token: &str,
     ) -> Result<FetchedBlock, ApiError> {
         let block_index = sdk_index(index);
-        self.retry
-            .run(
-                &|| format!("GetSnapshotBlock ({snapshot}, block {index})"),
-                &self.reporter,
-                || async {
-                    let output = self
-                        .sdk
-                        .get_snapshot_block()
-                        .snapshot_id(snapshot.as_str())
-                        .block_index(block_index)
-                        .block_token(token)
-                        .send()
-                        .await
-                        .map_err(|e| classify(e, false))?;
-                    let declared_length = output.data_length();
-                    let checksum = output.checksum().map(str::to_owned);
-                    let algorithm = output.checksum_algorithm().cloned();
-                    let data = output
-                        .block_data
-                        .collect()
-                        .await
-                        .map_err(|e| {
-                            Failure::transient(format!(
-                                "reading the block body: {}",
-                                root_message(&e)
-                            ))
-                        })?
-                        .into_bytes();
-                    verify_block(data, declared_length, checksum, algorithm)
-                },
-            )
-            .await
+        self.run(
+            &|| format!("GetSnapshotBlock ({snapshot}, block {index})"),
+            || async {
+                let output = self
+                    .sdk
+                    .get_snapshot_block()
+                    .snapshot_id(snapshot.as_str())
+                    .block_index(block_index)
+                    .block_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| self.classify(e, false))?;
+                let declared_length = output.data_length();
+                let checksum = output.checksum().map(str::to_owned);
+                let algorithm = output.checksum_algorithm().cloned();
+                let data = output
+                    .block_data
+                    .collect()
+                    .await
+                    .map_err(|e| {
+                        Failure::transient(format!("reading the block body: {}", root_message(&e)))
+                    })?
+                    .into_bytes();
+                verify_block(data, declared_length, checksum, algorithm)
+            },
+        )
+        .await
     }
 
     /// ListChangedBlocks between `first` and `second` (all pages).
@@ -402,7 +427,7 @@ impl SnapshotClient {
                     .set_next_token(token)
                     .send()
                     .await
-                    .map_err(|e| classify(e, false))
+                    .map_err(|e| self.classify(e, false))
             },
             |page| page.next_token(),
             |page| {
@@ -419,7 +444,8 @@ impl SnapshotClient {
                 Ok(())
             },
         )
-        .await?;
+        .await
+        .map_err(unreadable_hint)?;
         blocks.sort_by_key(|b| b.index);
         blocks.dedup_by_key(|b| b.index);
         Ok(ChangedListing {
@@ -428,6 +454,16 @@ impl SnapshotClient {
             blocks,
         })
     }
+}
+
+/// "Not found" from a read means more than "does not exist": say what else it can be.
+fn unreadable_hint(mut error: ApiError) -> ApiError {
+    if error.is_not_found() {
+        error.message.push_str(
+            " (the EBS APIs read only completed snapshots: it may not exist, still be pending, be in error, or belong to another account)",
+        );
+    }
+    error
 }
 
 fn verify_block(
@@ -522,15 +558,27 @@ where
                 message: format!("{code}: {message}"),
                 code: Some(code),
                 retryable,
+                unreachable: false,
             }
         }
         SdkError::TimeoutError(_) => Failure::transient("timed out"),
         SdkError::DispatchFailure(failure) => {
-            let message = format!("cannot reach the endpoint: {}", root_message(&error));
+            let root = root_message(&error);
             if failure.is_user() {
-                Failure::permanent(message)
+                return Failure::permanent(format!("cannot reach the endpoint: {root}"));
+            }
+            let refused = is_connection_refused(&error);
+            let unresolved = root.contains("failed to lookup address")
+                || root.contains("dns error")
+                || root.contains("Name or service not known");
+            let message = if refused {
+                "cannot reach the endpoint: connection refused (is the server running, on this address and port?)".to_owned()
             } else {
-                Failure::transient(message)
+                format!("cannot reach the endpoint: {root}")
+            };
+            Failure {
+                unreachable: refused || unresolved,
+                ..Failure::transient(message)
             }
         }
         SdkError::ResponseError(_) => Failure::transient(format!(

@@ -18,7 +18,14 @@
 //! # Length
 //! A snapshot only knows its volume size in GiB, not the length of the image it was made
 //! from. The output is the volume size unless a length is given, directly or through the
-//! manifest written by the upload (which also makes every block checked against it).
+//! manifest written by the upload (which also makes every block checked against it; the CLI
+//! finds that manifest by itself when it is next to the output or in the manifest cache,
+//! see [`Manifest::find`]). A length that would cut off blocks the snapshot has is refused
+//! unless [`DownloadOptions::truncate`] says so.
+//!
+//! # Stopping
+//! With a [`StopSignal`], a stop request (Ctrl-C in the CLI) ends the download after saving
+//! every block already written: the next run resumes from there.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -32,7 +39,7 @@ use crate::api::SnapshotClient;
 use crate::error::{DownloadError, ImageError};
 use crate::image::{BLOCK_BYTES, TargetImage, TargetKind, sync_parent_dir};
 use crate::manifest::{Manifest, ManifestLog};
-use crate::progress::{ProgressEvent, Reporter, Step};
+use crate::progress::{ProgressEvent, Reporter, Step, StopSignal};
 use crate::upload::DEFAULT_CONCURRENCY;
 
 /// Suffix of the file a download writes before renaming it to the output.
@@ -62,6 +69,12 @@ pub struct DownloadOptions {
     pub force: bool,
     /// Write `OUTPUT.strata-manifest` when done (regular files only).
     pub write_manifest: bool,
+    /// Also keep that manifest in the cache by snapshot id ([`Manifest::save_to_cache`]).
+    pub cache_manifest: bool,
+    /// Allow an explicit [`size`](Self::size) that cuts off blocks the snapshot has.
+    pub truncate: bool,
+    /// Stop early (saving progress) when this is given.
+    pub stop: Option<StopSignal>,
 }
 
 impl DownloadOptions {
@@ -75,6 +88,9 @@ impl DownloadOptions {
             concurrency: DEFAULT_CONCURRENCY,
             force: false,
             write_manifest: true,
+            cache_manifest: false,
+            truncate: false,
+            stop: None,
         }
     }
 }
@@ -92,8 +108,10 @@ pub struct DownloadSummary {
     pub blocks_total: u64,
     /// Blocks fetched by this run.
     pub blocks_fetched: u64,
-    /// Blocks an earlier, interrupted run had already saved.
+    /// Blocks an earlier, interrupted run had already saved (not fetched again).
     pub blocks_resumed: u64,
+    /// Bytes fetched by this run.
+    pub bytes_fetched: u64,
     /// Fetched blocks that were all zeros (left as holes).
     pub zero_blocks: u64,
     /// The manifest written, if any.
@@ -172,6 +190,18 @@ impl Downloader {
                 "{snapshot} holds {volume_bytes} bytes; cannot produce {size}"
             )));
         }
+        if options.size.is_some()
+            && options.expected.is_none()
+            && !options.truncate
+            && let Some((last, _)) = listing.blocks.last()
+            && u64::from(last.get()) * BLOCK_BYTES >= size
+        {
+            return Err(DownloadError::Truncates {
+                snapshot: snapshot.clone(),
+                size,
+                data_end: (u64::from(last.get()) + 1) * BLOCK_BYTES,
+            });
+        }
         if let Some(expected) = &options.expected {
             let listed: BTreeSet<BlockIndex> = listing.blocks.iter().map(|(i, _)| *i).collect();
             if let Some(index) = expected.blocks.keys().find(|i| !listed.contains(i)) {
@@ -237,6 +267,12 @@ impl Downloader {
                     Err(error) => manifest_warning = Some(error.to_string()),
                 }
             }
+            if options.cache_manifest
+                && options.expected.is_none()
+                && let Err(error) = destination.saved.save_to_cache()
+            {
+                manifest_warning.get_or_insert_with(|| error.to_string());
+            }
         }
         Ok(DownloadSummary {
             snapshot: snapshot.clone(),
@@ -244,6 +280,7 @@ impl Downloader {
             size,
             blocks_total: total,
             blocks_fetched: fetched.count,
+            bytes_fetched: fetched.count * BLOCK_BYTES,
             blocks_resumed: destination.resumed,
             zero_blocks: fetched.zeros,
             manifest,
@@ -284,7 +321,20 @@ impl Downloader {
                 };
                 tasks.spawn(job.run());
             }
-            let Some(joined) = tasks.join_next().await else {
+            if tasks.is_empty() {
+                break;
+            }
+            let stop = options.stop.clone().unwrap_or_default();
+            let joined = tokio::select! {
+                joined = tasks.join_next() => joined,
+                () = stop.stopped(), if options.stop.is_some() => {
+                    tasks.abort_all();
+                    // Blocks still in flight are not recorded; those done are saved.
+                    checkpoint(destination, &mut pending).await?;
+                    return Err(DownloadError::Stopped);
+                }
+            };
+            let Some(joined) = joined else {
                 break;
             };
             let outcome =
@@ -357,6 +407,9 @@ fn prepare(
         use std::os::unix::fs::FileTypeExt;
         m.file_type().is_block_device()
     });
+    if output.is_dir() {
+        return Err(DownloadError::OutputIsDirectory(output.clone()));
+    }
     if output.exists() && !options.force {
         return Err(DownloadError::Invalid(format!(
             "{} already exists; pass --force to overwrite it",

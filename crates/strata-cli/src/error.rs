@@ -15,15 +15,33 @@ use std::path::{Path, PathBuf};
 
 use strata_types::{BlockIndex, SnapshotId};
 
-/// The SDK client could not be configured.
+/// The connection settings are unusable: a configuration error, found before any request.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// The endpoint is not an http(s) URL.
+    #[error("the endpoint '{endpoint}' is not usable: {hint}")]
+    InvalidEndpoint {
+        /// As given.
+        endpoint: String,
+        /// What is wrong and what to write instead.
+        hint: String,
+    },
+    /// The endpoint's host name does not resolve.
+    #[error("cannot resolve the endpoint's host '{host}' ({cause}); check the --endpoint URL")]
+    UnknownHost {
+        /// The host name.
+        host: String,
+        /// The resolver's answer.
+        cause: String,
+    },
     /// No region in flags, environment or profile, and no endpoint to imply one.
-    #[error("no AWS region is configured: pass --region or set AWS_REGION")]
+    #[error(
+        "no AWS region is configured: pass --region or set AWS_REGION (or give --endpoint for a Strata server)"
+    )]
     NoRegion,
     /// The credential chain found nothing usable.
     #[error(
-        "no usable AWS credentials ({0}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or pass --profile"
+        "no usable credentials ({0}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, pass --profile, or --data-dir of the Strata server"
     )]
     Credentials(String),
 }
@@ -135,6 +153,31 @@ pub enum UploadError {
         /// Why.
         cause: Box<UploadError>,
     },
+    /// The pending snapshot a resume log names no longer accepts writes (deleted or
+    /// expired), and the log recorded blocks: the user decides whether to start over.
+    #[error(
+        "cannot resume the upload into {snapshot} that {} records ({saved} blocks sent): the snapshot no longer accepts writes, it was deleted or expired ({}); run again with --restart to upload into a new snapshot",
+        log.display(),
+        lost_cause(cause)
+    )]
+    ResumeLost {
+        /// The snapshot the log names.
+        snapshot: SnapshotId,
+        /// The resume log.
+        log: PathBuf,
+        /// Blocks it records.
+        saved: u64,
+        /// The service's answer.
+        cause: Box<UploadError>,
+    },
+}
+
+/// Why a resume log's snapshot cannot be continued (see [`UploadError::ResumeLost`]).
+fn lost_cause(cause: &UploadError) -> String {
+    match cause {
+        UploadError::Api(api) => format!("{}: {}", api.call, api.message),
+        other => other.to_string(),
+    }
 }
 
 fn upload_hint(resumable: bool) -> &'static str {
@@ -177,6 +220,28 @@ pub enum DownloadError {
         /// Hex digest of what the service sent (and verified).
         actual: String,
     },
+    /// The output names a directory.
+    #[error(
+        "{} is a directory; name the file to write, e.g. {}",
+        .0.display(),
+        .0.join("disk.img").display()
+    )]
+    OutputIsDirectory(PathBuf),
+    /// An explicit size would cut off blocks the snapshot has.
+    #[error(
+        "--size {size} would cut off data: {snapshot} has blocks up to byte {data_end}; give a larger --size, or --truncate to cut it anyway"
+    )]
+    Truncates {
+        /// The snapshot.
+        snapshot: SnapshotId,
+        /// The size asked for.
+        size: u64,
+        /// The end of the snapshot's last block.
+        data_end: u64,
+    },
+    /// Stopped on request ([`crate::progress::StopSignal`]).
+    #[error("interrupted")]
+    Stopped,
     /// The download stopped; finished blocks are recorded and the next run resumes.
     #[error(
         "download stopped with {saved} of {total} blocks saved: {cause} (run the same command again to resume)"
@@ -220,4 +285,51 @@ pub enum NbdError {
         /// Why.
         cause: std::io::Error,
     },
+}
+
+/// `strata copy` / `strata sync` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// A call to the source or the target failed.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The state file could not be read or written.
+    #[error(transparent)]
+    State(#[from] ImageError),
+    /// The block log could not be read or written.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The options or the state file cannot be used.
+    #[error("{0}")]
+    Invalid(String),
+    /// A worker task panicked or was cancelled (a bug).
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// Stopped on request ([`crate::progress::StopSignal`]).
+    #[error("interrupted")]
+    Stopped,
+    /// The pending copy an earlier run left is gone (handled inside the syncer, which
+    /// starts that copy again).
+    #[error("the pending copy an earlier run left no longer exists")]
+    LostPending,
+    /// Copying one snapshot stopped after its copy was started.
+    #[error("copying {snapshot} to {target} stopped: {cause} ({})", sync_hint(*resumable))]
+    Interrupted {
+        /// The source snapshot.
+        snapshot: SnapshotId,
+        /// Its pending copy.
+        target: SnapshotId,
+        /// Whether the written blocks are recorded, so the next run resumes.
+        resumable: bool,
+        /// Why.
+        cause: Box<SyncError>,
+    },
+}
+
+fn sync_hint(resumable: bool) -> &'static str {
+    if resumable {
+        "run the same command again to resume"
+    } else {
+        "the copy stays pending and expires; run the command again"
+    }
 }

@@ -8,21 +8,24 @@
 //! # Pieces
 //! | module | owns |
 //! |---|---|
-//! | [`connect`] | building an SDK client from the usual AWS sources (env, profile, flags) |
+//! | [`connect`] | the one rule for endpoint, region and credentials; building the SDK client |
 //! | [`api`] | [`SnapshotClient`]: one method per EBS operation, in domain types, with retries, per-attempt timeouts and block verification |
 //! | [`retry`] | [`RetryPolicy`]: attempts, jittered backoff, what counts as transient |
 //! | [`image`] | raw images and block devices: block reads with hole detection, sparse writes |
 //! | [`manifest`] | `IMAGE.strata-manifest`: the content digest of every block of a snapshot |
 //! | [`upload`], [`download`], [`diff`], [`verify`] | the four transfer operations |
-//! | [`nbd`] | a read-only NBD export of a snapshot, fetched lazily |
-//! | [`cli`] | the `strata upload/download/diff/verify/nbd` front end: flags, progress bars, exit codes |
+//! | [`nbd`] | a read-only NBD export of a snapshot, fetched lazily, with block status |
+//! | [`sync`] | [`Syncer`]: copy a snapshot, or a lineage incrementally, to another endpoint |
+//! | [`cli`] | the `strata upload/download/diff/verify/nbd/wait` front end: flags, progress bars, exit codes |
 //!
 //! The operations report progress through a [`progress::Reporter`] callback and return typed
 //! errors; only [`cli`] prints.
 //!
 //! # Rules the operations keep
-//! - Every request has a deadline and a bounded number of attempts, so nothing hangs: a dead
-//!   server turns into a clear error after about a minute.
+//! - Every request has a deadline and a bounded number of attempts, so nothing hangs. A
+//!   malformed or unresolvable endpoint is refused before any request, and a server that
+//!   refuses the first connection fails at once; an outage after the server has answered is
+//!   retried (a clear error after about a minute).
 //! - Every block read from a snapshot is checked against its SHA-256 before it is used.
 //! - An upload skips an all-zero block only where the snapshot would read zeros anyway (no
 //!   parent, or the parent holds zeros there); see [`upload`].
@@ -44,6 +47,7 @@ pub mod manifest;
 pub mod nbd;
 pub mod progress;
 pub mod retry;
+pub mod sync;
 pub mod upload;
 pub mod verify;
 
@@ -52,11 +56,12 @@ pub use cli::{ClientCommand, run};
 pub use diff::{DiffReport, Differ};
 pub use download::{DownloadOptions, DownloadSummary, Downloader};
 pub use error::{
-    ApiError, ConnectError, DownloadError, ImageError, ManifestError, NbdError, UploadError,
-    VerifyError,
+    ApiError, ConnectError, DownloadError, ImageError, ManifestError, NbdError, SyncError,
+    UploadError, VerifyError,
 };
 pub use manifest::Manifest;
-pub use progress::{ProgressEvent, Reporter};
+pub use progress::{ProgressEvent, Reporter, StopSignal};
 pub use retry::RetryPolicy;
+pub use sync::{SyncOptions, SyncSummary, Syncer};
 pub use upload::{UploadOptions, UploadSummary, Uploader};
 pub use verify::{Verifier, VerifyOptions, VerifyReport};

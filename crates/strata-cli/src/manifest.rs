@@ -44,6 +44,27 @@ pub const MANIFEST_SUFFIX: &str = ".strata-manifest";
 
 const MAGIC: &str = "strata-manifest 1";
 
+/// Environment variable naming the directory where manifests are also kept by snapshot id
+/// (default: `$XDG_CACHE_HOME/strata`, else `~/.cache/strata`).
+pub const CACHE_DIR_ENV: &str = "STRATA_CACHE_DIR";
+
+/// The directory of manifests kept by snapshot id, if one can be named.
+pub fn cache_dir() -> Option<PathBuf> {
+    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    env(CACHE_DIR_ENV)
+        .map(PathBuf::from)
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("strata")))
+        .or_else(|| env("HOME").map(|d| PathBuf::from(d).join(".cache").join("strata")))
+}
+
+/// Where the cached manifest of `snapshot` lives (see [`cache_dir`]).
+pub fn cached_path(snapshot: &SnapshotId) -> Option<PathBuf> {
+    cache_dir().map(|dir| {
+        dir.join("manifests")
+            .join(format!("{snapshot}{MANIFEST_SUFFIX}"))
+    })
+}
+
 /// The content digests of one snapshot's blocks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
@@ -93,6 +114,36 @@ impl Manifest {
         } else {
             self.blocks.insert(index, digest);
         }
+    }
+
+    /// Keep a copy under [`cached_path`], so that a later download or NBD export of the
+    /// snapshot finds the image length and digests wherever it runs on this machine.
+    pub fn save_to_cache(&self) -> Result<Option<PathBuf>, ManifestError> {
+        let Some(path) = cached_path(&self.snapshot) else {
+            return Ok(None);
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| ImageError::new("create the manifest cache", dir, e))?;
+        }
+        self.write(&path)?;
+        Ok(Some(path))
+    }
+
+    /// The first readable manifest of `snapshot` among `candidates`, then the cached one:
+    /// for commands that use a manifest when there is one.
+    pub fn find(snapshot: &SnapshotId, candidates: &[PathBuf]) -> Option<(Self, PathBuf)> {
+        candidates
+            .iter()
+            .cloned()
+            .chain(cached_path(snapshot))
+            .filter(|path| path.is_file())
+            .find_map(|path| {
+                Self::read(&path)
+                    .ok()
+                    .filter(|m| &m.snapshot == snapshot)
+                    .map(|m| (m, path))
+            })
     }
 
     /// Read a complete manifest.

@@ -67,6 +67,8 @@ pub struct RetryNotice {
     pub call: String,
     /// The attempt that failed (1-based).
     pub attempt: u32,
+    /// Attempts the call may make in all.
+    pub max_attempts: u32,
     /// The pause before the next attempt.
     pub delay: Duration,
     /// Why the attempt failed.
@@ -113,5 +115,49 @@ impl fmt::Debug for Reporter {
         } else {
             "Reporter(silent)"
         })
+    }
+}
+
+/// A request to stop early, shared between a caller (the CLI's Ctrl-C handler) and an
+/// operation that can stop cleanly (a download saves its progress first).
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal(Arc<StopState>);
+
+#[derive(Debug, Default)]
+struct StopState {
+    stopped: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl StopSignal {
+    /// A signal not yet given.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ask every holder to stop.
+    pub fn stop(&self) {
+        self.0
+            .stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.0.notify.notify_waiters();
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    pub fn is_stopped(&self) -> bool {
+        self.0.stopped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Completes once [`stop`](Self::stop) has been called.
+    pub async fn stopped(&self) {
+        loop {
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_stopped() {
+                return;
+            }
+            notified.await;
+        }
     }
 }

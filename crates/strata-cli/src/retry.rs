@@ -52,6 +52,8 @@ pub(crate) struct Failure {
     pub message: String,
     pub code: Option<String>,
     pub retryable: bool,
+    /// Nothing answered at the address (refused, or the name did not resolve).
+    pub unreachable: bool,
 }
 
 impl Failure {
@@ -60,6 +62,7 @@ impl Failure {
             message: message.into(),
             code: None,
             retryable: true,
+            unreachable: false,
         }
     }
 
@@ -70,6 +73,7 @@ impl Failure {
             message: message.into(),
             code: Some(BLOCK_VERIFICATION_FAILED.to_owned()),
             retryable: true,
+            unreachable: false,
         }
     }
 
@@ -78,6 +82,7 @@ impl Failure {
             message: message.into(),
             code: None,
             retryable: false,
+            unreachable: false,
         }
     }
 }
@@ -133,6 +138,7 @@ impl RetryPolicy {
             reporter.report(ProgressEvent::Retrying(RetryNotice {
                 call: call(),
                 attempt: number,
+                max_attempts,
                 delay,
                 error: failure.message,
             }));

@@ -20,8 +20,12 @@
 //! acknowledged is recorded. If the upload stops, the next run with the same image size,
 //! volume size and parent continues the same pending snapshot: a recorded block counts as
 //! what the snapshot holds at that index, so it is sent again only if the image changed
-//! there. If the pending snapshot is gone (expired, or completed and deleted), the upload
-//! starts over with a new snapshot. The log is removed once the snapshot is complete.
+//! there. If the pending snapshot is gone (expired, or deleted), the upload stops with
+//! [`UploadError::ResumeLost`] (the service's answer comes at the first write: a resumed
+//! snapshot's "not found" is not retried), unless the log recorded no block yet, in which
+//! case nothing is lost by starting over and it does so ([`UploadSummary::abandoned`] says
+//! so). [`UploadOptions::restart`] discards a resume log up front. The log is removed once
+//! the snapshot is complete.
 //!
 //! # Robustness
 //! At most `concurrency` blocks are in flight; each Put is retried by the client's
@@ -89,6 +93,11 @@ pub struct UploadOptions {
     /// Where to record acknowledged blocks, so an interrupted upload resumes (see the module
     /// doc); `None`: an interrupted upload starts over.
     pub resume_state: Option<PathBuf>,
+    /// Ignore (and replace) a resume log: start a new snapshot.
+    pub restart: bool,
+    /// Also keep the manifest in the cache by snapshot id ([`Manifest::save_to_cache`]), so
+    /// a later download finds the image length.
+    pub cache_manifest: bool,
 }
 
 impl UploadOptions {
@@ -107,6 +116,8 @@ impl UploadOptions {
             timeout_minutes: None,
             wait: Some(Duration::from_secs(600)),
             resume_state: None,
+            restart: false,
+            cache_manifest: false,
         }
     }
 }
@@ -137,8 +148,11 @@ pub struct UploadSummary {
     pub blocks_scanned: u64,
     /// Blocks sent (PutSnapshotBlock) by this run.
     pub blocks_sent: u64,
-    /// Blocks an earlier, interrupted run had sent to the same snapshot.
+    /// Blocks an earlier, interrupted run had sent to the same snapshot (and this run did not
+    /// send again).
     pub blocks_resumed: u64,
+    /// The pending snapshot a resume log named that was gone, so this run started a new one.
+    pub abandoned: Option<SnapshotId>,
     /// All-zero blocks not sent because the baseline is zero there.
     pub zero_blocks_skipped: u64,
     /// Data blocks not sent because the parent holds the same content.
@@ -226,16 +240,30 @@ impl Uploader {
     /// Upload `options.image` into a new snapshot (or, with a matching resume log, into the
     /// snapshot an interrupted run left pending) and complete it.
     pub async fn upload(&self, options: &UploadOptions) -> Result<UploadSummary, UploadError> {
-        match self.attempt(options, true).await {
-            // The snapshot the log names cannot be written any more (expired, or gone):
-            // start over rather than fail on a state file the user never asked for.
-            Err(UploadError::Interrupted { cause, resumed, .. })
-                if resumed && lost_snapshot(&cause) =>
-            {
-                if let Some(path) = &options.resume_state {
-                    let _ = std::fs::remove_file(path);
+        let started = Instant::now();
+        match self.attempt(options, !options.restart, started).await {
+            // The snapshot the log names cannot be written any more (expired, or gone).
+            Err(UploadError::Interrupted {
+                snapshot,
+                cause,
+                resumed: true,
+                ..
+            }) if lost_snapshot(&cause) => {
+                let path = options.resume_state.clone().unwrap_or_default();
+                let saved = ManifestLog::reopen(&path).map_or(0, |(_, _, done)| done.len());
+                if saved > 0 {
+                    return Err(UploadError::ResumeLost {
+                        snapshot,
+                        log: path,
+                        saved: saved as u64,
+                        cause,
+                    });
                 }
-                self.attempt(options, false).await
+                // Nothing was recorded: a new snapshot loses nothing.
+                let _ = std::fs::remove_file(&path);
+                let mut summary = self.attempt(options, false, started).await?;
+                summary.abandoned = Some(snapshot);
+                Ok(summary)
             }
             outcome => outcome,
         }
@@ -245,8 +273,8 @@ impl Uploader {
         &self,
         options: &UploadOptions,
         may_resume: bool,
+        started: Instant,
     ) -> Result<UploadSummary, UploadError> {
-        let started = Instant::now();
         let image = Arc::new(open(&options.image)?);
         let volume_size = volume_size_for(image.len(), options.volume_size)?;
         let parent = self.parent_content(options).await?;
@@ -285,20 +313,26 @@ impl Uploader {
         let mut manifest = Manifest::new(snapshot.clone(), volume_size, image.len());
         manifest.parent = options.parent.clone();
         manifest.blocks = scan.content;
-        let (manifest_path, manifest_warning) = match &options.manifest_out {
+        let (manifest_path, mut manifest_warning) = match &options.manifest_out {
             Some(path) => match manifest.write(path) {
                 Ok(()) => (Some(path.clone()), None),
                 Err(error) => (None, Some(error.to_string())),
             },
             None => (None, None),
         };
+        if options.cache_manifest
+            && let Err(error) = manifest.save_to_cache()
+        {
+            manifest_warning.get_or_insert_with(|| error.to_string());
+        }
         Ok(UploadSummary {
             snapshot,
             volume_size,
             image_size: image.len(),
             blocks_scanned: scan.scanned,
             blocks_sent: scan.sent,
-            blocks_resumed: target.previous.len() as u64,
+            blocks_resumed: scan.resumed,
+            abandoned: None,
             zero_blocks_skipped: scan.zero_skipped,
             unchanged_blocks_skipped: scan.unchanged_skipped,
             parent_blocks_fetched: scan.parent_fetched,
@@ -467,14 +501,17 @@ impl Uploader {
                 None => parent.certainly_zero(index),
             };
             if image.in_hole(u64::from(raw)) && zero_baseline {
-                result.zero_skipped += 1;
+                if target.previous.contains_key(&index) {
+                    result.resumed += 1;
+                } else {
+                    result.zero_skipped += 1;
+                }
                 processed.fetch_add(1, Ordering::Relaxed);
                 self.reporter.advance(BLOCK_BYTES);
                 continue;
             }
             while tasks.len() >= concurrency {
-                self.collect(&mut tasks, &mut result, target.log.as_mut())
-                    .await?;
+                self.collect(&mut tasks, &mut result, target).await?;
             }
             let job = BlockJob {
                 client: self.client.clone(),
@@ -485,12 +522,12 @@ impl Uploader {
                 index,
                 processed: Arc::clone(&processed),
                 total: end,
+                just_started: !target.resumed,
             };
             tasks.spawn(job.run());
         }
         while !tasks.is_empty() {
-            self.collect(&mut tasks, &mut result, target.log.as_mut())
-                .await?;
+            self.collect(&mut tasks, &mut result, target).await?;
         }
         Ok(result)
     }
@@ -501,7 +538,7 @@ impl Uploader {
         &self,
         tasks: &mut JoinSet<Result<BlockOutcome, UploadError>>,
         result: &mut ScanResult,
-        log: Option<&mut ManifestLog>,
+        target: &mut Target,
     ) -> Result<(), UploadError> {
         let outcome = match tasks.join_next().await {
             Some(Ok(Ok(outcome))) => outcome,
@@ -524,9 +561,11 @@ impl Uploader {
         if outcome.sent {
             result.sent += 1;
             result.written.insert(outcome.index, outcome.digest);
-            if let Some(log) = log {
+            if let Some(log) = target.log.as_mut() {
                 log.append(&[(outcome.index, outcome.digest)])?;
             }
+        } else if target.previous.contains_key(&outcome.index) {
+            result.resumed += 1;
         } else if outcome.digest.is_zero_block() {
             result.zero_skipped += 1;
         } else {
@@ -586,6 +625,8 @@ struct ScanResult {
     zero_skipped: u64,
     unchanged_skipped: u64,
     parent_fetched: u64,
+    /// Blocks an earlier run sent that this run did not send again.
+    resumed: u64,
 }
 
 /// One block's work: read, compare with the baseline, send if different.
@@ -598,6 +639,7 @@ struct BlockJob {
     index: BlockIndex,
     processed: Arc<AtomicU64>,
     total: u64,
+    just_started: bool,
 }
 
 impl BlockJob {
@@ -612,7 +654,14 @@ impl BlockJob {
             let percent = u8::try_from(done * 100 / self.total.max(1)).unwrap_or(100);
             let data = data.unwrap_or_else(|| Bytes::from(vec![0u8; BLOCK_SIZE]));
             self.client
-                .put_block(&self.snapshot, self.index, &data, &digest, Some(percent))
+                .put_block(
+                    &self.snapshot,
+                    self.index,
+                    &data,
+                    &digest,
+                    Some(percent),
+                    self.just_started,
+                )
                 .await?;
         }
         self.processed.fetch_add(1, Ordering::Relaxed);
@@ -674,9 +723,11 @@ fn fetch_baseline(parent: &SnapshotId, listing: BlockListing) -> ParentContent {
 }
 
 /// Whether an interrupted resumed upload failed because its snapshot cannot be written any
-/// more: "not found" (gone) or a permanent refusal (no longer pending).
+/// more: the service said "not found" (gone) or refused for good (no longer pending). A
+/// failure to reach the service at all says nothing about the snapshot.
 fn lost_snapshot(cause: &UploadError) -> bool {
-    matches!(cause, UploadError::Api(api) if !api.is_retryable() || api.is_not_found())
+    matches!(cause, UploadError::Api(api)
+        if api.is_not_found() || (api.code.is_some() && !api.is_retryable()))
 }
 
 /// Run blocking file work off the async threads.

@@ -59,6 +59,76 @@ pub enum Finding {
         /// The block.
         index: BlockIndex,
     },
+    /// The snapshot has data in a block that lies past the end of the image.
+    PastImageEnd {
+        /// The block.
+        index: BlockIndex,
+    },
+}
+
+impl Finding {
+    /// The block concerned.
+    pub fn index(&self) -> BlockIndex {
+        match self {
+            Finding::Unreadable { index, .. }
+            | Finding::DiffersFromImage { index }
+            | Finding::PastImageEnd { index } => *index,
+        }
+    }
+
+    /// What is wrong, in a few words (the same for every block of a [`FindingRange`]).
+    pub fn what(&self) -> &'static str {
+        match self {
+            Finding::Unreadable { .. } => "unreadable",
+            Finding::DiffersFromImage { .. } => "differs from the image",
+            Finding::PastImageEnd { .. } => "has data past the end of the image",
+        }
+    }
+}
+
+/// Consecutive blocks with the same kind of finding.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FindingRange {
+    /// First block.
+    pub first_block: u32,
+    /// Last block (inclusive).
+    pub last_block: u32,
+    /// What is wrong ([`Finding::what`]).
+    pub problem: &'static str,
+    /// The first block's error, for unreadable blocks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl FindingRange {
+    /// Number of blocks.
+    pub fn blocks(&self) -> u64 {
+        u64::from(self.last_block - self.first_block) + 1
+    }
+}
+
+/// Collapse findings (ascending) into ranges of consecutive blocks of one kind, so a
+/// 100 GiB volume that differs everywhere is a line, not 200,000.
+pub fn finding_ranges(findings: &[Finding]) -> Vec<FindingRange> {
+    let mut ranges: Vec<FindingRange> = Vec::new();
+    for finding in findings {
+        let index = finding.index().get();
+        match ranges.last_mut() {
+            Some(last) if last.problem == finding.what() && last.last_block + 1 == index => {
+                last.last_block = index;
+            }
+            _ => ranges.push(FindingRange {
+                first_block: index,
+                last_block: index,
+                problem: finding.what(),
+                error: match finding {
+                    Finding::Unreadable { error, .. } => Some(error.clone()),
+                    _ => None,
+                },
+            }),
+        }
+    }
+    ranges
 }
 
 /// What a verification found.
@@ -72,6 +142,10 @@ pub struct VerifyReport {
     pub image_blocks_compared: u64,
     /// Problems, in ascending block order.
     pub findings: Vec<Finding>,
+    /// The image's length, when one was compared.
+    pub image_size: Option<u64>,
+    /// End of the snapshot's last block (0 without blocks).
+    pub data_end: u64,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -110,6 +184,10 @@ impl Verifier {
         self.reporter.step(Step::Listing(snapshot.clone()));
         let listing = self.client.list_blocks(snapshot).await?;
         let listed: HashSet<BlockIndex> = listing.blocks.iter().map(|(i, _)| *i).collect();
+        let data_end = listing
+            .blocks
+            .last()
+            .map_or(0, |(i, _)| (u64::from(i.get()) + 1) * BLOCK_BYTES);
         // Image blocks the snapshot lacks must be zeros; holes need no read.
         let unlisted: Vec<u64> = match &image {
             Some(image) => (0..image.block_count())
@@ -177,14 +255,14 @@ impl Verifier {
                 self.reporter.advance(BLOCK_BYTES);
             }
         }
-        findings.sort_by_key(|f| match f {
-            Finding::Unreadable { index, .. } | Finding::DiffersFromImage { index } => *index,
-        });
+        findings.sort_by_key(Finding::index);
         Ok(VerifyReport {
             snapshot: snapshot.clone(),
             blocks_checked: checked,
             image_blocks_compared: compared,
             findings,
+            image_size: image.as_ref().map(|i| i.len()),
+            data_end,
             elapsed: started.elapsed(),
         })
     }
@@ -213,6 +291,9 @@ async fn check_block(
         return Ok(None);
     };
     let raw = u64::from(index.get());
+    if raw >= image.block_count() {
+        return Ok((!block.digest.is_zero_block()).then_some(Finding::PastImageEnd { index }));
+    }
     let expected = tokio::task::spawn_blocking(move || -> Result<ChunkDigest, ImageError> {
         if image.in_hole(raw) {
             return Ok(ChunkDigest::zero_block());
@@ -231,4 +312,45 @@ async fn check_block(
 
 fn internal(error: tokio::task::JoinError) -> VerifyError {
     VerifyError::Internal(format!("a worker task failed: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_findings_of_one_kind_collapse() {
+        let differs = |i| Finding::DiffersFromImage {
+            index: BlockIndex::new(i),
+        };
+        let mut findings: Vec<Finding> = (0..200_000).map(differs).collect();
+        findings.push(Finding::Unreadable {
+            index: BlockIndex::new(200_000),
+            error: "bad".into(),
+        });
+        findings.push(Finding::Unreadable {
+            index: BlockIndex::new(200_001),
+            error: "worse".into(),
+        });
+        findings.push(differs(200_005));
+        findings.push(Finding::PastImageEnd {
+            index: BlockIndex::new(200_006),
+        });
+        let ranges = finding_ranges(&findings);
+        let summary: Vec<_> = ranges
+            .iter()
+            .map(|r| (r.first_block, r.last_block, r.problem))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (0, 199_999, "differs from the image"),
+                (200_000, 200_001, "unreadable"),
+                (200_005, 200_005, "differs from the image"),
+                (200_006, 200_006, "has data past the end of the image"),
+            ]
+        );
+        assert_eq!(ranges[0].blocks(), 200_000);
+        assert_eq!(ranges[1].error.as_deref(), Some("bad"));
+    }
 }

@@ -6,6 +6,7 @@
 mod e2e {
     pub mod binary;
     pub mod block_device;
+    pub mod cli;
     pub mod coldsnap;
     pub mod faults;
     pub mod harness;
@@ -13,4 +14,5 @@ mod e2e {
     pub mod incremental;
     pub mod nbd;
     pub mod round_trip;
+    pub mod sync;
 }

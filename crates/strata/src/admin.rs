@@ -1,92 +1,137 @@
 //! `strata snapshots …` and `strata gc`: a small client of the running server's admin API
 //! (`strata_wire::admin`), signed with SigV4 like every other request.
 
-use std::path::PathBuf;
 use std::time::SystemTime;
 
 use anyhow::{Context, bail};
-use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use strata_cli::cli::ConnectionArgs;
+use strata_cli::connect::{LOCAL_ENDPOINT, Resolved, resolve};
+use strata_cli::error::ConnectError;
 use strata_wire::admin::{AdminSnapshot, GcSummary, PREFIX, SERVICE, SnapshotList};
 
-/// Where the server is and who we are.
+/// Flags of `strata snapshots` and `strata gc`: the client's connection flags (the same rule
+/// for endpoint, region and credentials as every other subcommand; see `strata_cli::connect`).
 #[derive(Debug, clap::Args)]
-pub struct Connection {
-    /// The server's URL.
-    #[arg(
-        long,
-        global = true,
-        env = "STRATA_ENDPOINT",
-        default_value = "http://127.0.0.1:9555"
-    )]
-    endpoint: String,
-    /// Access key id (else the data directory's root credentials).
-    #[arg(long, global = true, env = "AWS_ACCESS_KEY_ID")]
-    access_key_id: Option<String>,
-    /// Secret access key.
-    #[arg(
-        long,
-        global = true,
-        env = "AWS_SECRET_ACCESS_KEY",
-        hide_env_values = true
-    )]
-    secret_access_key: Option<String>,
-    /// Read the root credentials from this data directory when no keys are given.
-    #[arg(long, global = true, default_value = "./strata-data")]
-    data_dir: PathBuf,
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
 }
 
 /// `strata snapshots …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum SnapshotsCommand {
-    /// Table of your snapshots: id, status, size, parent, written blocks, start time, tags.
-    List,
-    /// Everything about one snapshot, as JSON.
+    /// Your snapshots, newest first: id, status, size, parent, written blocks, start time, tags, description.
+    #[command(after_help = LIST_EXAMPLES)]
+    List {
+        /// Only snapshots in this state.
+        #[arg(long, value_parser = ["pending", "completed", "error"])]
+        status: Option<String>,
+        /// Only snapshots with this tag KEY=VALUE (repeatable: all must match).
+        #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Everything about one snapshot, as JSON (times in RFC 3339).
+    #[command(after_help = SHOW_EXAMPLES)]
     Show {
         /// The snapshot id.
         id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Delete a snapshot in any state (a pending one is cancelled); GC frees its data.
+    #[command(after_help = DELETE_EXAMPLES)]
     Delete {
         /// The snapshot id.
         id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
 }
 
-impl Connection {
-    fn keys(&self) -> anyhow::Result<(String, String)> {
-        if let (Some(id), Some(secret)) = (&self.access_key_id, &self.secret_access_key) {
-            return Ok((id.clone(), secret.clone()));
-        }
-        let path = self.data_dir.join("root-credentials");
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY given and {} is not readable",
-                path.display()
-            )
-        })?;
-        let field = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
-                .map(|v| v.trim().to_owned())
-                .with_context(|| format!("{} has no {name}", path.display()))
-        };
-        Ok((field("aws_access_key_id")?, field("aws_secret_access_key")?))
+const LIST_EXAMPLES: &str = concat!(
+    "Examples:
+  strata snapshots list
+  strata snapshots list --status completed --tag team=storage
+  strata snapshots list --json | jq -r '.[].id'",
+    "\n\n",
+    strata_cli::connection_help!()
+);
+const SHOW_EXAMPLES: &str = concat!(
+    "Examples:
+  strata snapshots show snap-0123456789abcdef0 | jq .status",
+    "\n\n",
+    strata_cli::connection_help!()
+);
+const DELETE_EXAMPLES: &str = concat!(
+    "Examples:
+  strata snapshots delete snap-0123456789abcdef0",
+    "\n\n",
+    strata_cli::connection_help!()
+);
+/// Help of `strata gc`.
+pub const GC_EXAMPLES: &str = concat!(
+    "Examples:
+  strata gc --dry-run
+  strata gc --json | jq .bytes_freed",
+    "\n\n",
+    strata_cli::connection_help!()
+);
+
+fn parse_tag(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got '{text}'")),
+    }
+}
+
+/// A configuration error found before any request (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub ConnectError);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// A resolved admin connection.
+struct Admin {
+    endpoint: String,
+    resolved: Resolved,
+}
+
+impl Admin {
+    async fn new(args: &AdminArgs) -> anyhow::Result<Self> {
+        let options = args.connection.options(Some(LOCAL_ENDPOINT));
+        let resolved = resolve(&options).await.map_err(UsageError)?;
+        let endpoint = resolved
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| LOCAL_ENDPOINT.to_owned());
+        Ok(Self { endpoint, resolved })
     }
 
     /// Send a signed admin request; the response body on success.
     async fn call(&self, method: &str, path: &str) -> anyhow::Result<bytes::Bytes> {
         let url = format!("{}{PREFIX}{path}", self.endpoint.trim_end_matches('/'));
-        let (key, secret) = self.keys()?;
-        let identity: Identity = Credentials::new(key, secret, None, None, "strata").into();
+        let credentials = self.resolved.credentials().await.map_err(UsageError)?;
+        let identity: Identity = credentials.into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
-            .region("us-east-1")
+            .region(self.resolved.region.as_ref())
             .name(SERVICE)
             .time(SystemTime::now())
             .settings(SigningSettings::default())
@@ -106,10 +151,26 @@ impl Connection {
             .context("invalid endpoint")?;
         instructions.apply_to_request_http1x(&mut request);
         let client = Client::builder(TokioExecutor::new()).build_http();
-        let response = client
-            .request(request)
+        let response = tokio::time::timeout(CALL_TIMEOUT, client.request(request))
             .await
-            .with_context(|| format!("cannot reach the server at {}", self.endpoint))?;
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the server at {} did not answer within {} s",
+                    self.endpoint,
+                    CALL_TIMEOUT.as_secs()
+                )
+            })?
+            .map_err(|error| {
+                let refused = is_refused(&error);
+                if refused {
+                    anyhow::anyhow!(
+                        "cannot reach the server at {}: connection refused (is `strata serve` running, on this address and port?)",
+                        self.endpoint
+                    )
+                } else {
+                    anyhow::anyhow!("cannot reach the server at {}: {error}", self.endpoint)
+                }
+            })?;
         let status = response.status();
         let body = response
             .into_body()
@@ -128,22 +189,107 @@ impl Connection {
     }
 }
 
-/// Run `strata snapshots …`.
-pub async fn snapshots(connection: &Connection, command: SnapshotsCommand) -> anyhow::Result<()> {
-    match command {
-        SnapshotsCommand::List => {
-            let body = connection.call("GET", "/snapshots").await?;
-            let list: SnapshotList = serde_json::from_slice(&body).context("unexpected answer")?;
-            print!("{}", table(&list.snapshots));
+/// Deadline of one admin call (a collection on a large store takes a while).
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn is_refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
         }
-        SnapshotsCommand::Show { id } => {
-            let body = connection.call("GET", &format!("/snapshots/{id}")).await?;
+        current = error.source();
+    }
+    false
+}
+
+/// A snapshot as `strata snapshots` prints it: the admin record with RFC 3339 times and
+/// tags as an object.
+pub fn view(s: &AdminSnapshot) -> serde_json::Value {
+    let tags: serde_json::Map<String, serde_json::Value> = s
+        .tags
+        .iter()
+        .map(|t| (t.key.clone(), serde_json::Value::from(t.value.clone())))
+        .collect();
+    serde_json::json!({
+        "id": s.id,
+        "owner": s.owner,
+        "status": s.status,
+        "status_message": s.status_message,
+        "volume_size_gib": s.volume_size_gib,
+        "parent": s.parent,
+        "lineage": s.lineage,
+        "description": s.description,
+        "tags": tags,
+        "encrypted": s.encrypted,
+        "start_time": rfc3339(s.start_time_ms),
+        "completion_time": s.completion_time_ms.map(rfc3339),
+        "written_blocks": s.written_blocks,
+        "progress": s.progress,
+    })
+}
+
+/// Epoch milliseconds as RFC 3339 in UTC, e.g. `2024-01-02T03:04:05.678Z`.
+fn rfc3339(epoch_ms: i64) -> String {
+    strata_wire::ec2::iso8601_ms(epoch_ms)
+}
+
+/// Snapshots in `status` with every tag of `tags`, newest first.
+pub fn select(
+    snapshots: &[AdminSnapshot],
+    status: Option<&str>,
+    tags: &[(String, String)],
+) -> Vec<AdminSnapshot> {
+    let mut chosen: Vec<AdminSnapshot> = snapshots
+        .iter()
+        .filter(|s| status.is_none_or(|wanted| s.status == wanted))
+        .filter(|s| {
+            tags.iter()
+                .all(|(key, value)| s.tags.iter().any(|t| &t.key == key && &t.value == value))
+        })
+        .cloned()
+        .collect();
+    chosen.sort_by(|a, b| {
+        b.start_time_ms
+            .cmp(&a.start_time_ms)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    chosen
+}
+
+/// Run `strata snapshots …`.
+pub async fn snapshots(command: SnapshotsCommand) -> anyhow::Result<()> {
+    match command {
+        SnapshotsCommand::List {
+            status,
+            tags,
+            json,
+            admin,
+        } => {
+            let body = Admin::new(&admin).await?.call("GET", "/snapshots").await?;
+            let list: SnapshotList = serde_json::from_slice(&body).context("unexpected answer")?;
+            let chosen = select(&list.snapshots, status.as_deref(), &tags);
+            if json {
+                let views: Vec<serde_json::Value> = chosen.iter().map(view).collect();
+                println!("{}", serde_json::to_string_pretty(&views)?);
+            } else {
+                print!("{}", table(&chosen));
+            }
+        }
+        SnapshotsCommand::Show { id, admin } => {
+            let body = Admin::new(&admin)
+                .await?
+                .call("GET", &format!("/snapshots/{id}"))
+                .await?;
             let snapshot: AdminSnapshot =
                 serde_json::from_slice(&body).context("unexpected answer")?;
-            println!("{}", serde_json::to_string_pretty(&snapshot)?);
+            println!("{}", serde_json::to_string_pretty(&view(&snapshot))?);
         }
-        SnapshotsCommand::Delete { id } => {
-            connection
+        SnapshotsCommand::Delete { id, admin } => {
+            Admin::new(&admin)
+                .await?
                 .call("DELETE", &format!("/snapshots/{id}"))
                 .await?;
             println!("deleted {id}");
@@ -153,11 +299,16 @@ pub async fn snapshots(connection: &Connection, command: SnapshotsCommand) -> an
 }
 
 /// Run `strata gc`.
-pub async fn gc(connection: &Connection, dry_run: bool) -> anyhow::Result<()> {
-    let body = connection
+pub async fn gc(admin: &AdminArgs, dry_run: bool, json: bool) -> anyhow::Result<()> {
+    let body = Admin::new(admin)
+        .await?
         .call("POST", &format!("/gc?dryRun={dry_run}"))
         .await?;
     let summary: GcSummary = serde_json::from_slice(&body).context("unexpected answer")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
     let mib = |bytes: u64| bytes as f64 / 1_048_576.0;
     println!(
         "live: {} nodes, {} chunks; garbage: {} nodes, {} chunks ({:.1} MiB); kept for the grace period: {} chunks; timed-out snapshots: {}",
@@ -194,6 +345,7 @@ pub fn table(snapshots: &[AdminSnapshot]) -> String {
         "BLOCKS".to_owned(),
         "STARTED (UTC)".to_owned(),
         "TAGS".to_owned(),
+        "DESCRIPTION".to_owned(),
     ]];
     for s in snapshots {
         let tags: Vec<String> = s
@@ -207,14 +359,20 @@ pub fn table(snapshots: &[AdminSnapshot]) -> String {
             format!("{} GiB", s.volume_size_gib),
             s.parent.clone().unwrap_or_else(|| "-".to_owned()),
             s.written_blocks.to_string(),
-            strata_wire::ec2::iso8601_ms(s.start_time_ms)
+            rfc3339(s.start_time_ms)
                 .get(..19)
                 .unwrap_or("")
                 .replace('T', " "),
-            tags.join(","),
+            if tags.is_empty() {
+                "-".to_owned()
+            } else {
+                tags.join(",")
+            },
+            s.description.clone().unwrap_or_default(),
         ]);
     }
-    let widths: Vec<usize> = (0..7)
+    let columns = rows[0].len();
+    let widths: Vec<usize> = (0..columns)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -234,6 +392,55 @@ pub fn table(snapshots: &[AdminSnapshot]) -> String {
 mod tests {
     use super::*;
     use strata_wire::admin::AdminTag;
+
+    fn snapshot(id: &str, status: &str, start_time_ms: i64, team: &str) -> AdminSnapshot {
+        AdminSnapshot {
+            id: id.into(),
+            owner: "000000000000".into(),
+            status: status.into(),
+            status_message: None,
+            volume_size_gib: 1,
+            parent: None,
+            lineage: id.into(),
+            description: Some("nightly".into()),
+            tags: vec![AdminTag {
+                key: "team".into(),
+                value: team.into(),
+            }],
+            encrypted: false,
+            start_time_ms,
+            completion_time_ms: Some(start_time_ms + 1000),
+            written_blocks: 0,
+            progress: None,
+        }
+    }
+
+    #[test]
+    fn lists_are_newest_first_and_filtered() {
+        let all = [
+            snapshot("snap-a", "completed", 1_000, "storage"),
+            snapshot("snap-b", "pending", 3_000, "storage"),
+            snapshot("snap-c", "completed", 2_000, "web"),
+        ];
+        let ids = |chosen: Vec<AdminSnapshot>| chosen.into_iter().map(|s| s.id).collect::<Vec<_>>();
+        assert_eq!(ids(select(&all, None, &[])), ["snap-b", "snap-c", "snap-a"]);
+        assert_eq!(
+            ids(select(&all, Some("completed"), &[])),
+            ["snap-c", "snap-a"]
+        );
+        let storage = [("team".to_owned(), "storage".to_owned())];
+        assert_eq!(ids(select(&all, None, &storage)), ["snap-b", "snap-a"]);
+        assert_eq!(ids(select(&all, Some("completed"), &storage)), ["snap-a"]);
+    }
+
+    #[test]
+    fn times_are_rfc_3339() {
+        let shown = view(&snapshot("snap-a", "completed", 1_704_164_645_678, "x"));
+        assert_eq!(shown["start_time"], "2024-01-02T03:04:05.678Z");
+        assert_eq!(shown["completion_time"], "2024-01-02T03:04:06.678Z");
+        assert_eq!(shown["tags"]["team"], "x");
+        assert!(shown.get("start_time_ms").is_none());
+    }
 
     #[test]
     fn the_table_lines_up() {
@@ -265,5 +472,10 @@ mod tests {
             lines[0]
         );
         assert!(lines[1].contains("snap-0123456789abcdef0  completed  8 GiB  -       42      2024-01-02 03:04:05  team=storage"), "{}", lines[1]);
+        assert!(
+            lines[0].ends_with("TAGS          DESCRIPTION"),
+            "{}",
+            lines[0]
+        );
     }
 }

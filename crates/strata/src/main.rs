@@ -22,36 +22,43 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (EBS direct APIs over HTTP, SigV4-authenticated).
-    ///
-    /// Example: strata serve --listen 127.0.0.1:9555 --data-dir ./strata-data
+    #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
     /// Measure throughput and latency against a sink, the disk and optionally moto.
-    ///
-    /// Example: strata bench --repeat 3 (or --smoke for a few seconds of everything)
+    #[command(after_help = BENCH_EXAMPLES)]
     Bench(strata_bench::BenchArgs),
     /// Client commands (upload, download, diff, verify, nbd), in strata-cli.
     #[command(flatten)]
     Client(strata_cli::ClientCommand),
-    /// List, show or delete snapshots on a running server.
-    ///
-    /// Examples: strata snapshots list; strata snapshots show snap-0123…; strata snapshots delete snap-0123…
+    /// List, show or delete snapshots on a running Strata server.
     Snapshots {
         #[command(subcommand)]
         command: admin::SnapshotsCommand,
-        #[command(flatten)]
-        connection: admin::Connection,
     },
-    /// Collect garbage on a running server now (it also runs in the background).
-    ///
-    /// Example: strata gc --dry-run
+    /// Collect garbage on a running Strata server now (it also runs in the background).
+    #[command(after_help = admin::GC_EXAMPLES)]
     Gc {
         /// Only print what would be freed.
         #[arg(long)]
         dry_run: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
-        connection: admin::Connection,
+        admin: admin::AdminArgs,
     },
 }
+
+const SERVE_EXAMPLES: &str = "Examples:
+  strata serve
+  strata serve --listen 0.0.0.0:9555 --data-dir /var/lib/strata --config strata.toml
+
+On its first start the server generates the root account's keys, saves them in
+DATA_DIR/root-credentials (mode 0600) and prints them once.";
+
+const BENCH_EXAMPLES: &str = "Examples:
+  strata bench --repeat 3
+  strata bench --smoke            # a few seconds of everything";
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
@@ -107,12 +114,26 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            // One line with the whole cause chain; no backtrace for users.
-            eprintln!("strata: {error:#}");
-            std::process::ExitCode::FAILURE
+            // One line with the whole cause chain, as the client commands print it.
+            eprintln!("error: {error:#}");
+            let usage = error.downcast_ref::<admin::UsageError>().is_some()
+                || error.downcast_ref::<UsageError>().is_some();
+            std::process::ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }
+
+/// A mistake in the flags found before anything was done (exit code 2, as clap's own).
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -127,18 +148,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             drop(runtime);
             std::process::exit(code)
         }
-        Command::Snapshots {
-            command,
-            connection,
-        } => runtime.block_on(admin::snapshots(&connection, command)),
+        Command::Snapshots { command } => runtime.block_on(admin::snapshots(command)),
         Command::Gc {
             dry_run,
-            connection,
-        } => runtime.block_on(admin::gc(&connection, dry_run)),
+            json,
+            admin,
+        } => runtime.block_on(admin::gc(&admin, dry_run, json)),
     }
 }
 
 fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
+    check_serve_args(&args)?;
     let mut settings = Settings::new(args.data_dir)?;
     settings.listen = args.listen;
     settings.gc_interval =
@@ -149,4 +169,29 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         settings = settings.with_config_file(&ConfigFile::load(&path)?)?;
     }
     Ok(settings)
+}
+
+/// Refuse what would fail later, before the server creates its data directory or keys: a
+/// data directory that is a file, and a listen address already in use. (The address is
+/// bound once here and released; the server binds it again a moment later. Passing the
+/// bound listener on would need a `strata-server` entry point that takes one.)
+fn check_serve_args(args: &ServeArgs) -> anyhow::Result<()> {
+    if args.data_dir.exists() && !args.data_dir.is_dir() {
+        return Err(UsageError(format!(
+            "--data-dir {} is a file, not a directory; give a directory (it is created if missing)",
+            args.data_dir.display()
+        ))
+        .into());
+    }
+    if let Err(error) = std::net::TcpListener::bind(args.listen) {
+        let hint = if error.kind() == std::io::ErrorKind::AddrInUse {
+            "another process listens there (another strata serve?); choose another --listen address"
+        } else {
+            "check the --listen address"
+        };
+        return Err(
+            UsageError(format!("cannot listen on {}: {error}; {hint}", args.listen)).into(),
+        );
+    }
+    Ok(())
 }

@@ -12,19 +12,15 @@ use strata_types::AccountId;
 const KEY: &str = "AKIDCLITEST";
 const SECRET: &str = "cli-test-secret";
 
+/// The keys come from the environment, as for every client command.
 fn strata(endpoint: &str, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(args)
-        .args([
-            "--endpoint",
-            endpoint,
-            "--access-key-id",
-            KEY,
-            "--secret-access-key",
-            SECRET,
-        ])
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .args(["--endpoint", endpoint])
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env_remove("STRATA_ENDPOINT")
+        .env_remove("AWS_PROFILE")
         .output()
         .expect("strata runs")
 }
@@ -62,6 +58,8 @@ async fn admin_commands_list_show_delete_and_collect() {
             .complete_snapshot(&root, &done, 0, None)
             .await
             .expect("complete");
+        // A later start time, so "newest first" has one answer.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         let pending = state
             .service
             .start_snapshot(&root, input())
@@ -93,6 +91,33 @@ async fn admin_commands_list_show_delete_and_collect() {
         && l.contains("2 GiB")
         && l.contains("env=test")));
 
+    // JSON, filtered, newest first, RFC 3339 times (issue 13, item 5).
+    let e = endpoint.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        strata(
+            &e,
+            &["snapshots", "list", "--json", "--status", "completed"],
+        )
+    })
+    .await
+    .expect("join");
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+    let listed = listed.as_array().expect("array");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], done.as_str());
+    assert_eq!(listed[0]["tags"]["env"], "test");
+    let started = listed[0]["start_time"].as_str().expect("start_time");
+    assert!(
+        started.len() == 24 && started.ends_with('Z') && started.as_bytes()[10] == b'T',
+        "{started}"
+    );
+    let first_row = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    assert!(first_row.starts_with(&pending), "newest first: {first_row}");
+
     let (e, p) = (endpoint.clone(), pending.clone());
     let show = tokio::task::spawn_blocking(move || strata(&e, &["snapshots", "show", &p]))
         .await
@@ -113,11 +138,17 @@ async fn admin_commands_list_show_delete_and_collect() {
     assert_eq!(gone.status.code(), Some(1));
     let error = String::from_utf8_lossy(&gone.stderr).into_owned();
     assert!(
-        error.starts_with("strata: ") && error.contains("does not exist"),
+        error.starts_with("error: ") && error.contains("does not exist"),
         "{error}"
     );
     assert_eq!(error.lines().count(), 1, "one-line errors");
 
+    let e = endpoint.clone();
+    let dry = tokio::task::spawn_blocking(move || strata(&e, &["gc", "--dry-run", "--json"]))
+        .await
+        .expect("join");
+    let summary: serde_json::Value = serde_json::from_slice(&dry.stdout).expect("JSON");
+    assert_eq!(summary["dry_run"], true, "{summary}");
     let e = endpoint.clone();
     let dry = tokio::task::spawn_blocking(move || strata(&e, &["gc", "--dry-run"]))
         .await

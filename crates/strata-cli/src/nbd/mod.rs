@@ -11,11 +11,21 @@
 //! Each connection negotiates with [`protocol::handshake`], then serves requests
 //! concurrently (up to a bound per connection); replies go out through one writer task, each
 //! frame whole, in completion order (NBD matches them by cookie).
+//!
+//! # Block status
+//! With structured replies negotiated, `NBD_CMD_BLOCK_STATUS` answers two metadata
+//! contexts, so clients skip what they need not read:
+//! - `base:allocation`: a block the snapshot does not have is a hole that reads as zeros
+//!   (`nbdinfo --map`, `nbdcopy`, `qemu-img map`/`convert` skip it);
+//! - `qemu:dirty-bitmap:BASE` (with [`NbdOptions::changed_since`]): the blocks that
+//!   ListChangedBlocks reports between `BASE` and the exported snapshot are dirty, the rest
+//!   clean, as a qemu dirty bitmap would report them, so incremental-backup readers built on
+//!   qemu's bitmaps copy only the changes.
 
 pub mod cache;
 pub mod protocol;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +42,7 @@ use crate::api::SnapshotClient;
 use crate::error::{ApiError, NbdError};
 use crate::image::BLOCK_BYTES;
 use crate::progress::{Reporter, Step};
-use protocol::{ExportInfo, Negotiated, Request};
+use protocol::{ExportInfo, Negotiated, Request, Session};
 
 /// Export sizes are multiples of this.
 const SECTOR: u64 = 512;
@@ -55,6 +65,9 @@ pub struct NbdOptions {
     pub readahead_blocks: u32,
     /// Requests served at once per connection.
     pub max_in_flight: usize,
+    /// Offer the blocks changed since this snapshot (of the same lineage) as the metadata
+    /// context `qemu:dirty-bitmap:<id>`.
+    pub changed_since: Option<SnapshotId>,
 }
 
 impl NbdOptions {
@@ -67,6 +80,7 @@ impl NbdOptions {
             cache_blocks: 128,
             readahead_blocks: 8,
             max_in_flight: 16,
+            changed_since: None,
         }
     }
 }
@@ -85,7 +99,21 @@ pub struct SnapshotExport {
     cache: cache::BlockCache,
     readahead: u32,
     zero: Bytes,
+    /// The base snapshot and the blocks changed since it, for the dirty-bitmap context.
+    changed: Option<(SnapshotId, HashSet<BlockIndex>)>,
 }
+
+/// What a block-status query asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusContext {
+    /// `base:allocation`: holes and zeros.
+    Allocation,
+    /// `qemu:dirty-bitmap:BASE`: changed since the base snapshot.
+    ChangedSince,
+}
+
+/// Descriptors per block-status answer at most (a client asks again from where it ends).
+const MAX_EXTENTS: usize = 16_384;
 
 impl SnapshotExport {
     /// List the snapshot's blocks and prepare to serve it.
@@ -94,6 +122,16 @@ impl SnapshotExport {
         options: &NbdOptions,
     ) -> Result<Arc<Self>, ApiError> {
         let listing = client.list_blocks(&options.snapshot).await?;
+        let changed = match &options.changed_since {
+            Some(base) => {
+                let changes = client.list_changed_blocks(base, &options.snapshot).await?;
+                Some((
+                    base.clone(),
+                    changes.blocks.into_iter().map(|b| b.index).collect(),
+                ))
+            }
+            None => None,
+        };
         let volume_bytes = listing.volume_size.gib() * BLOCKS_PER_GIB * BLOCK_BYTES;
         Ok(Arc::new(Self {
             client: client.clone(),
@@ -113,7 +151,69 @@ impl SnapshotExport {
             cache: cache::BlockCache::new(options.cache_blocks),
             readahead: options.readahead_blocks,
             zero: Bytes::from(vec![0u8; BLOCK_SIZE]),
+            changed,
         }))
+    }
+
+    /// The metadata contexts this export offers.
+    pub fn contexts(&self) -> Vec<(String, StatusContext)> {
+        let mut contexts = vec![(
+            protocol::BASE_ALLOCATION.to_owned(),
+            StatusContext::Allocation,
+        )];
+        if let Some((base, _)) = &self.changed {
+            contexts.push((
+                format!("{}{base}", protocol::QEMU_DIRTY_BITMAP),
+                StatusContext::ChangedSince,
+            ));
+        }
+        contexts
+    }
+
+    /// Block status of `offset..offset + len` (clipped to the export) in `context`, as
+    /// `(length, flags)` runs of blocks with the same status; only the first with `one`.
+    pub async fn extents(
+        &self,
+        context: StatusContext,
+        offset: u64,
+        len: u32,
+        one: bool,
+    ) -> Vec<(u32, u32)> {
+        let end = (offset + u64::from(len)).min(self.size);
+        let tokens = self.tokens.read().await;
+        let status = |block: u64| -> u32 {
+            let index = block_index(block);
+            match context {
+                StatusContext::Allocation => {
+                    if tokens.by_index.contains_key(&index) {
+                        0
+                    } else {
+                        protocol::STATE_HOLE | protocol::STATE_ZERO
+                    }
+                }
+                StatusContext::ChangedSince => match &self.changed {
+                    Some((_, changed)) if changed.contains(&index) => protocol::STATE_DIRTY,
+                    _ => 0,
+                },
+            }
+        };
+        let mut extents = Vec::new();
+        let mut at = offset;
+        while at < end && extents.len() < MAX_EXTENTS {
+            let mut block = at / BLOCK_BYTES;
+            let flags = status(block);
+            while (block + 1) * BLOCK_BYTES < end && status(block + 1) == flags {
+                block += 1;
+            }
+            let run_end = ((block + 1) * BLOCK_BYTES).min(end);
+            // A run is inside one request, whose length is a u32.
+            extents.push((u32::try_from(run_end - at).unwrap_or(u32::MAX), flags));
+            at = run_end;
+            if one {
+                break;
+            }
+        }
+        extents
     }
 
     /// Export size in bytes.
@@ -287,10 +387,14 @@ impl NbdServer {
 
     /// Serve connections until `shutdown` completes; then drop them all.
     pub async fn serve_until(self, shutdown: impl Future<Output = ()>) -> Result<(), NbdError> {
+        let contexts = self.export.contexts();
         let info = ExportInfo {
             name: self.options.snapshot.to_string(),
             size: self.export.size(),
+            contexts: contexts.iter().map(|(name, _)| name.clone()).collect(),
         };
+        let kinds: Arc<Vec<StatusContext>> =
+            Arc::new(contexts.into_iter().map(|(_, kind)| kind).collect());
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -304,10 +408,11 @@ impl NbdServer {
                     };
                     let export = Arc::clone(&self.export);
                     let info = info.clone();
+                    let kinds = Arc::clone(&kinds);
                     let max_in_flight = self.options.max_in_flight.max(1);
                     connections.spawn(async move {
                         // A broken connection only concerns its client.
-                        let _ = serve_connection(stream, export, info, max_in_flight).await;
+                        let _ = serve_connection(stream, export, info, kinds, max_in_flight).await;
                     });
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -322,12 +427,22 @@ async fn serve_connection(
     mut stream: TcpStream,
     export: Arc<SnapshotExport>,
     info: ExportInfo,
+    kinds: Arc<Vec<StatusContext>>,
     max_in_flight: usize,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
-    if protocol::handshake(&mut stream, &info).await? == Negotiated::Closed {
-        return Ok(());
-    }
+    let session = match protocol::handshake(&mut stream, &info).await? {
+        Negotiated::Closed => return Ok(()),
+        Negotiated::Transmission(session) => session,
+    };
+    let selected: Arc<Vec<(u32, StatusContext)>> = Arc::new(
+        session
+            .contexts
+            .iter()
+            .filter_map(|&(id, index)| kinds.get(index).map(|kind| (id, *kind)))
+            .collect(),
+    );
+    let Session { structured, .. } = session;
     let (mut reader, mut writer) = stream.into_split();
     let (replies, mut outbox) = mpsc::channel::<Vec<u8>>(max_in_flight);
     let writer_task = tokio::spawn(async move {
@@ -350,15 +465,30 @@ async fn serve_connection(
             cookie,
             offset,
             length,
-            ..
+            flags,
         } = request;
+        let error_reply = |error: u32| {
+            if structured {
+                protocol::structured_error(cookie, error)
+            } else {
+                protocol::simple_reply(cookie, error, &[])
+            }
+        };
+        // Success without data: a NONE chunk once structured replies are in use.
+        let done_reply = || {
+            if structured {
+                protocol::structured_chunk(cookie, protocol::REPLY_FLAG_DONE, 0, &[])
+            } else {
+                protocol::simple_reply(cookie, 0, &[])
+            }
+        };
         let in_range = offset
             .checked_add(u64::from(length))
             .is_some_and(|end| end <= export.size());
         match command {
             protocol::CMD_READ => {
                 if !in_range || length > protocol::MAX_REQUEST_LEN {
-                    reply(protocol::simple_reply(cookie, protocol::EINVAL, &[])).await;
+                    reply(error_reply(protocol::EINVAL)).await;
                     continue;
                 }
                 let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
@@ -368,32 +498,57 @@ async fn serve_connection(
                 let replies = replies.clone();
                 tokio::spawn(async move {
                     let frame = match export.read(offset, length).await {
+                        Ok(data) if structured => protocol::structured_read(cookie, offset, &data),
                         Ok(data) => protocol::simple_reply(cookie, 0, &data),
+                        Err(_) if structured => protocol::structured_error(cookie, protocol::EIO),
                         Err(_) => protocol::simple_reply(cookie, protocol::EIO, &[]),
                     };
                     let _ = replies.send(frame).await;
                     drop(slot);
                 });
             }
+            protocol::CMD_BLOCK_STATUS => {
+                if !structured || selected.is_empty() || !in_range || length == 0 {
+                    reply(error_reply(protocol::EINVAL)).await;
+                    continue;
+                }
+                let one = flags & protocol::CMD_FLAG_REQ_ONE != 0;
+                let export = Arc::clone(&export);
+                let selected = Arc::clone(&selected);
+                let replies = replies.clone();
+                tokio::spawn(async move {
+                    for (n, (id, kind)) in selected.iter().enumerate() {
+                        let extents = export.extents(*kind, offset, length, one).await;
+                        let last = n + 1 == selected.len();
+                        let frame = protocol::block_status_chunk(cookie, last, *id, &extents);
+                        if replies.send(frame).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
             protocol::CMD_WRITE => {
                 // The payload follows the header: consume it to stay in sync, then refuse.
                 let mut payload = (&mut reader).take(u64::from(length));
                 tokio::io::copy(&mut payload, &mut tokio::io::sink()).await?;
-                reply(protocol::simple_reply(cookie, protocol::EPERM, &[])).await;
+                reply(error_reply(protocol::EPERM)).await;
             }
             protocol::CMD_TRIM | protocol::CMD_WRITE_ZEROES => {
-                reply(protocol::simple_reply(cookie, protocol::EPERM, &[])).await;
+                reply(error_reply(protocol::EPERM)).await;
             }
-            protocol::CMD_FLUSH => reply(protocol::simple_reply(cookie, 0, &[])).await,
+            protocol::CMD_FLUSH => reply(done_reply()).await,
             protocol::CMD_CACHE => {
                 if in_range {
                     export.prefetch(offset, length);
                 }
-                let error = if in_range { 0 } else { protocol::EINVAL };
-                reply(protocol::simple_reply(cookie, error, &[])).await;
+                if in_range {
+                    reply(done_reply()).await;
+                } else {
+                    reply(error_reply(protocol::EINVAL)).await;
+                }
             }
             protocol::CMD_DISC => break,
-            _ => reply(protocol::simple_reply(cookie, protocol::EINVAL, &[])).await,
+            _ => reply(error_reply(protocol::EINVAL)).await,
         }
     }
     // Let in-flight reads answer, then close.

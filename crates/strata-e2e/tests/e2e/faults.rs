@@ -11,8 +11,8 @@ use strata_cli::download::{PARTIAL_SUFFIX, RESUME_SUFFIX};
 use strata_cli::manifest::ManifestLog;
 use strata_cli::upload::resume_state_for;
 use strata_cli::{
-    DownloadError, DownloadOptions, Downloader, Manifest, ProgressEvent, Reporter, UploadError,
-    UploadOptions, Uploader,
+    DownloadError, DownloadOptions, Downloader, Manifest, ProgressEvent, Reporter, StopSignal,
+    UploadError, UploadOptions, Uploader,
 };
 use strata_types::{BlockIndex, ChunkDigest, SnapshotId, VolumeSize};
 use tokio::sync::Notify;
@@ -228,10 +228,13 @@ async fn an_interrupted_upload_fails_fast_and_resumes() {
     assert_eq!(&summary.snapshot, snapshot);
     assert!(summary.blocks_resumed > 0, "{summary:?}");
     assert!(summary.blocks_sent < 192, "{summary:?}");
-    assert!(
-        summary.blocks_sent + summary.blocks_resumed >= 192,
+    // Each block is counted once: sent now, or sent by the first run (issue 13, item 9).
+    assert_eq!(
+        summary.blocks_sent + summary.blocks_resumed,
+        192,
         "{summary:?}"
     );
+    assert_eq!(summary.unchanged_blocks_skipped, 0, "{summary:?}");
     assert!(!resume_state_for(&image).exists());
 
     let restored = dir.path().join("restored.img");
@@ -244,31 +247,146 @@ async fn an_interrupted_upload_fails_fast_and_resumes() {
     assert_eq!(sha256_file(&restored, None), sha256_file(&image, None));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resume_log_naming_a_lost_snapshot_starts_over() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let image = dir.path().join("small.img");
-    generate(&image, 8 * MIB, &[(0..16, Fill::Random(3))]);
+/// A resume log naming a pending snapshot that no longer exists, with `blocks` recorded.
+fn lost_log(image: &Path, blocks: u32) -> SnapshotId {
     let lost = SnapshotId::parse("snap-0123456789abcdef0").expect("id");
-    let state = resume_state_for(&image);
     let header = Manifest::new(
         lost.clone(),
         VolumeSize::from_gib(1).expect("size"),
         8 * MIB,
     );
-    let mut log = ManifestLog::create(&state, &header).expect("log");
-    log.append(&[(BlockIndex::new(0), ChunkDigest::of(b"x"))])
-        .expect("append");
-    drop(log);
+    let mut log = ManifestLog::create(&resume_state_for(image), &header).expect("log");
+    for index in 0..blocks {
+        log.append(&[(BlockIndex::new(index), ChunkDigest::of(b"x"))])
+            .expect("append");
+    }
+    lost
+}
 
+/// Issue 13, item 3: resuming into a deleted snapshot used to retry for 25 s and then start
+/// over silently. Now the first write fails at once, and the upload says what happened and
+/// starts over only when asked (or when the log recorded nothing, so nothing is lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_log_naming_a_lost_snapshot_stops_or_starts_over_when_asked() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = dir.path().join("small.img");
+    generate(&image, 8 * MIB, &[(0..16, Fill::Random(3))]);
+    let state = resume_state_for(&image);
+    let lost = lost_log(&image, 1);
     let mut options = UploadOptions::new(&image);
     options.resume_state = Some(state.clone());
-    let summary = Uploader::new(&server.client_with(impatient()), Reporter::silent())
+
+    // The default retry policy: a lost snapshot must not be retried.
+    let started = Instant::now();
+    let error = Uploader::new(&server.client(), Reporter::silent())
         .upload(&options)
         .await
-        .expect("starts over");
+        .expect_err("refuses to start over on its own");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "fails at once, not after retries: {:?}",
+        started.elapsed()
+    );
+    let UploadError::ResumeLost {
+        snapshot, saved, ..
+    } = &error
+    else {
+        panic!("not ResumeLost: {error}");
+    };
+    assert_eq!((snapshot, *saved), (&lost, 1));
+    let message = error.to_string();
+    assert!(
+        message.contains("deleted or expired") && message.contains("--restart"),
+        "{message}"
+    );
+    assert!(state.exists(), "the log is kept until the user decides");
+
+    options.restart = true;
+    let summary = Uploader::new(&server.client(), Reporter::silent())
+        .upload(&options)
+        .await
+        .expect("starts over when asked");
     assert_ne!(summary.snapshot, lost);
     assert_eq!((summary.blocks_sent, summary.blocks_resumed), (16, 0));
     assert!(!state.exists());
+
+    // A log that recorded nothing: starting over loses nothing, and the summary says so.
+    let lost = lost_log(&image, 0);
+    options.restart = false;
+    let started = Instant::now();
+    let summary = Uploader::new(&server.client(), Reporter::silent())
+        .upload(&options)
+        .await
+        .expect("starts over");
+    assert_eq!(summary.abandoned.as_ref(), Some(&lost));
+    assert_eq!((summary.blocks_sent, summary.blocks_resumed), (16, 0));
+    assert!(
+        summary.elapsed >= started.elapsed().mul_f64(0.5),
+        "the summary reports the whole run's time: {:?} of {:?}",
+        summary.elapsed,
+        started.elapsed()
+    );
+}
+
+/// Issue 13, item 8: a stop request (Ctrl-C) saves the blocks already written, so even an
+/// early interrupt resumes (progress used to be recorded only once a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_download_saves_its_progress() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = data_image(dir.path());
+    let snapshot = upload(&server, &image).await;
+
+    let (reporter, tripped) = trip_at(0.1);
+    let restored = dir.path().join("restored.img");
+    let stop = StopSignal::new();
+    let mut options = DownloadOptions::new(snapshot, &restored);
+    options.size = Some(96 * MIB);
+    options.concurrency = 4;
+    options.stop = Some(stop.clone());
+    let client = server.client();
+    let first = {
+        let options = options.clone();
+        tokio::spawn(async move { Downloader::new(&client, reporter).download(&options).await })
+    };
+    tripped.notified().await;
+    stop.stop();
+    let started = Instant::now();
+    let error = tokio::time::timeout(Duration::from_secs(30), first)
+        .await
+        .expect("no hang")
+        .expect("join")
+        .expect_err("stopped");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stops promptly: {:?}",
+        started.elapsed()
+    );
+    let DownloadError::Interrupted {
+        saved,
+        total,
+        cause,
+    } = &error
+    else {
+        panic!("not an interruption: {error}");
+    };
+    assert!(matches!(**cause, DownloadError::Stopped), "{error}");
+    assert!(*saved >= 19 && *saved < *total, "{saved} of {total}");
+    let (_, _, recorded) =
+        ManifestLog::reopen(&with_suffix(&restored, RESUME_SUFFIX)).expect("log");
+    assert_eq!(
+        recorded.len() as u64,
+        *saved,
+        "every saved block is in the log"
+    );
+
+    options.stop = None;
+    let summary = Downloader::new(&server.client(), Reporter::silent())
+        .download(&options)
+        .await
+        .expect("resumes");
+    assert_eq!(summary.blocks_resumed, *saved);
+    assert_eq!(summary.blocks_fetched + summary.blocks_resumed, 192);
+    assert_eq!(sha256_file(&restored, None), sha256_file(&image, None));
 }

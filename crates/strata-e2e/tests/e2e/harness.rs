@@ -35,10 +35,15 @@ pub struct TestServer {
 impl TestServer {
     /// Start on 127.0.0.1 with a free port.
     pub async fn start() -> Self {
+        Self::start_with_keys(KEY, SECRET).await
+    }
+
+    /// Start with other root keys (for tests with two servers that must not share them).
+    pub async fn start_with_keys(key: &str, secret: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut settings = Settings::new(dir.path().join("data")).expect("settings");
         settings.listen = "127.0.0.1:0".parse().expect("addr");
-        settings.root_key_from_env = Some((KEY.into(), SECRET.into()));
+        settings.root_key_from_env = Some((key.into(), secret.into()));
         let server = app::start(&settings, Arc::new(strata_core::SystemClock))
             .await
             .expect("server starts");

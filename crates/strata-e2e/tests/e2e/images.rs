@@ -188,6 +188,11 @@ pub fn allocated_bytes(path: &Path) -> u64 {
 }
 
 /// `len` bytes of `path` at `offset`.
+/// [`allocated_bytes`], or 0 while the file does not exist.
+pub fn allocated_bytes_if_exists(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.blocks() * 512)
+}
+
 pub fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
     let file = File::open(path).expect("open");
     let mut data = vec![0u8; len];

@@ -232,3 +232,207 @@ async fn concurrent_random_reads_return_the_image_bytes() {
         connection.await.expect("connection task");
     }
 }
+
+/// A tool a test cannot do without: its absence fails the test, naming the package.
+fn require(program: &str, package: &str) {
+    assert!(
+        on_path(program),
+        "{program} is not installed: this test needs it (Debian package {package})"
+    );
+}
+
+/// `(offset, length, type)` lines of `nbdinfo --map[=CONTEXT] URL`.
+fn nbdinfo_map(url: &str, context: Option<&str>) -> Vec<(u64, u64, u32)> {
+    let map = match context {
+        Some(context) => format!("--map={context}"),
+        None => "--map".to_owned(),
+    };
+    let output = Command::new("nbdinfo")
+        .args([map.as_str(), url])
+        .output()
+        .expect("nbdinfo runs");
+    assert!(
+        output.status.success(),
+        "nbdinfo {map}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let number = |i: usize| -> u64 {
+                fields
+                    .get(i)
+                    .and_then(|f| f.parse().ok())
+                    .unwrap_or_else(|| panic!("unexpected nbdinfo line: {line}"))
+            };
+            (
+                number(0),
+                number(1),
+                u32::try_from(number(2)).expect("type"),
+            )
+        })
+        .collect()
+}
+
+/// The blocks a map marks with `flag` (a block counts when any byte of it does).
+fn blocks_with(map: &[(u64, u64, u32)], flag: u32, set: bool) -> std::collections::BTreeSet<u32> {
+    let mut blocks = std::collections::BTreeSet::new();
+    for &(offset, length, kind) in map {
+        if (kind & flag != 0) == set {
+            for block in offset / BLOCK..(offset + length).div_ceil(BLOCK) {
+                blocks.insert(u32::try_from(block).expect("block"));
+            }
+        }
+    }
+    blocks
+}
+
+/// Issue 13, NBD block status: `base:allocation` tells `nbdinfo`, `qemu-img map` and
+/// `nbdcopy` where the holes are, and `qemu:dirty-bitmap:BASE` which blocks changed since
+/// the parent snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_status_reports_holes_and_changed_blocks() {
+    require("nbdinfo", "libnbd-bin");
+    require("nbdcopy", "libnbd-bin");
+    require("qemu-img", "qemu-utils");
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (parent_image, len) = image(dir.path());
+    let parent_info = generate(
+        &dir.path().join("scratch.img"),
+        len,
+        &[
+            (0..20, Fill::Random(5)),
+            (30..40, Fill::Repeated(6)),
+            (40..44, Fill::Zeros),
+            (60..90, Fill::Partial(7)),
+            (95..96, Fill::Random(8)),
+        ],
+    );
+    let parent = uploaded(&server, &parent_image).await;
+    let child_image = dir.path().join("child.img");
+    let child_info = super::images::modified_copy(
+        &parent_image,
+        &child_image,
+        &parent_info,
+        &[
+            (5, Fill::Random(50)),
+            (70, Fill::Random(51)),
+            (50, Fill::Random(52)),
+        ],
+    );
+    let mut options = UploadOptions::new(&child_image);
+    options.parent = Some(parent.clone());
+    options.base = Some(parent_image.clone());
+    let child = Uploader::new(&server.client(), Reporter::silent())
+        .upload(&options)
+        .await
+        .expect("upload")
+        .snapshot;
+
+    let mut nbd = NbdOptions::new(child, "127.0.0.1:0".parse().expect("addr"));
+    nbd.size = Some(len);
+    nbd.changed_since = Some(parent.clone());
+    let server_nbd = NbdServer::bind(&server.client(), &nbd, Reporter::silent())
+        .await
+        .expect("bind");
+    let addr = server_nbd.local_addr().expect("addr");
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server_nbd.serve_until(async {
+        let _ = stopped.await;
+    }));
+    let url = format!("nbd://{addr}");
+    let bitmap = format!("qemu:dirty-bitmap:{parent}");
+    let out = dir.path().join("copy.img");
+    let (allocation, dirty, qemu_map, copy) = {
+        let (url, out) = (url.clone(), out.clone());
+        tokio::task::spawn_blocking(move || {
+            let allocation = nbdinfo_map(&url, None);
+            let dirty = nbdinfo_map(&url, Some(&bitmap));
+            let qemu_map = Command::new("qemu-img")
+                .args(["map", "--output=json", "-f", "raw", &url])
+                .output()
+                .expect("qemu-img runs");
+            let copy = Command::new("nbdcopy")
+                .arg(&url)
+                .arg(&out)
+                .output()
+                .expect("nbdcopy runs");
+            (allocation, dirty, qemu_map, copy)
+        })
+        .await
+        .expect("join")
+    };
+
+    // Allocation: exactly the child's data blocks are data; the map covers the export.
+    let export_size = len.next_multiple_of(512);
+    assert_eq!(allocation.first().map(|e| e.0), Some(0));
+    assert_eq!(
+        allocation.last().map(|e| e.0 + e.1),
+        Some(export_size),
+        "{allocation:?}"
+    );
+    assert_eq!(
+        blocks_with(&allocation, 1, false),
+        child_info.data_blocks,
+        "{allocation:?}"
+    );
+    assert!(
+        allocation
+            .iter()
+            .all(|&(_, _, kind)| kind == 0 || kind == 3),
+        "holes read as zeros: {allocation:?}"
+    );
+    // Dirty bitmap: the three changed blocks, nothing else.
+    assert_eq!(
+        blocks_with(&dirty, 1, true),
+        [5u32, 50, 70].into_iter().collect(),
+        "{dirty:?}"
+    );
+
+    assert!(
+        qemu_map.status.success(),
+        "{}",
+        String::from_utf8_lossy(&qemu_map.stderr)
+    );
+    let entries: Vec<(u64, u64, bool)> = String::from_utf8_lossy(&qemu_map.stdout)
+        .split('}')
+        .filter_map(|entry| {
+            let field = |name: &str| {
+                let at = entry.find(&format!("\"{name}\":"))? + name.len() + 3;
+                let rest = entry[at..].trim_start();
+                Some(
+                    rest[..rest.find([',', '\n']).unwrap_or(rest.len())]
+                        .trim()
+                        .to_owned(),
+                )
+            };
+            Some((
+                field("start")?.parse().ok()?,
+                field("length")?.parse().ok()?,
+                field("data")? == "true",
+            ))
+        })
+        .collect();
+    let qemu_data: Vec<(u64, u64, u32)> = entries
+        .iter()
+        .map(|&(start, length, data)| (start, length, u32::from(!data)))
+        .collect();
+    assert_eq!(
+        blocks_with(&qemu_data, 1, false),
+        child_info.data_blocks,
+        "{entries:?}"
+    );
+
+    assert!(
+        copy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+    assert_eq!(
+        sha256_file(&out, Some(len)),
+        sha256_file(&child_image, None)
+    );
+    assert!(zeros_from(&out, len));
+}

@@ -136,6 +136,7 @@ async fn a_256_mib_sparse_image_round_trips_identically_and_sparse() {
         .map(|f| match f {
             Finding::DiffersFromImage { index } => index.get(),
             Finding::Unreadable { index, .. } => panic!("block {index} unreadable"),
+            Finding::PastImageEnd { index } => panic!("block {index} past the image's end"),
         })
         .collect();
     assert_eq!(flagged, vec![5, 100, 130]);
