@@ -296,6 +296,15 @@ pub trait MetadataStore: Send + Sync + 'static {
         holder: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// The cluster secret `name` (the token key, ...): the one stored, or else
+    /// `candidate`, stored now — atomically, so that every process sharing the store gets
+    /// the same value (the first to store one wins). Durable on return.
+    fn secret(
+        &self,
+        name: &str,
+        candidate: Vec<u8>,
+    ) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
+
     /// A node reader for tree walks (which run on blocking threads).
     fn nodes(&self) -> Result<Self::Nodes, StoreError>;
 

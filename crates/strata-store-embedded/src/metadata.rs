@@ -8,6 +8,7 @@
 //! | `pending_blocks` | (snapshot id, block index) | chunk digest (32 bytes) |
 //! | `nodes` | node hash (32 bytes) | stamp of the last write (u64 LE) ‖ encoded block-map node |
 //! | `meta` | `"last_stamp"` | the last stamp issued (u64) |
+//! | `secrets` | name (`"token-key"`, ...) | the cluster secret's bytes |
 //!
 //! # Stamps
 //! The store issues [`Stamp`]s: one per write group that stores nodes, one per GC view,
@@ -54,6 +55,7 @@ const PENDING_BLOCKS: TableDefinition<(&str, u32), [u8; 32]> =
 const NODES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("nodes");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const LAST_STAMP: &str = "last_stamp";
+const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 
 /// Snapshot metadata in a redb file. Cheap to clone.
 ///
@@ -118,6 +120,11 @@ enum WriteRequest {
     DropPending(Vec<SnapshotId>, oneshot::Sender<Result<usize, StoreError>>),
     RecordBlock(BlockWrite, oneshot::Sender<Result<(), RecordBlockError>>),
     Seal(Box<Seal>, oneshot::Sender<Result<(), SealError>>),
+    Secret(
+        String,
+        Vec<u8>,
+        oneshot::Sender<Result<Vec<u8>, StoreError>>,
+    ),
 }
 
 /// One request of a group, with its outcome once applied (sent only after the group's
@@ -136,6 +143,7 @@ enum Job {
     DropPending(Vec<SnapshotId>, Answer<usize, StoreError>),
     RecordBlock(BlockWrite, Answer<(), RecordBlockError>),
     Seal(Box<Seal>, Answer<(), SealError>),
+    Secret(String, Vec<u8>, Answer<Vec<u8>, StoreError>),
 }
 
 /// The change of an `Update`, which can run only once (`FnOnce`): a replay of its group
@@ -161,6 +169,9 @@ impl From<WriteRequest> for Job {
             WriteRequest::DropPending(ids, tx) => Job::DropPending(ids, Answer::new(tx)),
             WriteRequest::RecordBlock(write, tx) => Job::RecordBlock(write, Answer::new(tx)),
             WriteRequest::Seal(seal, tx) => Job::Seal(seal, Answer::new(tx)),
+            WriteRequest::Secret(name, candidate, tx) => {
+                Job::Secret(name, candidate, Answer::new(tx))
+            }
         }
     }
 }
@@ -175,6 +186,7 @@ impl Job {
             Job::DeleteNodes(_, _, answer) | Job::DropPending(_, answer) => answer.send(failure),
             Job::RecordBlock(_, answer) => answer.send(failure),
             Job::Seal(_, answer) => answer.send(failure),
+            Job::Secret(_, _, answer) => answer.send(failure),
         }
     }
 }
@@ -226,6 +238,7 @@ impl RedbMetadataStore {
         txn.open_table(CLIENT_TOKENS).map_err(backend)?;
         txn.open_table(PENDING_BLOCKS).map_err(backend)?;
         txn.open_table(NODES).map_err(backend)?;
+        txn.open_table(SECRETS).map_err(backend)?;
         let last_stamp = txn
             .open_table(META)
             .map_err(backend)?
@@ -365,6 +378,11 @@ fn apply_group(
                     record_block(&mut snapshots, &mut pending, write)
                         .map(|r| answer.outcome = Some(r))
                 }
+                Job::Secret(name, candidate, answer) => txn
+                    .open_table(SECRETS)
+                    .map_err(backend)
+                    .and_then(|mut secrets| secret(&mut secrets, name, candidate))
+                    .map(|r| answer.outcome = Some(Ok(r))),
                 Job::Seal(seal, answer) => {
                     stamped = true;
                     seal_snapshot(&mut snapshots, &mut pending, &mut nodes, seal, stamp)
@@ -698,6 +716,19 @@ fn delete_nodes(
     Ok(deleted)
 }
 
+/// The stored secret `name`, or `candidate` stored now.
+fn secret(
+    secrets: &mut Table<'_, &str, &[u8]>,
+    name: &str,
+    candidate: &[u8],
+) -> Result<Vec<u8>, StoreError> {
+    if let Some(stored) = secrets.get(name).map_err(backend)? {
+        return Ok(stored.value().to_vec());
+    }
+    secrets.insert(name, candidate).map_err(backend)?;
+    Ok(candidate.to_vec())
+}
+
 fn drop_pending(
     snapshots: &mut Records<'_>,
     pending: &mut Table<'_, (&str, u32), [u8; 32]>,
@@ -944,6 +975,12 @@ impl MetadataStore for RedbMetadataStore {
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         self.leases.release(name, holder);
         Ok(())
+    }
+
+    async fn secret(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let name = name.to_owned();
+        self.write(|tx| WriteRequest::Secret(name, candidate, tx))
+            .await?
     }
 
     fn nodes(&self) -> Result<RedbNodes, StoreError> {

@@ -34,6 +34,7 @@ macro_rules! metadata_store_conformance {
             a_child_is_created_only_on_its_intact_parent,
             announced_digests_are_in_every_gc_view_until_withdrawn,
             leases_are_exclusive_renewable_and_expire,
+            the_first_secret_stored_wins,
             pending_writes_are_dropped_only_for_snapshots_in_error,
             a_missing_node_is_corruption,
         );
@@ -772,6 +773,27 @@ pub mod metadata {
         assert!(!store.acquire_lease("gc", "a", long).await.expect("acquire"));
         store.release_lease("gc", "b").await.expect("release");
         assert!(store.acquire_lease("gc", "a", long).await.expect("acquire"));
+    }
+
+    /// `secret` stores the first candidate for a name and returns it to every later
+    /// caller, whatever they propose; names are independent.
+    pub async fn the_first_secret_stored_wins<M: MetadataStore>(store: &M) {
+        let first = store
+            .secret("token-key", vec![1; 32])
+            .await
+            .expect("secret");
+        assert_eq!(first, vec![1; 32]);
+        let later = store
+            .secret("token-key", vec![2; 32])
+            .await
+            .expect("secret");
+        assert_eq!(
+            later,
+            vec![1; 32],
+            "the stored secret, not the new candidate"
+        );
+        let other = store.secret("other", vec![3]).await.expect("secret");
+        assert_eq!(other, vec![3]);
     }
 
     /// Loading a node that is not stored is corruption, never a silent gap.

@@ -43,6 +43,7 @@ pub enum Op {
     WithdrawPut,
     AcquireLease,
     ReleaseLease,
+    Secret,
     Nodes,
     ListSnapshots,
     GcView,
@@ -316,6 +317,11 @@ impl<M: MetadataStore> MetadataStore for FaultyMetadata<M> {
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         let call = self.inner.release_lease(name, holder);
         self.faults.around(Op::ReleaseLease, same, call).await
+    }
+
+    async fn secret(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let call = self.inner.secret(name, candidate);
+        self.faults.around(Op::Secret, same, call).await
     }
 
     fn nodes(&self) -> Result<Self::Nodes, StoreError> {

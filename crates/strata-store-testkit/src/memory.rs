@@ -29,6 +29,7 @@ struct Metadata {
     tokens: HashMap<(AccountId, String), SnapshotId>,
     pending: BTreeMap<(SnapshotId, BlockIndex), ChunkDigest>,
     nodes: NodeMap,
+    secrets: HashMap<String, Vec<u8>>,
 }
 
 impl Metadata {
@@ -240,6 +241,15 @@ impl MetadataStore for MemoryMetadataStore {
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         self.leases.release(name, holder);
         Ok(())
+    }
+
+    async fn secret(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        Ok(self
+            .lock()
+            .secrets
+            .entry(name.to_owned())
+            .or_insert(candidate)
+            .clone())
     }
 
     fn nodes(&self) -> Result<MemoryNodes, StoreError> {
