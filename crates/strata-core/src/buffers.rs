@@ -138,19 +138,15 @@ impl BlockBuffer {
 
     fn take_from(arena: bool) -> Self {
         let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = if arena {
+        if arena {
             ARENA.get_or_init(|| pool.arena = arena_slots());
-            pool.arena.pop()
-        } else {
-            None
-        };
-        let storage = if let Some(slot) = slot {
-            Storage::Arena(slot)
-        } else if let Some(vec) = pool.heap.pop() {
-            Storage::Heap(vec)
-        } else {
-            drop(pool);
-            Storage::heap()
+        }
+        let storage = match pool.take(arena) {
+            Some(storage) => storage,
+            None => {
+                drop(pool);
+                Storage::heap()
+            }
         };
         Self { storage, len: 0 }
     }
@@ -201,11 +197,26 @@ impl AsRef<[u8]> for BlockBuffer {
 impl Drop for BlockBuffer {
     fn drop(&mut self) {
         let storage = std::mem::replace(&mut self.storage, Storage::Heap(Vec::new()));
-        let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+        POOL.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .give_back(storage);
+    }
+}
+
+impl Pool {
+    /// An idle buffer: an arena slot if `arena` and one is free, else a pooled heap one.
+    fn take(&mut self, arena: bool) -> Option<Storage> {
+        let slot = if arena { self.arena.pop() } else { None };
+        slot.map(Storage::Arena)
+            .or_else(|| self.heap.pop().map(Storage::Heap))
+    }
+
+    /// Keep a buffer no longer used: every arena slot, heap ones up to [`POOL_LIMIT`].
+    fn give_back(&mut self, storage: Storage) {
         match storage {
-            Storage::Arena(slot) => pool.arena.push(slot),
-            Storage::Heap(vec) if !vec.is_empty() && pool.heap.len() < POOL_LIMIT => {
-                pool.heap.push(vec);
+            Storage::Arena(slot) => self.arena.push(slot),
+            Storage::Heap(vec) if !vec.is_empty() && self.heap.len() < POOL_LIMIT => {
+                self.heap.push(vec);
             }
             Storage::Heap(_) => {}
         }
@@ -216,8 +227,56 @@ impl Drop for BlockBuffer {
 mod tests {
     use super::*;
 
+    /// What the pool does, on a pool of the test's own (the process-wide one is shared by
+    /// every test running at the same time): a returned buffer is the next one handed out,
+    /// arena slots always come back, and heap buffers beyond the limit are freed.
     #[test]
-    fn buffers_are_aligned_bounded_and_recycled() {
+    fn returned_buffers_are_handed_out_again_up_to_the_limit() {
+        let mut pool = Pool {
+            arena: Vec::new(),
+            heap: Vec::new(),
+        };
+        assert!(pool.take(false).is_none(), "an empty pool has nothing");
+        let heap = Storage::heap();
+        let address = heap.block_ref().as_ptr();
+        pool.give_back(heap);
+        let again = pool.take(false).expect("recycled");
+        assert_eq!(
+            again.block_ref().as_ptr(),
+            address,
+            "the same memory comes back"
+        );
+
+        let slot: &'static mut [u8] = Box::leak(vec![0u8; BLOCK_SIZE].into_boxed_slice());
+        let slot_address = slot.as_ptr();
+        pool.give_back(Storage::Arena(slot));
+        pool.give_back(again);
+        let first = pool.take(true).expect("a slot");
+        assert!(
+            matches!(first, Storage::Arena(_)),
+            "arena slots are preferred for writes"
+        );
+        assert_eq!(first.block_ref().as_ptr(), slot_address);
+        assert!(matches!(pool.take(false), Some(Storage::Heap(_))));
+
+        for _ in 0..POOL_LIMIT + 5 {
+            pool.give_back(Storage::heap());
+        }
+        assert_eq!(
+            pool.heap.len(),
+            POOL_LIMIT,
+            "beyond the limit, buffers are freed"
+        );
+        pool.give_back(Storage::Heap(Vec::new()));
+        assert_eq!(
+            pool.heap.len(),
+            POOL_LIMIT,
+            "the empty placeholder is never kept"
+        );
+    }
+
+    #[test]
+    fn buffers_are_aligned_and_bounded() {
         let mut buffer = BlockBuffer::take();
         assert!(buffer.extend_from_slice(&[7u8; 1000]));
         assert!(buffer.extend_from_slice(&vec![8u8; BLOCK_SIZE - 1000]));
@@ -230,7 +289,6 @@ mod tests {
         drop(bytes);
         assert_eq!(clone[0], 7, "alive while any clone is");
         drop(clone);
-        // Other tests share the pool, so the same storage is likely, not certain, to come back.
         let mut again = BlockBuffer::take();
         assert!(again.is_empty());
         let window = again.fill(4096).expect("fits");

@@ -34,7 +34,6 @@ pub fn linear_aggregate(blocks: &[(BlockIndex, ChunkDigest)]) -> ChunkDigest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
     use strata_types::BLOCK_SIZE;
 
     #[test]
@@ -56,30 +55,5 @@ mod tests {
         assert_eq!(from_base64(&to_base64(&digest)), Some(digest));
         assert_eq!(from_base64("AAAA"), None);
         assert_eq!(from_base64("not base64!"), None);
-    }
-
-    proptest! {
-        /// The aggregate depends only on the final content per index, not on upload order.
-        #[test]
-        fn linear_aggregate_ignores_upload_order(
-            mut uploads in proptest::collection::vec((0u32..50, 0u8..4), 1..40),
-            seed in any::<u64>(),
-        ) {
-            let final_map = |list: &[(u32, u8)]| {
-                let mut map = std::collections::BTreeMap::new();
-                for (i, c) in list { map.insert(*i, *c); }
-                map.into_iter()
-                    .map(|(i, c)| (BlockIndex::new(i), ChunkDigest::of(&[c])))
-                    .collect::<Vec<_>>()
-            };
-            let expected = linear_aggregate(&final_map(&uploads));
-            // Shuffle while keeping, for each index, the relative order of its writes.
-            let mut keyed: Vec<(u64, usize)> = uploads.iter().enumerate()
-                .map(|(n, (i, _))| ((u64::from(*i) ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15), n))
-                .collect();
-            keyed.sort();
-            uploads = keyed.into_iter().map(|(_, n)| uploads[n]).collect();
-            prop_assert_eq!(linear_aggregate(&final_map(&uploads)), expected);
-        }
     }
 }
