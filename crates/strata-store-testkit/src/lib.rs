@@ -10,6 +10,8 @@
 //!   test opens it. Gates are the interleaving harness: a test parks one operation at a
 //!   chosen point, runs others to completion, then lets it go, so a race happens in exactly
 //!   the order the test names, every run;
+//! - [`races`]: the races found in the ports, as scenarios driven through those gates,
+//!   instantiated for a pair of adapters by [`race_scenarios!`];
 //! - [`clock`]: a clock the test moves by hand.
 //!
 //! A dev-dependency only: nothing here is fit for production (everything is held in memory
@@ -19,6 +21,7 @@ pub mod clock;
 pub mod conformance;
 pub mod faults;
 pub mod memory;
+pub mod races;
 
 pub use clock::ManualClock;
 pub use faults::{Faults, FaultyChunks, FaultyMetadata, Gate, Op};

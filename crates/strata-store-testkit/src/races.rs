@@ -1,0 +1,399 @@
+//! The races of issue 10 as scenarios any pair of adapters can run: the service over the
+//! adapters wrapped by [`crate::faults`], whose gates hold one operation at a chosen point
+//! while the scenario runs others to completion, so each race happens in exactly the order
+//! that broke it. [`race_scenarios!`] instantiates every scenario for one pair of adapters
+//! (one `#[tokio::test]` each); `strata-core` runs them on the in-memory adapters, the
+//! embedded store on its own. Every scenario failed on the code before its fix (the
+//! closing note of issue 10 shows the runs).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_core::gc::GcOptions;
+use strata_core::ports::{ChunkStore, MetadataStore};
+use strata_core::service::{PageRequest, StartSnapshotInput};
+use strata_core::snapshot::{SnapshotStatus, Tag};
+use strata_core::tokens::TokenIssuer;
+use strata_core::{ServiceError, SnapshotService};
+use strata_types::{AccountId, BlockIndex, ChunkDigest, SnapshotId};
+
+use crate::conformance::fixtures::{account, content};
+use crate::{Faults, FaultyChunks, FaultyMetadata, ManualClock, Op};
+
+/// Instantiate every scenario of [`crate::races`] for one pair of adapters. `$open` is an
+/// async function returning `(metadata, chunks, has_chunk, guard)`: fresh stores, a
+/// function saying whether the chunk store holds a digest, and whatever must outlive the
+/// test (a temporary directory).
+#[macro_export]
+macro_rules! race_scenarios {
+    ($open:path) => {
+        $crate::race_scenarios!(@cases $open;
+            race_1_a_put_crossing_the_deadline_cannot_revive_writes_gc_freed,
+            race_2_a_seal_queued_before_a_gc_plan_keeps_the_nodes_it_rewrites,
+            race_6_a_child_is_never_started_on_a_parent_deleted_meanwhile,
+            race_6_tags_changed_while_a_snapshot_completes_are_kept,
+            collections_and_sweeps_run_only_under_their_lease,
+        );
+    };
+    (@cases $open:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let (metadata, chunks, has_chunk, _guard) = $open().await;
+                let harness = $crate::races::Harness::new(metadata, chunks, has_chunk);
+                $crate::races::$case(harness).await;
+            }
+        )*
+    };
+}
+
+/// Whether the chunk store holds a digest (without touching it).
+pub type HasChunk = Box<dyn Fn(&ChunkDigest) -> bool + Send + Sync>;
+
+type Service<M, C> = SnapshotService<FaultyMetadata<M>, FaultyChunks<C>>;
+
+/// A service over gated stores, with a clock the scenario moves.
+pub struct Harness<M, C> {
+    service: Service<M, C>,
+    faults: Faults,
+    clock: ManualClock,
+    has_chunk: HasChunk,
+    owner: AccountId,
+}
+
+impl<M: MetadataStore, C: ChunkStore> Harness<M, C> {
+    /// The service over `metadata` and `chunks`, each wrapped with one shared [`Faults`].
+    pub fn new(metadata: M, chunks: C, has_chunk: HasChunk) -> Self {
+        let faults = Faults::new();
+        let clock = ManualClock::default();
+        let service = SnapshotService::new(
+            Arc::new(FaultyMetadata::new(metadata, faults.clone())),
+            Arc::new(FaultyChunks::new(chunks, faults.clone())),
+            TokenIssuer::new([5; 32]),
+            Arc::new(clock.clone()),
+        );
+        Self {
+            service,
+            faults,
+            clock,
+            has_chunk,
+            owner: account(1),
+        }
+    }
+
+    async fn start(&self, parent: Option<&SnapshotId>, timeout_minutes: i64) -> SnapshotId {
+        self.service
+            .start_snapshot(&self.owner, start_input(parent, timeout_minutes))
+            .await
+            .expect("start")
+            .id
+    }
+
+    async fn complete(&self, id: &SnapshotId, count: i64) {
+        self.service
+            .complete_snapshot(&self.owner, id, count, None)
+            .await
+            .expect("complete");
+    }
+
+    /// Collect now: plan (chunks need no age) and execute.
+    async fn collect(&self) {
+        // Chunk times are wall-clock: let a moment pass so everything stored is "before".
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let plan = self.service.plan_gc(no_grace()).await.expect("plan");
+        self.service.execute_gc(&plan).await.expect("execute");
+    }
+
+    /// Every block of a completed snapshot, read through the service.
+    async fn read_all(&self, id: &SnapshotId) -> Result<Vec<(u32, Vec<u8>)>, ServiceError> {
+        read_all(&self.service, &self.owner, id).await
+    }
+}
+
+fn start_input(parent: Option<&SnapshotId>, timeout_minutes: i64) -> StartSnapshotInput {
+    StartSnapshotInput {
+        volume_size_gib: 1,
+        parent: parent.cloned(),
+        timeout_minutes: Some(timeout_minutes),
+        ..StartSnapshotInput::default()
+    }
+}
+
+fn no_grace() -> GcOptions {
+    GcOptions {
+        chunk_grace: Duration::ZERO,
+    }
+}
+
+/// PutSnapshotBlock as the HTTP handler runs it: permit, body, store and record.
+async fn put<M: MetadataStore, C: ChunkStore>(
+    service: &Service<M, C>,
+    owner: &AccountId,
+    id: &SnapshotId,
+    index: u32,
+    data: &[u8],
+) -> Result<ChunkDigest, ServiceError> {
+    let claimed = ChunkDigest::of(data);
+    let permit = service
+        .begin_put(owner, id, BlockIndex::new(index), claimed)
+        .await?;
+    let mut hasher = permit.block_hasher();
+    assert!(hasher.update(data));
+    service.put_block(permit, hasher.finish(), None).await
+}
+
+async fn read_all<M: MetadataStore, C: ChunkStore>(
+    service: &Service<M, C>,
+    owner: &AccountId,
+    id: &SnapshotId,
+) -> Result<Vec<(u32, Vec<u8>)>, ServiceError> {
+    let page = service
+        .list_blocks(
+            owner,
+            id,
+            PageRequest {
+                max_results: Some(10_000),
+                ..PageRequest::default()
+            },
+        )
+        .await?;
+    let mut blocks = Vec::new();
+    for (index, token) in page.blocks {
+        let block = service.get_block(owner, id, index, &token).await?;
+        blocks.push((index.get(), block.data.to_vec()));
+    }
+    Ok(blocks)
+}
+
+/// Race 1: GC must not free the pending writes of a snapshot it only *computes* as timed
+/// out. A Put that checked the snapshot before its deadline and records its write after it
+/// would otherwise bring the snapshot back to pending, holding a write whose chunk the
+/// collection deleted meanwhile. Fixed: GC treats only a stored `error` as expired, and the
+/// store refuses to record a write past the snapshot's deadline.
+pub async fn race_1_a_put_crossing_the_deadline_cannot_revive_writes_gc_freed<
+    M: MetadataStore,
+    C: ChunkStore,
+>(
+    h: Harness<M, C>,
+) {
+    let id = h.start(None, 10).await;
+    put(&h.service, &h.owner, &id, 0, &content(1))
+        .await
+        .expect("first put");
+
+    // The late put has passed its checks and is storing its chunk when the deadline passes.
+    let storing = h.faults.gate_next(Op::PutChunk);
+    let late = {
+        let (service, owner, id) = (h.service.clone(), h.owner.clone(), id.clone());
+        tokio::spawn(async move { put(&service, &owner, &id, 1, &content(2)).await })
+    };
+    storing.reached().await;
+    h.clock.advance_minutes(11);
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let plan = h.service.plan_gc(no_grace()).await.expect("plan");
+    storing.open();
+    let late = late.await.expect("task");
+    h.service.execute_gc(&plan).await.expect("execute");
+
+    // Whatever the late put was told, no write the store kept may name a freed chunk.
+    let pending = h
+        .service
+        .metadata()
+        .pending_writes(&id)
+        .await
+        .expect("pending writes");
+    for (index, digest) in &pending.blocks {
+        assert!(
+            (h.has_chunk)(digest),
+            "block {index} of {id} is recorded, but GC freed its chunk (late put: {late:?})"
+        );
+    }
+    assert!(
+        matches!(late, Err(ServiceError::NotPending { .. })),
+        "a write past the deadline is refused: {late:?}"
+    );
+}
+
+/// Race 2: a seal re-writes nodes that may already exist (node hashes do not depend on
+/// their position, so an image uploaded again reuses garbage nodes). If the seal stamps
+/// them with a time taken before it was queued, a GC whose plan started in between deletes
+/// nodes the completed snapshot then references. Fixed: the store stamps node writes when
+/// they commit, and GC deletes only nodes stamped before its plan's stamp.
+pub async fn race_2_a_seal_queued_before_a_gc_plan_keeps_the_nodes_it_rewrites<
+    M: MetadataStore,
+    C: ChunkStore,
+>(
+    h: Harness<M, C>,
+) {
+    let first = h.start(None, 60).await;
+    put(&h.service, &h.owner, &first, 0, &content(1))
+        .await
+        .expect("put");
+    h.complete(&first, 1).await;
+    h.service
+        .delete_snapshot(&h.owner, &first)
+        .await
+        .expect("delete");
+
+    // The same image again: its tree is made of exactly the garbage nodes of `first`.
+    let second = h.start(None, 60).await;
+    put(&h.service, &h.owner, &second, 0, &content(1))
+        .await
+        .expect("put");
+    let sealing = h.faults.gate_next(Op::SealSnapshot);
+    let complete = {
+        let (service, owner, id) = (h.service.clone(), h.owner.clone(), second.clone());
+        tokio::spawn(async move { service.complete_snapshot(&owner, &id, 1, None).await })
+    };
+    sealing.reached().await;
+    h.clock.advance_ms(1);
+    let plan = h.service.plan_gc(no_grace()).await.expect("plan");
+    sealing.open();
+    let status = complete.await.expect("task").expect("complete");
+    assert_eq!(status, SnapshotStatus::Completed);
+    h.service.execute_gc(&plan).await.expect("execute");
+
+    let blocks = h
+        .read_all(&second)
+        .await
+        .expect("the completed snapshot reads");
+    assert_eq!(blocks, vec![(0, content(1))]);
+}
+
+/// Race 6 (start): StartSnapshot reads its parent's root, then creates the child with it.
+/// A DeleteSnapshot of the parent and a GC in between leave the child built on a tree that
+/// no longer exists. Fixed: the store creates the child only if the parent is still there,
+/// completed, with the same root, atomically with the creation.
+pub async fn race_6_a_child_is_never_started_on_a_parent_deleted_meanwhile<
+    M: MetadataStore,
+    C: ChunkStore,
+>(
+    h: Harness<M, C>,
+) {
+    let parent = h.start(None, 60).await;
+    put(&h.service, &h.owner, &parent, 0, &content(1))
+        .await
+        .expect("put");
+    h.complete(&parent, 1).await;
+
+    let creating = h.faults.gate_next(Op::CreateSnapshot);
+    let start = {
+        let (service, owner, parent) = (h.service.clone(), h.owner.clone(), parent.clone());
+        tokio::spawn(async move {
+            service
+                .start_snapshot(&owner, start_input(Some(&parent), 60))
+                .await
+        })
+    };
+    creating.reached().await;
+    h.service
+        .delete_snapshot(&h.owner, &parent)
+        .await
+        .expect("delete the parent");
+    h.clock.advance_ms(1);
+    h.collect().await;
+    creating.open();
+
+    match start.await.expect("task") {
+        Err(ServiceError::SnapshotNotFound(missing)) => assert_eq!(missing, parent),
+        Ok(child) => {
+            h.complete(&child.id, 0).await;
+            let blocks = h.read_all(&child.id).await;
+            panic!("a child was started on a deleted parent; reading it: {blocks:?}");
+        }
+        Err(other) => panic!("unexpected: {other:?}"),
+    }
+}
+
+/// Race 6 (complete): CompleteSnapshot reads the record, builds the tree and seals; tags
+/// created or deleted in between were overwritten by the record it read. Fixed: the seal
+/// changes only the completion fields of the stored record.
+pub async fn race_6_tags_changed_while_a_snapshot_completes_are_kept<
+    M: MetadataStore,
+    C: ChunkStore,
+>(
+    h: Harness<M, C>,
+) {
+    let id = h.start(None, 60).await;
+    put(&h.service, &h.owner, &id, 0, &content(1))
+        .await
+        .expect("put");
+    let sealing = h.faults.gate_next(Op::SealSnapshot);
+    let complete = {
+        let (service, owner, id) = (h.service.clone(), h.owner.clone(), id.clone());
+        tokio::spawn(async move { service.complete_snapshot(&owner, &id, 1, None).await })
+    };
+    sealing.reached().await;
+    let tag = Tag {
+        key: "team".into(),
+        value: "storage".into(),
+    };
+    h.service
+        .create_tags(
+            &h.owner,
+            std::slice::from_ref(&id),
+            std::slice::from_ref(&tag),
+        )
+        .await
+        .expect("tag");
+    sealing.open();
+    complete.await.expect("task").expect("complete");
+
+    let record = h
+        .service
+        .describe_snapshot(&h.owner, &id)
+        .await
+        .expect("describe");
+    assert_eq!(record.status, SnapshotStatus::Completed);
+    assert_eq!(record.tags, vec![tag], "the tag created meanwhile survives");
+}
+
+/// Background work that must run once per cluster runs under its lease: while another
+/// holder's GC lease is alive, a collection does not start; once it is released, it does.
+/// The sweep likewise.
+pub async fn collections_and_sweeps_run_only_under_their_lease<M: MetadataStore, C: ChunkStore>(
+    h: Harness<M, C>,
+) {
+    use strata_core::service::{GC_LEASE, LEASE_TTL, TIMEOUT_SWEEP_LEASE};
+    let metadata = h.service.metadata();
+    assert!(
+        metadata
+            .acquire_lease(GC_LEASE, "other-node", LEASE_TTL)
+            .await
+            .expect("lease")
+    );
+    let blocked = h
+        .service
+        .collect_garbage("this-node", no_grace(), false)
+        .await
+        .expect("collect");
+    assert!(blocked.is_none(), "another node is collecting");
+    metadata
+        .release_lease(GC_LEASE, "other-node")
+        .await
+        .expect("release");
+    let ran = h
+        .service
+        .collect_garbage("this-node", no_grace(), false)
+        .await
+        .expect("collect");
+    assert!(matches!(ran, Some((_, Some(_)))), "{ran:?}");
+    assert!(
+        metadata
+            .acquire_lease(GC_LEASE, "other-node", LEASE_TTL)
+            .await
+            .expect("lease"),
+        "a finished collection gives its lease back"
+    );
+
+    assert!(
+        metadata
+            .acquire_lease(TIMEOUT_SWEEP_LEASE, "other-node", LEASE_TTL)
+            .await
+            .expect("lease")
+    );
+    assert_eq!(
+        h.service.sweep_timeouts("this-node").await.expect("sweep"),
+        None
+    );
+}
