@@ -11,6 +11,7 @@ use anyhow::Context;
 use axum::Router;
 use rand::Rng;
 use strata_core::gc::GcOptions;
+use strata_core::ports::{MetadataStore, StoreError};
 use strata_core::tokens::TokenIssuer;
 use strata_core::{Clock, SnapshotService, SystemClock};
 use strata_store_embedded::{EmbeddedStore, FsChunkStore, RedbMetadataStore};
@@ -18,7 +19,7 @@ use strata_types::AccountId;
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
-use crate::credentials::{KeyRing, RootKeySource, root_key, write_private};
+use crate::credentials::{KeyRing, RootKeySource, root_key};
 use crate::dispatch;
 
 /// The service over the embedded stores.
@@ -43,22 +44,51 @@ pub struct AppState {
     pub node_id: String,
 }
 
+/// Where the first format kept the token key.
 const TOKEN_KEY_FILE: &str = "token-key";
+/// The token key's name as a cluster secret of the metadata store.
+const TOKEN_KEY_SECRET: &str = "token-key";
 
-/// The key that authenticates block and page tokens, kept in the data directory so tokens
-/// survive restarts.
-fn token_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
+/// The key that authenticates block and page tokens: a cluster secret of the metadata
+/// store, so tokens survive restarts and every node sharing the store accepts every
+/// node's tokens. A data directory of the first format keeps it in its `token-key` file,
+/// which then seeds the secret, so the tokens issued before stay valid.
+fn token_key(metadata: &RedbMetadataStore, data_dir: &Path) -> anyhow::Result<[u8; 32]> {
     let path = data_dir.join(TOKEN_KEY_FILE);
-    if !path.exists() {
-        let key: [u8; 32] = rand::rng().random();
-        write_private(&path, &hex::encode(key))?;
-    }
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let mut key = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut key)
-        .with_context(|| format!("{} is damaged", path.display()))?;
-    Ok(key)
+    let candidate: [u8; 32] = if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut key)
+            .with_context(|| format!("{} is damaged", path.display()))?;
+        key
+    } else {
+        rand::rng().random()
+    };
+    let stored = on_own_runtime(metadata.secret(TOKEN_KEY_SECRET, candidate.to_vec()))
+        .context("cannot read the token key from the metadata store")?;
+    stored
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("the stored token key is not 32 bytes long"))
+}
+
+/// Run one storage call to completion from this synchronous code, which may itself run
+/// inside a tokio runtime (where blocking on a future is not allowed): on a scoped thread
+/// with a runtime of its own. Opening stays synchronous until stores can be remote.
+fn on_own_runtime<T: Send>(
+    call: impl std::future::Future<Output = Result<T, StoreError>> + Send,
+) -> anyhow::Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> anyhow::Result<T> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                Ok(runtime.block_on(call)?)
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the storage call panicked"))?
+    })
 }
 
 /// Open everything under `settings.data_dir` and build the shared state.
@@ -85,7 +115,7 @@ pub fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
     }
     tracing::info!(access_key_id = %root.access_key_id, account = %root.account, "root account");
     let keys = KeyRing::new(std::iter::once(root).chain(settings.extra_keys.iter().cloned()))?;
-    let tokens = TokenIssuer::new(token_key(&settings.data_dir)?);
+    let tokens = TokenIssuer::new(token_key(&store.metadata, &settings.data_dir)?);
     let service = SnapshotService::new(
         Arc::new(store.metadata),
         Arc::new(store.chunks),
@@ -203,5 +233,50 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::credentials::write_private;
+    use strata_core::SystemClock;
+
+    fn settings(data_dir: &Path) -> Settings {
+        let mut settings = Settings::new(data_dir.to_path_buf()).expect("settings");
+        settings.root_key_from_env = Some(("AKIATESTROOT".into(), "secret".into()));
+        settings
+    }
+
+    async fn stored_token_key(data_dir: &Path) -> Vec<u8> {
+        let state = open_state(&settings(data_dir), Arc::new(SystemClock)).expect("open");
+        // Any candidate: the stored key comes back.
+        let key = state
+            .service
+            .metadata()
+            .secret(TOKEN_KEY_SECRET, vec![0; 32])
+            .await;
+        key.expect("secret")
+    }
+
+    /// The token key is a secret of the metadata store: the same across restarts, and
+    /// no key file is written for a new data directory.
+    #[tokio::test]
+    async fn the_token_key_is_a_cluster_secret_that_survives_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = stored_token_key(dir.path()).await;
+        assert_eq!(first.len(), 32);
+        assert_ne!(first, vec![0; 32], "generated, not the probe's candidate");
+        assert_eq!(stored_token_key(dir.path()).await, first);
+        assert!(!dir.path().join(TOKEN_KEY_FILE).exists());
+    }
+
+    /// A data directory of the first format keeps its key: the tokens it issued stay valid.
+    #[tokio::test]
+    async fn the_key_file_of_the_first_format_seeds_the_secret() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_private(&dir.path().join(TOKEN_KEY_FILE), &hex::encode([7u8; 32])).expect("key file");
+        assert_eq!(stored_token_key(dir.path()).await, vec![7; 32]);
     }
 }
