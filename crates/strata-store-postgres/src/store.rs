@@ -323,8 +323,8 @@ async fn seal(
 enum Change {
     Pending(RecordChange),
     Ran {
-        seen: SnapshotRecord,
-        result: Option<SnapshotRecord>,
+        seen: Box<SnapshotRecord>,
+        result: Option<Box<SnapshotRecord>>,
     },
     /// Taken by an attempt that did not finish (only between attempts).
     Gone,
@@ -346,7 +346,7 @@ async fn update(
     );
     let result = match state {
         Change::Pending(change) => change(&stored).filter(|r| r.id == *id),
-        Change::Ran { seen, result } if seen == stored => result,
+        Change::Ran { seen, result } if *seen == stored => result.map(|r| *r),
         Change::Ran { .. } | Change::Gone => {
             return Err(StoreError::Conflict(
                 "the snapshot record changed while its update was run again".into(),
@@ -357,8 +357,8 @@ async fn update(
     *change
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Change::Ran {
-        seen: stored,
-        result: result.clone(),
+        seen: Box::new(stored),
+        result: result.clone().map(Box::new),
     };
     if let Some(record) = &result {
         save_record(txn, record).await?;
@@ -695,12 +695,12 @@ impl MetadataStore for PostgresMetadataStore {
                 Box::pin(async move {
                     // The stamp is checked by the DELETE itself: a node a seal re-stamped
                     // and committed meanwhile is re-checked on its new version and kept.
-                    Ok(execute(
+                    execute(
                         txn,
                         "DELETE FROM nodes WHERE hash = ANY($1) AND stamp < $2",
                         &[&hashes, &before],
                     )
-                    .await?)
+                    .await
                 })
             },
         )
@@ -737,12 +737,12 @@ impl MetadataStore for PostgresMetadataStore {
                     if failed.is_empty() {
                         return Ok(0);
                     }
-                    Ok(execute(
+                    execute(
                         txn,
                         "DELETE FROM pending_writes WHERE snapshot = ANY($1)",
                         &[&failed],
                     )
-                    .await?)
+                    .await
                 })
             },
         )

@@ -24,7 +24,12 @@ const T0: i64 = 1_767_225_600_000;
 #[tokio::test]
 async fn stores_opened_at_once_on_one_database_migrate_once_and_share_it() {
     let schema = Schema::create().await;
-    let (a, b, c, d) = tokio::join!(schema.store(), schema.store(), schema.store(), schema.store());
+    let (a, b, c, d) = tokio::join!(
+        schema.store(),
+        schema.store(),
+        schema.store(),
+        schema.store()
+    );
     let versions: i64 = schema
         .admin
         .query_one("SELECT count(*) FROM strata_schema_version", &[])
@@ -37,8 +42,12 @@ async fn stores_opened_at_once_on_one_database_migrate_once_and_share_it() {
     a.create_snapshot(pending(&id, &account(1), T0))
         .await
         .expect("create through a");
-    b.record_block(write(&id, 0, 1, T0)).await.expect("write through b");
-    c.record_block(write(&id, 1, 2, T0)).await.expect("write through c");
+    b.record_block(write(&id, 0, 1, T0))
+        .await
+        .expect("write through b");
+    c.record_block(write(&id, 1, 2, T0))
+        .await
+        .expect("write through c");
     let writes = d.pending_writes(&id).await.expect("read through d");
     assert_eq!(writes.sequence, 2);
     assert_eq!(writes.blocks.len(), 2);
@@ -96,7 +105,8 @@ async fn a_serialization_failure_is_retried_until_the_transaction_commits() {
                             // Both snapshots are taken before either writes.
                             both_read.wait().await;
                         }
-                        txn.execute("UPDATE counter SET n = $1", &[&(n + 1)]).await?;
+                        txn.execute("UPDATE counter SET n = $1", &[&(n + 1)])
+                            .await?;
                         Ok(())
                     })
                 },
@@ -149,18 +159,30 @@ async fn the_helper_gives_up_after_its_attempts_and_maps_other_errors_at_once() 
         }
     };
     let (result, runs) = raising("40001").await;
-    assert!(matches!(&result, Err(StoreError::Conflict(_))), "{result:?}");
+    assert!(
+        matches!(&result, Err(StoreError::Conflict(_))),
+        "{result:?}"
+    );
     assert!(result.as_ref().is_err_and(StoreError::is_retryable));
     assert_eq!(runs, ATTEMPTS);
     let (result, runs) = raising("40P01").await;
-    assert!(matches!(&result, Err(StoreError::Conflict(_))), "{result:?}");
+    assert!(
+        matches!(&result, Err(StoreError::Conflict(_))),
+        "{result:?}"
+    );
     assert_eq!(runs, ATTEMPTS);
     let (result, runs) = raising("23505").await;
     assert!(matches!(&result, Err(StoreError::Backend(_))), "{result:?}");
     assert_eq!(runs, 1);
     let (result, runs) = raising("53300").await;
     assert!(
-        matches!(&result, Err(StoreError::Unavailable { source: Some(_), .. })),
+        matches!(
+            &result,
+            Err(StoreError::Unavailable {
+                source: Some(_),
+                ..
+            })
+        ),
         "{result:?}"
     );
     assert_eq!(runs, 1);
@@ -176,7 +198,13 @@ async fn an_unreachable_server_is_unavailable_and_the_password_is_not_shown() {
     .await;
     let error = result.expect_err("nothing listens on port 1");
     assert!(
-        matches!(&error, StoreError::Unavailable { source: Some(_), .. }),
+        matches!(
+            &error,
+            StoreError::Unavailable {
+                source: Some(_),
+                ..
+            }
+        ),
         "{error:?}"
     );
     assert!(error.is_retryable());
@@ -291,7 +319,10 @@ async fn a_gc_view_waits_for_seals_in_flight_and_sees_what_they_stamped() {
         .create_snapshot(pending(&id, &account(1), T0))
         .await
         .expect("create");
-    store.record_block(write(&id, 0, 1, T0)).await.expect("write");
+    store
+        .record_block(write(&id, 0, 1, T0))
+        .await
+        .expect("write");
     let writes = store.pending_writes(&id).await.expect("pending");
     let update = {
         let nodes = store.nodes().expect("nodes");
@@ -365,7 +396,9 @@ async fn a_damaged_node_is_corruption() {
         .expect("insert");
     let nodes = store.nodes().expect("nodes");
     let loaded = tokio::task::spawn_blocking(move || {
-        nodes.load(&strata_core::block_map::NodeHash(hash)).map(|_| ())
+        nodes
+            .load(&strata_core::block_map::NodeHash(hash))
+            .map(|_| ())
     })
     .await
     .expect("walk");
@@ -392,7 +425,9 @@ async fn a_damaged_record_is_corruption() {
     assert!(
         matches!(
             written,
-            Err(strata_core::ports::RecordBlockError::Store(StoreError::Corrupt(_)))
+            Err(strata_core::ports::RecordBlockError::Store(
+                StoreError::Corrupt(_)
+            ))
         ),
         "{written:?}"
     );
