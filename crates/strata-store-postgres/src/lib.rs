@@ -105,6 +105,7 @@
 mod nodes;
 mod persistence;
 mod store;
+mod writes;
 
 pub use nodes::PgNodes;
 pub use store::PostgresMetadataStore;

@@ -17,6 +17,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::nodes::{NodeService, PgNodes};
 use crate::persistence::{self, Failure, Repeat, transact};
+use crate::writes::Writer;
 
 /// The high half of the stamp fence's advisory-lock key ("stra"); the low half is the OID
 /// of the stamp sequence, so that two schemas of one database have two fences.
@@ -27,6 +28,7 @@ const FENCE_CLASS: i64 = 0x7374_7261;
 pub struct PostgresMetadataStore {
     pool: Pool,
     nodes: NodeService,
+    writer: Writer,
     /// The advisory-lock key that orders stamped writes with GC views (crate docs).
     fence: i64,
 }
@@ -66,10 +68,17 @@ impl PostgresMetadataStore {
         let oid: i64 = row.try_get(0).map_err(|e| persistence::classify(e, op))?;
         drop(client);
         Ok(Self {
+            writer: Writer::start(pool.clone()),
             pool,
             nodes: NodeService::start(config)?,
             fence: (FENCE_CLASS << 32) | (oid & 0xFFFF_FFFF),
         })
+    }
+
+    /// How many groups of block writes (one transaction each) this store has recorded so
+    /// far: with concurrent writers, fewer than the writes.
+    pub fn write_groups(&self) -> u64 {
+        self.writer.groups()
     }
 
     /// The pool, for this crate's tests.
@@ -87,11 +96,11 @@ impl PostgresMetadataStore {
 
 // ---- decoding -------------------------------------------------------------------------
 
-fn decode_record(text: &str) -> Result<SnapshotRecord, StoreError> {
+pub(crate) fn decode_record(text: &str) -> Result<SnapshotRecord, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("snapshot record: {e}")))
 }
 
-fn encode_record(record: &SnapshotRecord) -> Result<String, StoreError> {
+pub(crate) fn encode_record(record: &SnapshotRecord) -> Result<String, StoreError> {
     serde_json::to_string(record).map_err(|e| StoreError::Backend(format!("encode record: {e}")))
 }
 
@@ -118,7 +127,7 @@ fn stamp_value(stamp: Stamp) -> i64 {
     i64::try_from(stamp.0).unwrap_or(i64::MAX)
 }
 
-fn column<'r, T: tokio_postgres::types::FromSql<'r>>(
+pub(crate) fn column<'r, T: tokio_postgres::types::FromSql<'r>>(
     row: &'r Row,
     at: usize,
 ) -> Result<T, StoreError> {
@@ -130,12 +139,20 @@ fn column<'r, T: tokio_postgres::types::FromSql<'r>>(
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
-async fn query(txn: &Transaction<'_>, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Failure> {
+pub(crate) async fn query(
+    txn: &Transaction<'_>,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<Vec<Row>, Failure> {
     let statement = txn.prepare_cached(sql).await?;
     Ok(txn.query(&statement, params).await?)
 }
 
-async fn execute(txn: &Transaction<'_>, sql: &str, params: Params<'_>) -> Result<u64, Failure> {
+pub(crate) async fn execute(
+    txn: &Transaction<'_>,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<u64, Failure> {
     let statement = txn.prepare_cached(sql).await?;
     Ok(txn.execute(&statement, params).await?)
 }
@@ -229,39 +246,6 @@ async fn create(txn: &Transaction<'_>, record: &SnapshotRecord) -> Result<Create
     )
     .await?;
     Ok(CreateOutcome::Created)
-}
-
-async fn record_block(
-    txn: &Transaction<'_>,
-    write: &BlockWrite,
-) -> Result<Result<(), RecordBlockError>, Failure> {
-    let Some(mut record) = lock_record(txn, &write.snapshot).await? else {
-        return Ok(Err(RecordBlockError::NotFound));
-    };
-    // Pending at the write's time, not only as stored: see `MetadataStore::record_block`.
-    if record.status_at(write.at_ms) != SnapshotStatus::Pending {
-        return Ok(Err(RecordBlockError::NotPending(Box::new(
-            record.as_of(write.at_ms),
-        ))));
-    }
-    execute(
-        txn,
-        "INSERT INTO pending_writes (snapshot, block_index, digest) VALUES ($1, $2, $3)
-         ON CONFLICT (snapshot, block_index) DO UPDATE SET digest = EXCLUDED.digest",
-        &[
-            &write.snapshot.as_str(),
-            &i64::from(write.index.get()),
-            &write.digest.0.as_slice(),
-        ],
-    )
-    .await?;
-    record.write_sequence += 1;
-    record.last_activity_ms = record.last_activity_ms.max(write.at_ms);
-    if write.progress.is_some() {
-        record.progress = write.progress;
-    }
-    save_record(txn, &record).await?;
-    Ok(Ok(()))
 }
 
 async fn seal(
@@ -525,19 +509,7 @@ impl MetadataStore for PostgresMetadataStore {
     }
 
     async fn record_block(&self, write: BlockWrite) -> Result<(), RecordBlockError> {
-        transact(
-            &self.pool,
-            "record a block write",
-            ReadCommitted,
-            // A second run records the same digest again and bumps the sequence once more:
-            // the same writes, and a sequence that still moved.
-            Repeat::Safe,
-            move |txn| {
-                let write = write.clone();
-                Box::pin(async move { record_block(txn, &write).await })
-            },
-        )
-        .await?
+        self.writer.record(write).await
     }
 
     async fn pending_writes(&self, id: &SnapshotId) -> Result<PendingWrites, StoreError> {

@@ -354,11 +354,12 @@ async fn a_gc_view_waits_for_seals_in_flight_and_sees_what_they_stamped() {
     );
 }
 
-/// Many Puts to one snapshot at once: every write is recorded, the sequence counts each
-/// once, nothing fails (they queue on the record's row lock instead of failing to
-/// serialize).
+/// Many Puts to one snapshot at once, through two stores (two nodes), and some to a
+/// snapshot whose record is damaged: every good write is recorded, the sequence counts each once, none fails (they queue
+/// instead of failing to serialize), they are grouped into fewer transactions than
+/// writes, and a damaged record fails only the writes to it.
 #[tokio::test]
-async fn parallel_writes_to_one_snapshot_are_all_recorded() {
+async fn parallel_writes_are_grouped_all_recorded_and_fail_alone() {
     let schema = Schema::create().await;
     let store = schema.store().await;
     let id = snapshot_id(1);
@@ -366,18 +367,46 @@ async fn parallel_writes_to_one_snapshot_are_all_recorded() {
         .create_snapshot(pending(&id, &account(1), T0))
         .await
         .expect("create");
+    let damaged = snapshot_id(2);
+    schema
+        .admin
+        .execute(
+            "INSERT INTO snapshots (id, owner, record) VALUES ($1, '000000000001', '{}')",
+            &[&damaged.as_str()],
+        )
+        .await
+        .expect("insert");
+    let other = schema.store().await;
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..64u32 {
-        let (store, id) = (store.clone(), id.clone());
-        tasks.spawn(async move { store.record_block(write(&id, index, index, T0)).await });
+        let node = if index % 2 == 0 { &store } else { &other };
+        let (good, id) = (node.clone(), id.clone());
+        tasks.spawn(async move { (true, good.record_block(write(&id, index, index, T0)).await) });
+        if index % 16 == 0 {
+            let (bad, id) = (store.clone(), damaged.clone());
+            tasks.spawn(async move { (false, bad.record_block(write(&id, index, 1, T0)).await) });
+        }
     }
     while let Some(result) = tasks.join_next().await {
-        result.expect("task").expect("write");
+        match result.expect("task") {
+            (true, outcome) => outcome.expect("write"),
+            (false, outcome) => assert!(
+                matches!(
+                    outcome,
+                    Err(strata_core::ports::RecordBlockError::Store(
+                        StoreError::Corrupt(_)
+                    ))
+                ),
+                "{outcome:?}"
+            ),
+        }
     }
     let writes = store.pending_writes(&id).await.expect("pending");
     assert_eq!(writes.sequence, 64);
     let expected: Vec<_> = (0..64).map(|i| (BlockIndex::new(i), digest(i))).collect();
     assert_eq!(writes.blocks, expected);
+    let groups = store.write_groups() + other.write_groups();
+    assert!(groups < 64, "grouped: {groups} transactions");
 }
 
 /// A node whose stored bytes do not match its hash is `Corrupt`, never returned.
