@@ -27,9 +27,15 @@
 //! jitter, then answers [`StoreError::Conflict`]. Writers run at READ COMMITTED and take a
 //! row lock (`SELECT … FOR UPDATE`) on every snapshot record they decide on before they
 //! decide, so that writers of one snapshot (parallel Puts) queue on that lock instead of
-//! failing to serialize, and locks are always taken record first (no deadlock between two
-//! writers of this crate). Multi-statement reads that must agree (`pending_writes`, the
-//! GC view) run at REPEATABLE READ.
+//! failing to serialize. Locks are taken records first, several records in id order,
+//! nodes in hash order, so writers of this crate do not deadlock each other (a 40P01 would
+//! be retried anyway). Multi-statement reads that must agree (`pending_writes`, the GC
+//! view) run at REPEATABLE READ. Not SERIALIZABLE, which the style guide suggests: there,
+//! every Put of a snapshot whose record another Put updated since the transaction began
+//! fails to serialize, so N parallel Puts of one snapshot cost O(N²) attempts; with the
+//! row locks the same decisions are taken one after the other and never fail.
+//! `update_snapshot`'s change is `FnOnce`: a rerun re-applies the first run's outcome if
+//! the record is still the one that change saw, and is a `Conflict` otherwise.
 //!
 //! Errors map to [`StoreError`] kinds by the rule on it (retryable only when repeating
 //! the call is safe): a lost connection, SQLSTATE class 08 or 53, or a server shutting
@@ -85,17 +91,31 @@
 //! deleted it after the view; then the walk gets `Corrupt` and the GC fails closed,
 //! before it deletes anything.
 //!
-//! # Record writes
-//! `record_block` is one transaction per call (record row lock, upsert of the pending
-//! write, record update with the bumped sequence): correct under any concurrency, with
-//! parallel Puts of one snapshot serialized on its row lock. It does **not** yet group
-//! concurrent calls into one transaction as the embedded writer does. The deadline check
-//! compares `write.at_ms` with the stored record's deadline, as the embedded store does.
+//! # Record writes (group commit)
+//! `record_block` calls go to one writer task per store, which takes every call queued at
+//! the moment (up to 512) and records them in **one transaction**: the records of the
+//! snapshots concerned locked in id order (`FOR UPDATE`), each write checked and applied
+//! in memory in arrival order (as if alone: a write sees the records as the writes before
+//! it left them), then one upsert of all pending writes and one update of all changed
+//! records; every caller is answered after the commit. A write to a snapshot that is
+//! missing, not pending at the write's time, or whose record does not decode fails alone;
+//! the rest of its group commits. Across nodes, groups of different stores queue on the
+//! same row locks. The deadline check compares `write.at_ms` with the stored record's
+//! deadline, as the embedded store does. The writer task is spawned on the runtime that
+//! calls [`PostgresMetadataStore::connect`], which must be the runtime that uses the store.
+//!
+//! # Tests
+//! `cargo test -p strata-store-postgres` needs a PostgreSQL server named by the
+//! environment variable `DATABASE_URL` (a role that may `CREATE SCHEMA` in that
+//! database); without it every test fails with a message naming the variable. Each test
+//! works in a fresh schema `s_<random>` (left behind: the cluster is meant to be
+//! throwaway, as `ci/postgres.sh` makes it).
 //!
 //! # PostgreSQL features relied on
 //! Plain SQL otherwise: `text`, `bigint`, `bytea`, `jsonb` (stored and cast to text only:
 //! no JSON operators), one sequence, `INSERT … ON CONFLICT`, `SELECT … FOR UPDATE / FOR
-//! SHARE`, `= ANY($array)`, `unnest` of two arrays, `COLLATE "C"`, `::regclass`, READ
+//! SHARE`, arrays as parameters (`= ANY($1)`, multi-argument `unnest` in `INSERT … SELECT`
+//! and `UPDATE … FROM`), `COLLATE "C"`, `::regclass`, READ
 //! COMMITTED and REPEATABLE READ (snapshot isolation), and advisory locks
 //! (`pg_advisory_xact_lock`, `pg_advisory_xact_lock_shared`, `pg_advisory_lock` /
 //! `pg_advisory_unlock`). The advisory locks are the part a PostgreSQL-compatible
