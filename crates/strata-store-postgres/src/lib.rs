@@ -24,7 +24,7 @@
 //! Every call is one transaction run by one helper (`persistence::transact`), at the
 //! isolation level it states, which reruns the transaction after a serialization failure
 //! (SQLSTATE 40001) or a deadlock (40P01) up to 8 times with exponential backoff and full
-//! jitter, then answers [`StoreError::Conflict`]. Writers run at READ COMMITTED and take a
+//! jitter, then answers [`StoreError::Conflict`](strata_core::ports::StoreError::Conflict). Writers run at READ COMMITTED and take a
 //! row lock (`SELECT … FOR UPDATE`) on every snapshot record they decide on before they
 //! decide, so that writers of one snapshot (parallel Puts) queue on that lock instead of
 //! failing to serialize. Locks are taken records first, several records in id order,
@@ -37,7 +37,7 @@
 //! `update_snapshot`'s change is `FnOnce`: a rerun re-applies the first run's outcome if
 //! the record is still the one that change saw, and is a `Conflict` otherwise.
 //!
-//! Errors map to [`StoreError`] kinds by the rule on it (retryable only when repeating
+//! Errors map to [`StoreError`](strata_core::ports::StoreError) kinds by the rule on it (retryable only when repeating
 //! the call is safe): a lost connection, SQLSTATE class 08 or 53, or a server shutting
 //! down is `Unavailable` with the client error as source; serialization failures left
 //! after the retries and 55P03 are `Conflict`; data that does not decode (a record, a

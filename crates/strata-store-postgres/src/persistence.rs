@@ -98,7 +98,7 @@ pub(crate) async fn connection(pool: &Pool) -> Result<deadpool_postgres::Client,
 /// Run `body` in a transaction at `isolation` and commit it; run it again (with a
 /// backoff) while it fails to serialize (SQLSTATE 40001, or 40P01 for a deadlock), at
 /// most [`ATTEMPTS`] times, then answer `Conflict`. Every other failure is mapped once
-/// (see [`classify`]); a failure of the COMMIT itself whose outcome is unknown is
+/// (see `classify`); a failure of the COMMIT itself whose outcome is unknown is
 /// `Unavailable` only if `repeat` says repeating the call is safe.
 ///
 /// `body` runs once per attempt, so it must not have effects outside the transaction.

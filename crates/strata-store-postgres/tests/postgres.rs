@@ -461,3 +461,56 @@ async fn a_damaged_record_is_corruption() {
         "{written:?}"
     );
 }
+
+/// A caller that gives up on a GC view while it waits for the fence (a timeout) does not
+/// leave the fence held on a pooled connection: seals still go through afterwards.
+#[tokio::test]
+async fn a_gc_view_given_up_while_waiting_leaves_no_lock_behind() {
+    let schema = Schema::create().await;
+    let store = schema.store().await;
+    let mut sealer = common::client(&schema.config()).await;
+    let txn = sealer.transaction().await.expect("begin");
+    txn.execute(
+        "SELECT pg_advisory_xact_lock_shared($1)",
+        &[&store.stamp_fence()],
+    )
+    .await
+    .expect("fence");
+    let given_up = tokio::time::timeout(Duration::from_millis(200), store.gc_view()).await;
+    assert!(given_up.is_err(), "the view waited for the seal in flight");
+    txn.commit().await.expect("commit");
+
+    // Seals of several snapshots at once, so that every pooled connection is used: one
+    // of them would be the view's, were it back in the pool with the fence.
+    let mut seals = tokio::task::JoinSet::new();
+    for n in 1..=8 {
+        let id = snapshot_id(n);
+        store
+            .create_snapshot(pending(&id, &account(1), T0))
+            .await
+            .expect("create");
+        let seal = Seal {
+            snapshot: id,
+            expected_sequence: 0,
+            root: None,
+            changed_blocks: 0,
+            completed_at_ms: T0,
+            new_nodes: Vec::new(),
+        };
+        let store = store.clone();
+        seals.spawn(async move {
+            tokio::time::timeout(Duration::from_secs(5), store.seal_snapshot(seal)).await
+        });
+    }
+    while let Some(outcome) = seals.join_next().await {
+        outcome
+            .expect("task")
+            .expect("a seal is not blocked by a leftover lock")
+            .expect("sealed");
+    }
+    let view = tokio::time::timeout(Duration::from_secs(5), store.gc_view())
+        .await
+        .expect("a later view is not blocked either")
+        .expect("view");
+    assert_eq!(view.records.len(), 8);
+}
