@@ -37,6 +37,12 @@ async fn stores_opened_at_once_on_one_database_migrate_once_and_share_it() {
         .expect("versions")
         .get(0);
     assert_eq!(versions, 1, "one migration, recorded once");
+    assert!(
+        [&b, &c, &d]
+            .iter()
+            .all(|s| s.stamp_fence() == a.stamp_fence()),
+        "every node of one database shares the stamp fence"
+    );
 
     let id = snapshot_id(1);
     a.create_snapshot(pending(&id, &account(1), T0))
