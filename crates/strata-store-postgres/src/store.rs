@@ -1,0 +1,724 @@
+//! [`PostgresMetadataStore`]: the [`MetadataStore`] port, one method per operation, each
+//! one transaction through [`persistence::transact`].
+
+use std::collections::BTreeMap;
+
+use deadpool_postgres::{Pool, Transaction};
+use strata_core::block_map::NodeHash;
+use strata_core::ports::{
+    BlockWrite, CreateOutcome, GcView, MetadataStore, PendingWrites, RecordBlockError,
+    RecordChange, Seal, SealError, Stamp, StoreError,
+};
+use strata_core::snapshot::{SnapshotRecord, SnapshotStatus};
+use strata_types::{AccountId, BlockIndex, ChunkDigest, SnapshotId};
+use tokio_postgres::IsolationLevel::{ReadCommitted, RepeatableRead};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use crate::nodes::{NodeService, PgNodes};
+use crate::persistence::{self, Failure, Repeat, transact};
+use crate::writes::Writer;
+
+/// The high half of the stamp fence's advisory-lock key ("stra"); the low half is the OID
+/// of the stamp sequence, so that two schemas of one database have two fences.
+const FENCE_CLASS: i64 = 0x7374_7261;
+
+/// Snapshot metadata in PostgreSQL, shared by every node of a cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct PostgresMetadataStore {
+    pool: Pool,
+    nodes: NodeService,
+    writer: Writer,
+    /// The advisory-lock key that orders stamped writes with GC views (crate docs).
+    fence: i64,
+}
+
+impl std::fmt::Debug for PostgresMetadataStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the configuration: it holds the password.
+        f.write_str("PostgresMetadataStore")
+    }
+}
+
+impl PostgresMetadataStore {
+    /// Connect to the database at `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`, or
+    /// the key-value form `host=… user=…`), apply the migrations it lacks and return the
+    /// store. The URL (with its password) is never logged nor put in an error.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let config: tokio_postgres::Config = url.parse().map_err(|_| {
+            StoreError::Backend(
+                "the PostgreSQL URL is not valid (expected postgres://USER[:PASSWORD]@HOST[:PORT]/DB)"
+                    .into(),
+            )
+        })?;
+        Self::connect_with(config).await
+    }
+
+    /// [`PostgresMetadataStore::connect`] with a parsed configuration (for settings a URL
+    /// does not carry, such as `options` with a `search_path`).
+    pub async fn connect_with(config: tokio_postgres::Config) -> Result<Self, StoreError> {
+        let pool = persistence::pool(config.clone(), persistence::pool_size())?;
+        persistence::migrate(&pool).await?;
+        let client = persistence::connection(&pool).await?;
+        let op = "read the stamp sequence's id";
+        let row = client
+            .query_one("SELECT 'strata_stamps'::regclass::oid::bigint", &[])
+            .await
+            .map_err(|e| persistence::classify(e, op))?;
+        let oid: i64 = row.try_get(0).map_err(|e| persistence::classify(e, op))?;
+        drop(client);
+        Ok(Self {
+            writer: Writer::start(pool.clone()),
+            pool,
+            nodes: NodeService::start(config)?,
+            fence: (FENCE_CLASS << 32) | (oid & 0xFFFF_FFFF),
+        })
+    }
+
+    /// How many groups of block writes (one transaction each) this store has recorded so
+    /// far: with concurrent writers, fewer than the writes.
+    pub fn write_groups(&self) -> u64 {
+        self.writer.groups()
+    }
+
+    /// The pool, for this crate's tests.
+    #[doc(hidden)]
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The advisory-lock key of the stamp fence (crate docs), for this crate's tests.
+    #[doc(hidden)]
+    pub fn stamp_fence(&self) -> i64 {
+        self.fence
+    }
+}
+
+// ---- decoding -------------------------------------------------------------------------
+
+pub(crate) fn decode_record(text: &str) -> Result<SnapshotRecord, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("snapshot record: {e}")))
+}
+
+pub(crate) fn encode_record(record: &SnapshotRecord) -> Result<String, StoreError> {
+    serde_json::to_string(record).map_err(|e| StoreError::Backend(format!("encode record: {e}")))
+}
+
+fn digest_of(bytes: Vec<u8>) -> Result<ChunkDigest, StoreError> {
+    <[u8; 32]>::try_from(bytes)
+        .map(ChunkDigest)
+        .map_err(|b| StoreError::Corrupt(format!("a digest of {} bytes", b.len())))
+}
+
+fn index_of(value: i64) -> Result<BlockIndex, StoreError> {
+    u32::try_from(value)
+        .map(BlockIndex::new)
+        .map_err(|_| StoreError::Corrupt(format!("block index {value} out of range")))
+}
+
+fn stamp_of(value: i64) -> Result<Stamp, StoreError> {
+    u64::try_from(value)
+        .map(Stamp)
+        .map_err(|_| StoreError::Corrupt(format!("negative stamp {value}")))
+}
+
+fn stamp_value(stamp: Stamp) -> i64 {
+    // Stamps come from a bigint sequence; a larger one matches nothing stored.
+    i64::try_from(stamp.0).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn column<'r, T: tokio_postgres::types::FromSql<'r>>(
+    row: &'r Row,
+    at: usize,
+) -> Result<T, StoreError> {
+    row.try_get(at)
+        .map_err(|e| StoreError::Corrupt(format!("unexpected column {at}: {e}")))
+}
+
+// ---- statements -----------------------------------------------------------------------
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+pub(crate) async fn query(
+    txn: &Transaction<'_>,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<Vec<Row>, Failure> {
+    let statement = txn.prepare_cached(sql).await?;
+    Ok(txn.query(&statement, params).await?)
+}
+
+pub(crate) async fn execute(
+    txn: &Transaction<'_>,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<u64, Failure> {
+    let statement = txn.prepare_cached(sql).await?;
+    Ok(txn.execute(&statement, params).await?)
+}
+
+/// The record of `id`, row-locked (`FOR UPDATE`) until the transaction ends.
+async fn lock_record(
+    txn: &Transaction<'_>,
+    id: &SnapshotId,
+) -> Result<Option<SnapshotRecord>, Failure> {
+    let rows = query(
+        txn,
+        "SELECT record::text FROM snapshots WHERE id = $1 FOR UPDATE",
+        &[&id.as_str()],
+    )
+    .await?;
+    match rows.first() {
+        Some(row) => Ok(Some(decode_record(&column::<String>(row, 0)?)?)),
+        None => Ok(None),
+    }
+}
+
+async fn save_record(txn: &Transaction<'_>, record: &SnapshotRecord) -> Result<(), Failure> {
+    let text = encode_record(record)?;
+    execute(
+        txn,
+        "UPDATE snapshots SET record = $2::text::jsonb WHERE id = $1",
+        &[&record.id.as_str(), &text],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn create(txn: &Transaction<'_>, record: &SnapshotRecord) -> Result<CreateOutcome, Failure> {
+    if let Some(parent) = &record.parent {
+        // FOR SHARE: a concurrent delete of the parent waits until this commits.
+        let rows = query(
+            txn,
+            "SELECT record::text FROM snapshots WHERE id = $1 FOR SHARE",
+            &[&parent.as_str()],
+        )
+        .await?;
+        let intact = match rows.first() {
+            Some(row) => {
+                let p = decode_record(&column::<String>(row, 0)?)?;
+                p.status == SnapshotStatus::Completed
+                    && p.owner == record.owner
+                    && p.root == record.base_root
+            }
+            None => false,
+        };
+        if !intact {
+            return Ok(CreateOutcome::ParentGone);
+        }
+    }
+    if let Some(token) = &record.client_token {
+        // A concurrent create with the same token waits here for the first to commit (or
+        // roll back), then sees its row.
+        let inserted = execute(
+            txn,
+            "INSERT INTO client_tokens (owner, token, snapshot) VALUES ($1, $2, $3)
+             ON CONFLICT (owner, token) DO NOTHING",
+            &[&record.owner.as_str(), &token.as_str(), &record.id.as_str()],
+        )
+        .await?;
+        if inserted == 0 {
+            let rows = query(
+                txn,
+                "SELECT s.record::text FROM client_tokens t JOIN snapshots s ON s.id = t.snapshot
+                 WHERE t.owner = $1 AND t.token = $2",
+                &[&record.owner.as_str(), &token.as_str()],
+            )
+            .await?;
+            if let Some(row) = rows.first() {
+                let existing = decode_record(&column::<String>(row, 0)?)?;
+                return Ok(CreateOutcome::ClientTokenExists(Box::new(existing)));
+            }
+            // A token whose snapshot is gone binds nothing any more.
+            execute(
+                txn,
+                "UPDATE client_tokens SET snapshot = $3 WHERE owner = $1 AND token = $2",
+                &[&record.owner.as_str(), &token.as_str(), &record.id.as_str()],
+            )
+            .await?;
+        }
+    }
+    let text = encode_record(record)?;
+    execute(
+        txn,
+        "INSERT INTO snapshots (id, owner, record) VALUES ($1, $2, $3::text::jsonb)",
+        &[&record.id.as_str(), &record.owner.as_str(), &text],
+    )
+    .await?;
+    Ok(CreateOutcome::Created)
+}
+
+async fn seal(
+    txn: &Transaction<'_>,
+    fence: i64,
+    seal: &Seal,
+) -> Result<Result<(), SealError>, Failure> {
+    let stored = match lock_record(txn, &seal.snapshot).await? {
+        Some(stored) if stored.status == SnapshotStatus::Pending => stored,
+        _ => return Ok(Err(SealError::NotPending)),
+    };
+    if stored.write_sequence != seal.expected_sequence {
+        return Ok(Err(SealError::Raced));
+    }
+    // The stamp fence, shared, held until this transaction ends, and only then the stamp:
+    // see the crate docs ("Stamps") for why a GC view's stamp then orders correctly with
+    // this commit. Taken after the row lock, so a seal waiting for a record never holds
+    // the fence meanwhile.
+    execute(txn, "SELECT pg_advisory_xact_lock_shared($1)", &[&fence]).await?;
+    let row = query(txn, "SELECT nextval('strata_stamps')", &[]).await?;
+    let stamp: i64 = row
+        .first()
+        .map(|r| column(r, 0))
+        .transpose()?
+        .ok_or_else(|| StoreError::Backend("nextval returned no row".into()))?;
+    // Sorted and unique: one row per node, and concurrent seals lock shared nodes in the
+    // same order (no deadlock between them).
+    let nodes: BTreeMap<&[u8], &[u8]> = seal
+        .new_nodes
+        .iter()
+        .map(|(hash, bytes)| (hash.0.as_slice(), bytes.as_slice()))
+        .collect();
+    if !nodes.is_empty() {
+        let hashes: Vec<&[u8]> = nodes.keys().copied().collect();
+        let bytes: Vec<&[u8]> = nodes.values().copied().collect();
+        execute(
+            txn,
+            "INSERT INTO nodes (hash, stamp, bytes)
+             SELECT h, $2, b FROM unnest($1::bytea[], $3::bytea[]) AS t (h, b)
+             ON CONFLICT (hash) DO UPDATE SET stamp = EXCLUDED.stamp",
+            &[&hashes, &stamp, &bytes],
+        )
+        .await?;
+    }
+    execute(
+        txn,
+        "DELETE FROM pending_writes WHERE snapshot = $1",
+        &[&seal.snapshot.as_str()],
+    )
+    .await?;
+    let completed = stored.completed(seal.root, seal.changed_blocks, seal.completed_at_ms);
+    save_record(txn, &completed).await?;
+    Ok(Ok(()))
+}
+
+/// What an `update_snapshot` attempt saw and produced: its change is `FnOnce`, so an
+/// attempt after a serialization failure re-applies the first outcome, and only if the
+/// record is still the one the change saw.
+enum Change {
+    Pending(RecordChange),
+    Ran {
+        seen: Box<SnapshotRecord>,
+        result: Option<Box<SnapshotRecord>>,
+    },
+    /// Taken by an attempt that did not finish (only between attempts).
+    Gone,
+}
+
+async fn update(
+    txn: &Transaction<'_>,
+    id: &SnapshotId,
+    change: &std::sync::Mutex<Change>,
+) -> Result<Option<SnapshotRecord>, Failure> {
+    let Some(stored) = lock_record(txn, id).await? else {
+        return Ok(None);
+    };
+    let state = std::mem::replace(
+        &mut *change
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+        Change::Gone,
+    );
+    let result = match state {
+        Change::Pending(change) => change(&stored).filter(|r| r.id == *id),
+        Change::Ran { seen, result } if *seen == stored => result.map(|r| *r),
+        Change::Ran { .. } | Change::Gone => {
+            return Err(StoreError::Conflict(
+                "the snapshot record changed while its update was run again".into(),
+            )
+            .into());
+        }
+    };
+    *change
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Change::Ran {
+        seen: Box::new(stored),
+        result: result.clone().map(Box::new),
+    };
+    if let Some(record) = &result {
+        save_record(txn, record).await?;
+    }
+    Ok(result)
+}
+
+async fn gc_view(
+    client: &mut deadpool_postgres::Client,
+    fence: i64,
+) -> Result<
+    (
+        Stamp,
+        Vec<SnapshotRecord>,
+        Vec<(SnapshotId, Vec<ChunkDigest>)>,
+        Vec<(NodeHash, Stamp)>,
+    ),
+    Failure,
+> {
+    // Session-level and exclusive: granted once no seal holds the fence, and new seals
+    // wait for it. Outside the transaction because a REPEATABLE READ snapshot is taken at
+    // the transaction's first statement, and this wait must come before it.
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&fence])
+        .await?;
+    let txn = client
+        .build_transaction()
+        .isolation_level(RepeatableRead)
+        .start()
+        .await?;
+    // The first statement: it takes the transaction's snapshot, then the view's stamp.
+    let row = txn
+        .query_one("SELECT nextval('strata_stamps')", &[])
+        .await?;
+    let start = stamp_of(column(&row, 0)?)?;
+    txn.execute("SELECT pg_advisory_unlock($1)", &[&fence])
+        .await?;
+
+    let mut records = Vec::new();
+    for row in txn
+        .query(
+            "SELECT record::text FROM snapshots ORDER BY id COLLATE \"C\"",
+            &[],
+        )
+        .await?
+    {
+        records.push(decode_record(&column::<String>(&row, 0)?)?);
+    }
+    let mut pending: Vec<(SnapshotId, Vec<ChunkDigest>)> = Vec::new();
+    for row in txn
+        .query(
+            "SELECT snapshot, digest FROM pending_writes ORDER BY snapshot COLLATE \"C\", block_index",
+            &[],
+        )
+        .await?
+    {
+        let id: String = column(&row, 0)?;
+        let digest = digest_of(column(&row, 1)?)?;
+        match pending.last_mut() {
+            Some((last, digests)) if last.as_str() == id => digests.push(digest),
+            _ => {
+                let id = SnapshotId::parse(&id)
+                    .map_err(|e| StoreError::Corrupt(format!("pending write key: {e}")))?;
+                pending.push((id, vec![digest]));
+            }
+        }
+    }
+    let mut nodes = Vec::new();
+    for row in txn.query("SELECT hash, stamp FROM nodes", &[]).await? {
+        let hash = <[u8; 32]>::try_from(column::<Vec<u8>>(&row, 0)?)
+            .map_err(|_| StoreError::Corrupt("a node hash that is not 32 bytes".into()))?;
+        nodes.push((NodeHash(hash), stamp_of(column(&row, 1)?)?));
+    }
+    txn.commit().await?;
+    Ok((start, records, pending, nodes))
+}
+
+impl MetadataStore for PostgresMetadataStore {
+    type Nodes = PgNodes;
+
+    async fn create_snapshot(&self, record: SnapshotRecord) -> Result<CreateOutcome, StoreError> {
+        transact(
+            &self.pool,
+            "create a snapshot",
+            ReadCommitted,
+            Repeat::Unsafe,
+            move |txn| {
+                let record = record.clone();
+                Box::pin(async move { create(txn, &record).await })
+            },
+        )
+        .await
+    }
+
+    async fn snapshot(&self, id: &SnapshotId) -> Result<Option<SnapshotRecord>, StoreError> {
+        let op = "read a snapshot";
+        let client = persistence::connection(&self.pool).await?;
+        let statement = client
+            .prepare_cached("SELECT record::text FROM snapshots WHERE id = $1")
+            .await
+            .map_err(|e| persistence::classify(e, op))?;
+        let row = client
+            .query_opt(&statement, &[&id.as_str()])
+            .await
+            .map_err(|e| persistence::classify(e, op))?;
+        row.map(|row| decode_record(&column::<String>(&row, 0)?))
+            .transpose()
+    }
+
+    async fn update_snapshot(
+        &self,
+        id: &SnapshotId,
+        change: RecordChange,
+    ) -> Result<Option<SnapshotRecord>, StoreError> {
+        let id = id.clone();
+        let change = std::sync::Arc::new(std::sync::Mutex::new(Change::Pending(change)));
+        transact(
+            &self.pool,
+            "update a snapshot",
+            ReadCommitted,
+            Repeat::Unsafe,
+            move |txn| {
+                let (id, change) = (id.clone(), std::sync::Arc::clone(&change));
+                Box::pin(async move { update(txn, &id, &change).await })
+            },
+        )
+        .await
+    }
+
+    async fn delete_snapshot(&self, id: &SnapshotId) -> Result<bool, StoreError> {
+        let id = id.clone();
+        transact(
+            &self.pool,
+            "delete a snapshot",
+            ReadCommitted,
+            Repeat::Unsafe,
+            move |txn| {
+                let id = id.clone();
+                Box::pin(async move {
+                    // The record first: the same lock order as every other writer.
+                    let deleted =
+                        execute(txn, "DELETE FROM snapshots WHERE id = $1", &[&id.as_str()])
+                            .await?;
+                    if deleted == 0 {
+                        return Ok(false);
+                    }
+                    execute(
+                        txn,
+                        "DELETE FROM client_tokens WHERE snapshot = $1",
+                        &[&id.as_str()],
+                    )
+                    .await?;
+                    execute(
+                        txn,
+                        "DELETE FROM pending_writes WHERE snapshot = $1",
+                        &[&id.as_str()],
+                    )
+                    .await?;
+                    Ok(true)
+                })
+            },
+        )
+        .await
+    }
+
+    async fn record_block(&self, write: BlockWrite) -> Result<(), RecordBlockError> {
+        self.writer.record(write).await
+    }
+
+    async fn pending_writes(&self, id: &SnapshotId) -> Result<PendingWrites, StoreError> {
+        let id = id.clone();
+        transact(
+            &self.pool,
+            "read pending writes",
+            RepeatableRead,
+            Repeat::Safe,
+            move |txn| {
+                let id = id.clone();
+                Box::pin(async move {
+                    let rows = query(
+                        txn,
+                        "SELECT record::text FROM snapshots WHERE id = $1",
+                        &[&id.as_str()],
+                    )
+                    .await?;
+                    let sequence = match rows.first() {
+                        Some(row) => decode_record(&column::<String>(row, 0)?)?.write_sequence,
+                        None => 0,
+                    };
+                    let mut blocks = Vec::new();
+                    for row in query(
+                        txn,
+                        "SELECT block_index, digest FROM pending_writes WHERE snapshot = $1
+                         ORDER BY block_index",
+                        &[&id.as_str()],
+                    )
+                    .await?
+                    {
+                        blocks.push((index_of(column(&row, 0)?)?, digest_of(column(&row, 1)?)?));
+                    }
+                    Ok(PendingWrites { blocks, sequence })
+                })
+            },
+        )
+        .await
+    }
+
+    async fn seal_snapshot(&self, request: Seal) -> Result<(), SealError> {
+        let fence = self.fence;
+        let request = std::sync::Arc::new(request);
+        transact(
+            &self.pool,
+            "seal a snapshot",
+            ReadCommitted,
+            Repeat::Unsafe,
+            move |txn| {
+                let request = std::sync::Arc::clone(&request);
+                Box::pin(async move { seal(txn, fence, &request).await })
+            },
+        )
+        .await?
+    }
+
+    fn nodes(&self) -> Result<PgNodes, StoreError> {
+        Ok(self.nodes.reader())
+    }
+
+    async fn list_snapshots(
+        &self,
+        owner: Option<&AccountId>,
+    ) -> Result<Vec<SnapshotRecord>, StoreError> {
+        let owner = owner.map(|o| o.as_str().to_owned());
+        transact(
+            &self.pool,
+            "list snapshots",
+            ReadCommitted,
+            Repeat::Safe,
+            move |txn| {
+                let owner = owner.clone();
+                Box::pin(async move {
+                    // COLLATE "C": byte order, as `SnapshotId`'s `Ord`, whatever the
+                    // database's default collation.
+                    let rows = match &owner {
+                        Some(owner) => {
+                            query(
+                                txn,
+                                "SELECT record::text FROM snapshots WHERE owner = $1
+                                 ORDER BY id COLLATE \"C\"",
+                                &[owner],
+                            )
+                            .await?
+                        }
+                        None => {
+                            query(
+                                txn,
+                                "SELECT record::text FROM snapshots ORDER BY id COLLATE \"C\"",
+                                &[],
+                            )
+                            .await?
+                        }
+                    };
+                    let mut records = Vec::with_capacity(rows.len());
+                    for row in rows {
+                        records.push(decode_record(&column::<String>(&row, 0)?)?);
+                    }
+                    Ok(records)
+                })
+            },
+        )
+        .await
+    }
+
+    async fn gc_view(&self) -> Result<GcView<PgNodes>, StoreError> {
+        let pool = self.pool.clone();
+        let fence = self.fence;
+        // A task of its own: a caller that gives up (a timeout) must not drop this future
+        // between taking the session lock and releasing it, which would hand the
+        // connection back to the pool still holding the fence.
+        let view = tokio::spawn(async move {
+            let mut client = persistence::connection(&pool).await?;
+            match gc_view(&mut client, fence).await {
+                Ok(view) => Ok(view),
+                Err(failure) => {
+                    // The session lock may still be held: close this connection (which
+                    // releases it) instead of returning it to the pool.
+                    drop(deadpool_postgres::Object::take(client));
+                    Err(match failure {
+                        Failure::Db(error) => persistence::classify(error, "take a GC view"),
+                        Failure::Store(error) => error,
+                    })
+                }
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("the GC view task failed: {e}")))??;
+        let (start, records, pending, nodes) = view;
+        Ok(GcView {
+            start,
+            records,
+            pending,
+            nodes,
+            reader: self.nodes.reader(),
+        })
+    }
+
+    async fn delete_nodes(
+        &self,
+        hashes: Vec<NodeHash>,
+        stamped_before: Stamp,
+    ) -> Result<usize, StoreError> {
+        let hashes: Vec<Vec<u8>> = hashes.iter().map(|h| h.0.to_vec()).collect();
+        let before = stamp_value(stamped_before);
+        let deleted = transact(
+            &self.pool,
+            "delete nodes",
+            ReadCommitted,
+            // Deleting again deletes nothing more (its count is then smaller: GC only
+            // reports it).
+            Repeat::Safe,
+            move |txn| {
+                let hashes = hashes.clone();
+                Box::pin(async move {
+                    // The stamp is checked by the DELETE itself: a node a seal re-stamped
+                    // and committed meanwhile is re-checked on its new version and kept.
+                    execute(
+                        txn,
+                        "DELETE FROM nodes WHERE hash = ANY($1) AND stamp < $2",
+                        &[&hashes, &before],
+                    )
+                    .await
+                })
+            },
+        )
+        .await?;
+        usize::try_from(deleted).map_err(|_| StoreError::Backend("deleted count".into()))
+    }
+
+    async fn drop_pending_writes(&self, ids: Vec<SnapshotId>) -> Result<usize, StoreError> {
+        let ids: Vec<String> = ids.iter().map(|id| id.as_str().to_owned()).collect();
+        let dropped = transact(
+            &self.pool,
+            "drop pending writes",
+            ReadCommitted,
+            Repeat::Safe,
+            move |txn| {
+                let ids = ids.clone();
+                Box::pin(async move {
+                    // Locked, so that no update takes a snapshot out of `error` between
+                    // the check and the delete. In id order: no deadlock between two.
+                    let rows = query(
+                        txn,
+                        "SELECT id, record::text FROM snapshots WHERE id = ANY($1)
+                         ORDER BY id COLLATE \"C\" FOR UPDATE",
+                        &[&ids],
+                    )
+                    .await?;
+                    let mut failed = Vec::new();
+                    for row in rows {
+                        let record = decode_record(&column::<String>(&row, 1)?)?;
+                        if record.status == SnapshotStatus::Error {
+                            failed.push(column::<String>(&row, 0)?);
+                        }
+                    }
+                    if failed.is_empty() {
+                        return Ok(0);
+                    }
+                    execute(
+                        txn,
+                        "DELETE FROM pending_writes WHERE snapshot = ANY($1)",
+                        &[&failed],
+                    )
+                    .await
+                })
+            },
+        )
+        .await?;
+        usize::try_from(dropped).map_err(|_| StoreError::Backend("dropped count".into()))
+    }
+}
