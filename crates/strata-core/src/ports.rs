@@ -273,7 +273,9 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Withdraw an announcement (after the Put's write record committed, or when the Put
     /// gave up). Never fails from the caller's side: an announcement that cannot be
-    /// withdrawn lapses.
+    /// withdrawn lapses. The withdrawal may take effect a little later (a shared store
+    /// may delete it in the background): a chunk is then kept a little longer, never
+    /// shorter.
     fn withdraw_put(&self, id: AnnouncementId);
 
     /// Take or renew the lease `name` for `holder` until `ttl` from now, by the store's

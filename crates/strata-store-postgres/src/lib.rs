@@ -130,6 +130,9 @@ mod writes;
 pub use nodes::PgNodes;
 pub use store::PostgresMetadataStore;
 
+/// How many schema migrations this build applies (one row each in `strata_schema_version`).
+pub const MIGRATION_COUNT: usize = persistence::MIGRATIONS.len();
+
 #[doc(hidden)]
 pub mod testing {
     //! For this crate's own tests only: the transaction helper, to provoke real

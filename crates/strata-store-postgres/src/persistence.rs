@@ -14,8 +14,14 @@ use tokio_postgres::{IsolationLevel, NoTls};
 
 /// The migrations, in order: (version, name, SQL). A version once released is never
 /// edited; a change is a new file.
-pub(crate) const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (
+        2,
+        "liveness",
+        include_str!("../migrations/0002_liveness.sql"),
+    ),
+];
 
 /// The advisory lock that serializes migrations of one database (any value, fixed
 /// forever: every version of Strata must use the same one). "strata-m" in ASCII.

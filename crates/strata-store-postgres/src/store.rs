@@ -1,13 +1,13 @@
 //! [`PostgresMetadataStore`]: the [`MetadataStore`] port, one method per operation, each
 //! one transaction through [`persistence::transact`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use deadpool_postgres::{Pool, Transaction};
 use strata_core::block_map::NodeHash;
 use strata_core::ports::{
-    BlockWrite, CreateOutcome, GcView, MetadataStore, PendingWrites, RecordBlockError,
-    RecordChange, Seal, SealError, Stamp, StoreError,
+    AnnouncementId, BlockWrite, CreateOutcome, GcView, MetadataStore, PendingWrites,
+    RecordBlockError, RecordChange, Seal, SealError, Stamp, StoreError,
 };
 use strata_core::snapshot::{SnapshotRecord, SnapshotStatus};
 use strata_types::{AccountId, BlockIndex, ChunkDigest, SnapshotId};
@@ -359,6 +359,7 @@ async fn gc_view(
         Vec<SnapshotRecord>,
         Vec<(SnapshotId, Vec<ChunkDigest>)>,
         Vec<(NodeHash, Stamp)>,
+        HashSet<ChunkDigest>,
     ),
     Failure,
 > {
@@ -416,9 +417,24 @@ async fn gc_view(
             .map_err(|_| StoreError::Corrupt("a node hash that is not 32 bytes".into()))?;
         nodes.push((NodeHash(hash), stamp_of(column(&row, 1)?)?));
     }
+    // Read after the cutoff the caller took before asking for the view (see `gc`).
+    let mut announced = HashSet::new();
+    for row in txn
+        .query(
+            "SELECT digest FROM announcements WHERE expires_at > now()",
+            &[],
+        )
+        .await?
+    {
+        announced.insert(digest_of(column(&row, 0)?)?);
+    }
     txn.commit().await?;
-    Ok((start, records, pending, nodes))
+    Ok((start, records, pending, nodes, announced))
 }
+
+/// How long an announcement of a node that died before withdrawing it keeps its chunk
+/// from GC: longer than any Put takes (a Put's body has its own deadline).
+const ANNOUNCEMENT_TTL_MS: f64 = 3_600_000.0;
 
 impl MetadataStore for PostgresMetadataStore {
     type Nodes = PgNodes;
@@ -638,14 +654,113 @@ impl MetadataStore for PostgresMetadataStore {
         })
         .await
         .map_err(|e| StoreError::Backend(format!("the GC view task failed: {e}")))??;
-        let (start, records, pending, nodes) = view;
+        let (start, records, pending, nodes, announced) = view;
         Ok(GcView {
             start,
             records,
             pending,
             nodes,
+            announced,
             reader: self.nodes.reader(),
         })
+    }
+
+    async fn announce_put(&self, digest: ChunkDigest) -> Result<AnnouncementId, StoreError> {
+        let op = "announce a put";
+        let client = persistence::connection(&self.pool).await?;
+        let row = client
+            .query_one(
+                "INSERT INTO announcements (digest, expires_at)
+                 VALUES ($1, now() + $2 * interval '1 millisecond') RETURNING id",
+                &[&digest.0.as_slice(), &ANNOUNCEMENT_TTL_MS],
+            )
+            .await
+            .map_err(|e| persistence::classify(e, op))?;
+        let id: i64 = column(&row, 0)?;
+        u64::try_from(id)
+            .map(AnnouncementId)
+            .map_err(|_| StoreError::Corrupt(format!("announcement id {id}")))
+    }
+
+    fn withdraw_put(&self, id: AnnouncementId) {
+        // Fire and forget (the port's contract): an announcement that cannot be deleted
+        // now lapses at its expiry.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Ok(id) = i64::try_from(id.0) else {
+            return;
+        };
+        let pool = self.pool.clone();
+        runtime.spawn(async move {
+            let deleted = match persistence::connection(&pool).await {
+                Ok(client) => client
+                    .execute("DELETE FROM announcements WHERE id = $1", &[&id])
+                    .await
+                    .map_err(|e| persistence::classify(e, "withdraw a put")),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = deleted {
+                tracing::debug!(%error, "an announcement lapses instead of being withdrawn");
+            }
+        });
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let op = "acquire a lease";
+        // A float: PostgreSQL multiplies an interval by `double precision`.
+        let ttl_ms = ttl.as_secs_f64() * 1000.0;
+        let client = persistence::connection(&self.pool).await?;
+        // One statement, so atomic: taken if absent, renewed by its holder, or taken over
+        // once expired (by the database's clock).
+        let row = client
+            .query_opt(
+                "INSERT INTO leases (name, holder, expires_at)
+                 VALUES ($1, $2, now() + $3 * interval '1 millisecond')
+                 ON CONFLICT (name) DO UPDATE
+                   SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+                   WHERE leases.holder = EXCLUDED.holder OR leases.expires_at <= now()
+                 RETURNING holder",
+                &[&name, &holder, &ttl_ms],
+            )
+            .await
+            .map_err(|e| persistence::classify(e, op))?;
+        Ok(row.is_some())
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let client = persistence::connection(&self.pool).await?;
+        client
+            .execute(
+                "DELETE FROM leases WHERE name = $1 AND holder = $2",
+                &[&name, &holder],
+            )
+            .await
+            .map_err(|e| persistence::classify(e, "release a lease"))?;
+        Ok(())
+    }
+
+    async fn secret(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let op = "read a cluster secret";
+        let client = persistence::connection(&self.pool).await?;
+        // Insert-if-absent, then read what is stored: whoever inserted first wins.
+        client
+            .execute(
+                "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&name, &candidate],
+            )
+            .await
+            .map_err(|e| persistence::classify(e, op))?;
+        let row = client
+            .query_one("SELECT value FROM secrets WHERE name = $1", &[&name])
+            .await
+            .map_err(|e| persistence::classify(e, op))?;
+        column(&row, 0)
     }
 
     async fn delete_nodes(
