@@ -12,6 +12,7 @@ pub mod app;
 pub mod auth;
 pub mod background;
 pub mod config;
+pub mod connections;
 pub mod credentials;
 pub mod dispatch;
 pub mod ec2;
