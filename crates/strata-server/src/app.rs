@@ -37,6 +37,8 @@ pub struct AppState {
     pub root_account: AccountId,
     /// How garbage collection runs.
     pub gc_options: GcOptions,
+    /// Body deadline and memory budget of requests in flight.
+    pub limits: crate::limits::RequestLimits,
 }
 
 const TOKEN_KEY_FILE: &str = "token-key";
@@ -97,6 +99,7 @@ pub fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         gc_options: GcOptions {
             chunk_grace: settings.gc_grace,
         },
+        limits: crate::limits::RequestLimits::new(&settings.limits),
     })
 }
 

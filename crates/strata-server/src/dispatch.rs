@@ -20,6 +20,7 @@ use tracing::Instrument;
 use crate::app::AppState;
 use crate::auth::authenticate;
 use crate::error::ApiError;
+use crate::limits::Reservation;
 use crate::{admin, ec2, handlers};
 
 /// Largest body accepted by operations other than PutSnapshotBlock (StartSnapshot's JSON).
@@ -151,7 +152,7 @@ async fn run_ebs(
         )
         .await;
     }
-    let body = read_small_body(state, body, MAX_SMALL_BODY).await?;
+    let (body, _reservation) = read_small_body(state, body, MAX_SMALL_BODY).await?;
     let caller = authenticate(state, &parts, Some(&sha256_hex(&body)), EBS_SERVICE)?;
     match op {
         Operation::StartSnapshot => handlers::start_snapshot::handle(state, &caller, &body).await,
@@ -178,10 +179,15 @@ async fn run_ebs(
 /// Read, authenticate and run an EC2 Query request; errors are rendered as EC2 XML.
 async fn run_ec2(state: &AppState, request: Request<Body>, request_id: &str) -> (String, Response) {
     let (parts, body) = request.into_parts();
-    let body = match read_small_body(state, body, MAX_EC2_BODY).await {
-        Ok(body) => body,
+    let (body, _reservation) = match read_small_body(state, body, MAX_EC2_BODY).await {
+        Ok(read) => read,
         Err(error) => {
-            let error = Ec2Error::new(Ec2ErrorCode::InvalidParameterValue, error.0.message);
+            let code = if error.0.code == ErrorCode::RequestThrottledException {
+                Ec2ErrorCode::RequestLimitExceeded
+            } else {
+                Ec2ErrorCode::InvalidParameterValue
+            };
+            let error = Ec2Error::new(code, error.0.message);
             return ("Ec2".to_owned(), ec2::error_response(&error, request_id));
         }
     };
@@ -198,7 +204,7 @@ async fn run_ec2(state: &AppState, request: Request<Body>, request_id: &str) -> 
 /// Authenticate and run an admin request.
 async fn run_admin(state: &AppState, request: Request<Body>) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
-    let body = read_small_body(state, body, MAX_SMALL_BODY).await?;
+    let (body, _reservation) = read_small_body(state, body, MAX_SMALL_BODY).await?;
     let caller = authenticate(
         state,
         &parts,
@@ -208,15 +214,23 @@ async fn run_admin(state: &AppState, request: Request<Body>) -> Result<Response,
     admin::handle(state, &caller, &parts).await
 }
 
-/// Read a small body whole, within the size limit and the stall timeout.
+/// Read a small body whole, within the size limit and the body timeout (which bounds the
+/// whole body, not only its stalls), after reserving its announced size (`content-length`:
+/// nothing for a request without a body; `limit` for a chunked one) from the memory
+/// budget. The caller holds the reservation until the request is done.
 async fn read_small_body(
     state: &AppState,
     body: Body,
     limit: usize,
-) -> Result<bytes::Bytes, ApiError> {
+) -> Result<(bytes::Bytes, Reservation), ApiError> {
+    let announced = http_body::Body::size_hint(&body)
+        .upper()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(limit);
+    let reservation = state.limits.try_reserve(announced.min(limit))?;
     let limited = http_body_util::Limited::new(body, limit);
     match tokio::time::timeout(state.body_timeout, limited.collect()).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Ok(collected)) => Ok((collected.to_bytes(), reservation)),
         Ok(Err(error)) => Err(ApiError::invalid_parameter(format!(
             "The request body could not be read (at most {limit} bytes): {error}"
         ))),

@@ -18,6 +18,7 @@ pub mod dispatch;
 pub mod ec2;
 pub mod error;
 pub mod handlers;
+pub mod limits;
 
 pub use app::{RunningServer, serve, start};
 pub use config::Settings;

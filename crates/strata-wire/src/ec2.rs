@@ -97,6 +97,8 @@ pub enum Ec2ErrorCode {
     InvalidAction,
     /// 400: more than 50 tags on a resource.
     TagLimitExceeded,
+    /// 503: the server is busy; retry with backoff (SDKs retry it as throttling).
+    RequestLimitExceeded,
     /// 412: `DryRun` was set and the request would have succeeded.
     DryRunOperation,
     /// 401: unknown access key, or no authentication.
@@ -123,6 +125,7 @@ impl Ec2ErrorCode {
             Ec2ErrorCode::MissingParameter => "MissingParameter",
             Ec2ErrorCode::InvalidAction => "InvalidAction",
             Ec2ErrorCode::TagLimitExceeded => "TagLimitExceeded",
+            Ec2ErrorCode::RequestLimitExceeded => "RequestLimitExceeded",
             Ec2ErrorCode::DryRunOperation => "DryRunOperation",
             Ec2ErrorCode::AuthFailure => "AuthFailure",
             Ec2ErrorCode::SignatureDoesNotMatch => "SignatureDoesNotMatch",
@@ -139,6 +142,7 @@ impl Ec2ErrorCode {
             Ec2ErrorCode::AuthFailure => 401,
             Ec2ErrorCode::SignatureDoesNotMatch => 403,
             Ec2ErrorCode::InternalError => 500,
+            Ec2ErrorCode::RequestLimitExceeded => 503,
             _ => 400,
         }
     }

@@ -1,5 +1,5 @@
 //! Connection limits over a real socket: the request-head deadline, the idle keep-alive
-//! timeout and the connection cap.
+//! timeout, the connection cap, and the overall body deadline.
 
 use std::time::{Duration, Instant};
 
@@ -7,7 +7,8 @@ use aws_sdk_ebs::error::ProvideErrorMetadata;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{Harness, SocketHarness};
+use crate::harness::{BLOCK, Harness, RawRequest, SocketHarness, block};
+use crate::sdk::{complete, list_all, start};
 
 /// The longest any of these tests waits for the server to do something.
 const PATIENCE: Duration = Duration::from_secs(5);
@@ -151,4 +152,51 @@ async fn connections_beyond_the_cap_are_answered_503_and_closed() {
     assert!(read_response(&mut fourth).await.starts_with("HTTP/1.1 200"));
     drop((second, fourth));
     server.stop().await;
+}
+
+/// The stall timer alone lets a body that trickles (one piece before each stall) live
+/// forever; the body deadline ends it however steadily it arrives.
+#[tokio::test]
+async fn a_steadily_trickled_put_body_is_cut_off_at_the_body_deadline() {
+    use http_body_util::channel::Channel;
+    let deadline = Duration::from_millis(1000);
+    let harness = Harness::with_settings(|s| {
+        s.body_timeout = Duration::from_millis(300);
+        s.limits.body_deadline = deadline;
+    });
+    let client = harness.client();
+    let id = start(&client, 1, None).await;
+    let data = block(9);
+    // 64 pieces 100 ms apart: never 300 ms of silence, 6.4 s in all.
+    let (mut sender, body) = Channel::<bytes::Bytes>::new(1);
+    let pieces: Vec<bytes::Bytes> = data
+        .chunks(BLOCK / 64)
+        .map(bytes::Bytes::copy_from_slice)
+        .collect();
+    let feeder = tokio::spawn(async move {
+        for piece in pieces {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if sender.send_data(piece).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut trickle = RawRequest::put_block(&id, "0", data.clone());
+    trickle.streamed = Some(axum::body::Body::new(body));
+    let started = Instant::now();
+    let response = harness.raw(trickle).await;
+    let took = started.elapsed();
+    response.assert_error(400, "ValidationException", "INVALID_PARAMETER_VALUE");
+    let message = response.json()["Message"].as_str().unwrap_or("").to_owned();
+    assert!(message.contains("Failed to read block data"), "{message}");
+    assert!(
+        took >= deadline && took < deadline * 3,
+        "cut off after {took:?}"
+    );
+    feeder.abort();
+    complete(&client, &id, 0, None).await;
+    assert!(
+        list_all(&client, &id, 100).await.is_empty(),
+        "nothing was recorded"
+    );
 }

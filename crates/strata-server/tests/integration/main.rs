@@ -9,6 +9,7 @@ mod gc;
 mod harness;
 mod lineage;
 mod operations;
+mod overload;
 mod persistence;
 mod sdk;
 mod socket;
