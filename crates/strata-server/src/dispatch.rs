@@ -31,12 +31,16 @@ const MAX_EC2_BODY: usize = 1024 * 1024;
 const EBS_SERVICE: &str = "ebs";
 const EC2_SERVICE: &str = "ec2";
 
-/// The router: `/health` for load balancers, everything else through [`handle`].
+/// The router: `/health` for load balancers, everything else through [`handle`]; a panic
+/// anywhere below is answered by [`crate::panics::catch_panics`].
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/health", get(health))
+    let router = Router::new().route("/health", get(health));
+    #[cfg(test)]
+    let router = router.route(tests::PANIC_PATH, get(tests::panic_handler));
+    router
         .fallback(handle)
         .with_state(state)
+        .layer(axum::middleware::from_fn(crate::panics::catch_panics))
 }
 
 async fn health() -> Response {
@@ -266,4 +270,84 @@ pub fn json_response(status: u16, body: &impl serde::Serialize) -> Result<Respon
         HeaderValue::from_static("application/json"),
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::response::Response;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A route that panics, present only in this crate's unit tests.
+    pub(super) const PANIC_PATH: &str = "/_strata_test/panic";
+
+    pub(super) async fn panic_handler() -> Response {
+        panic!("a handler bug");
+    }
+
+    /// Read one response with a `content-length` body from a keep-alive connection.
+    async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
+        let mut data = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&data).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(str::to_owned)
+                    })
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    return text;
+                }
+            }
+            let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+                .await
+                .expect("the server answers")
+                .expect("read");
+            assert!(read > 0, "the connection was dropped: {text:?}");
+            data.extend_from_slice(&buffer[..read]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_internal_server_exception_and_keeps_the_connection() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = crate::Settings::new(dir.path().join("data")).expect("settings");
+        settings.listen = "127.0.0.1:0".parse().expect("addr");
+        settings.root_key_from_env = Some(("AKIDTEST".into(), "secret".into()));
+        settings.gc_interval = None;
+        let server = crate::app::start(&settings, Arc::new(strata_core::SystemClock))
+            .await
+            .expect("server starts");
+        let mut stream = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        let request = format!("GET {PANIC_PATH} HTTP/1.1\r\nhost: x\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let answer = read_response(&mut stream).await;
+        assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+        assert!(
+            answer.contains("x-amzn-errortype: InternalServerException"),
+            "{answer}"
+        );
+        assert!(answer.contains("x-amzn-requestid: "), "{answer}");
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let json: serde_json::Value = serde_json::from_str(body).expect("JSON body");
+        assert!(json["Message"].as_str().is_some_and(|m| !m.is_empty()));
+        // The same connection serves the next request.
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+        drop(stream);
+        server.stop().await.expect("stops");
+    }
 }

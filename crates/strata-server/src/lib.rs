@@ -19,6 +19,7 @@ pub mod ec2;
 pub mod error;
 pub mod handlers;
 pub mod limits;
+pub mod panics;
 
 pub use app::{RunningServer, serve, start};
 pub use config::Settings;
