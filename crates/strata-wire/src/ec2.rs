@@ -223,6 +223,12 @@ impl Xml {
     }
 }
 
+/// Escape `text` as XML character data that every parser reads back as `text`, except
+/// for characters XML 1.0 cannot carry at all (C0 controls other than tab, line feed and
+/// carriage return, U+FFFE and U+FFFF; not even as `&#…;` references), which become U+FFFD.
+///
+/// Descriptions and tags may hold any character (the model's pattern is `[\S\s]*`, and the
+/// EBS JSON view carries them all), so the EC2 view must not trust them to be XML-safe.
 fn escape_into(out: &mut String, text: &str) {
     for c in text.chars() {
         match c {
@@ -231,9 +237,17 @@ fn escape_into(out: &mut String, text: &str) {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
-            c => out.push(c),
+            // A literal CR would be read back as LF (end-of-line normalisation).
+            '\r' => out.push_str("&#xD;"),
+            c if is_xml_char(c) => out.push(c),
+            _ => out.push(char::REPLACEMENT_CHARACTER),
         }
     }
+}
+
+/// XML 1.0's `Char` production (surrogates cannot occur in a `char`).
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
 /// EC2 timestamps: ISO 8601 UTC with milliseconds, e.g. `2024-01-02T03:04:05.678Z`.
@@ -276,6 +290,57 @@ mod tests {
         assert!(body.contains(
             "<Response><Errors><Error><Code>InvalidSnapshot.NotFound</Code><Message>a &lt;b&gt; &amp; &apos;c&apos;</Message></Error></Errors><RequestID>req-1</RequestID></Response>"
         ));
+    }
+
+    #[test]
+    fn text_xml_cannot_carry_becomes_the_replacement_character() {
+        let mut xml = Xml::default();
+        xml.leaf(
+            "d",
+            "a\u{0}b\u{1b}c\rd\te\nf\u{fffe}\u{ffff}\u{7f}\u{10000}",
+        );
+        assert_eq!(
+            xml.finish(),
+            "<d>a\u{fffd}b\u{fffd}c&#xD;d\te\nf\u{fffd}\u{fffd}\u{7f}\u{10000}</d>"
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever the text, the document parses and reads back as the text with only
+        /// the characters XML cannot carry replaced.
+        #[test]
+        fn any_text_makes_a_well_formed_document(text in "\\PC*|[\\x00-\\x20\\u{fffe}\\u{ffff}a<&>]*") {
+            let mut xml = Xml::document();
+            xml.leaf("d", &text);
+            let document = xml.finish();
+            let expected: String = text
+                .chars()
+                .map(|c| if is_xml_char(c) { c } else { char::REPLACEMENT_CHARACTER })
+                .collect();
+            proptest::prop_assert_eq!(parse_leaf(&document), Some(expected));
+        }
+    }
+
+    /// The text of a one-element document, decoding the five entities and `&#xD;`
+    /// (roxmltree is not a dependency of this crate; the server's tests parse with it).
+    fn parse_leaf(document: &str) -> Option<String> {
+        let body = document.split_once("?>\n")?.1;
+        let inner = body.strip_prefix("<d>")?.strip_suffix("</d>")?;
+        if inner
+            .chars()
+            .any(|c| !is_xml_char(c) || c == '<' || c == '\r')
+        {
+            return None;
+        }
+        Some(
+            inner
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&#xD;", "\r")
+                .replace("&amp;", "&"),
+        )
     }
 
     #[test]

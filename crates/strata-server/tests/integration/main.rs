@@ -7,6 +7,7 @@ mod errors;
 mod external_clients;
 mod gc;
 mod harness;
+mod hostile_input;
 mod lineage;
 mod operations;
 mod overload;

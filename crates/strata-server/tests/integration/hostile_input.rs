@@ -1,0 +1,79 @@
+//! Hostile input: text XML cannot carry.
+
+use aws_sdk_ebs::types::Tag;
+
+use crate::harness::{Harness, RawRequest};
+
+/// The text of the first `name` element under each `<snapshotSet><item>`.
+fn item_texts(response: &crate::harness::RawResponse, name: &str) -> Vec<String> {
+    let doc = response.xml();
+    doc.descendants()
+        .filter(|n| n.has_tag_name(name))
+        .map(|n| n.text().unwrap_or("").to_owned())
+        .collect()
+}
+
+/// Descriptions and tags may hold any character (the model's pattern is `[\S\s]*`), but
+/// XML 1.0 cannot carry most C0 controls, nor U+FFFE/U+FFFF, even as character references.
+/// The EC2 view shows each such character as U+FFFD; the EBS view keeps the value.
+#[tokio::test]
+async fn ec2_answers_stay_well_formed_whatever_text_was_stored() {
+    let harness = Harness::new();
+    let client = harness.client();
+    let description = "disk\u{0}one\u{1b}[31m\rline\ttab\u{ffff}end";
+    let started = client
+        .start_snapshot()
+        .volume_size(1)
+        .description(description)
+        .tags(Tag::builder().key("k\u{7}").value("v\u{8}\u{c}").build())
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(started.description(), Some(description), "stored as given");
+    let id = started.snapshot_id().expect("id").to_owned();
+    let tagged = harness
+        .raw(RawRequest::ec2(&[
+            ("Action", "CreateTags"),
+            ("ResourceId.1", &id),
+            ("Tag.1.Key", "added"),
+            ("Tag.1.Value", "\u{1}\u{2}\u{3}"),
+        ]))
+        .await;
+    assert_eq!(
+        tagged.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&tagged.body)
+    );
+
+    let response = harness
+        .raw(RawRequest::ec2(&[
+            ("Action", "DescribeSnapshots"),
+            ("SnapshotId.1", &id),
+        ]))
+        .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        item_texts(&response, "description"),
+        vec!["disk\u{fffd}one\u{fffd}[31m\rline\ttab\u{fffd}end"]
+    );
+    let mut keys = item_texts(&response, "key");
+    keys.sort();
+    assert_eq!(keys, vec!["added", "k\u{fffd}"]);
+    let mut values = item_texts(&response, "value");
+    values.sort();
+    assert_eq!(
+        values,
+        vec!["v\u{fffd}\u{fffd}", "\u{fffd}\u{fffd}\u{fffd}"]
+    );
+
+    // Filters still match the stored text.
+    let filtered = harness
+        .raw(RawRequest::ec2(&[
+            ("Action", "DescribeSnapshots"),
+            ("Filter.1.Name", "tag:added"),
+            ("Filter.1.Value.1", "\u{1}\u{2}\u{3}"),
+        ]))
+        .await;
+    assert_eq!(item_texts(&filtered, "snapshotId"), vec![id]);
+}
