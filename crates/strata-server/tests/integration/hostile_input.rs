@@ -1,8 +1,11 @@
-//! Hostile input: text XML cannot carry.
+//! Hostile input: text XML cannot carry, and EC2 requests built to cost quadratic work.
+
+use std::time::{Duration, Instant};
 
 use aws_sdk_ebs::types::Tag;
 
 use crate::harness::{Harness, RawRequest};
+use crate::sdk::start;
 
 /// The text of the first `name` element under each `<snapshotSet><item>`.
 fn item_texts(response: &crate::harness::RawResponse, name: &str) -> Vec<String> {
@@ -76,4 +79,76 @@ async fn ec2_answers_stay_well_formed_whatever_text_was_stored() {
         ]))
         .await;
     assert_eq!(item_texts(&filtered, "snapshotId"), vec![id]);
+}
+
+/// Parameters are grouped in O(n log n), and the filters, values and ids a request may
+/// carry are bounded, so one 1 MiB form cannot buy seconds of CPU.
+#[tokio::test]
+async fn ec2_requests_cannot_buy_quadratic_work() {
+    let harness = Harness::new();
+    let client = harness.client();
+    start(&client, 1, None).await;
+
+    // 30,000 distinct filters (about 900 KiB): refused, and quickly.
+    let names: Vec<(String, String)> = (1..=30_000)
+        .map(|n| (format!("Filter.{n}.Name"), "status".to_owned()))
+        .collect();
+    let mut params: Vec<(&str, &str)> = vec![("Action", "DescribeSnapshots")];
+    params.extend(names.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let started = Instant::now();
+    let response = harness.raw(RawRequest::ec2(&params)).await;
+    let took = started.elapsed();
+    response.assert_ec2_error(400, "FilterLimitExceeded");
+    assert!(took < Duration::from_secs(3), "answered after {took:?}");
+
+    // Too many values in one filter, too many ids: refused.
+    let values: Vec<(String, String)> = (1..=201)
+        .map(|n| (format!("Filter.1.Value.{n}"), "pending".to_owned()))
+        .collect();
+    let mut params: Vec<(&str, &str)> =
+        vec![("Action", "DescribeSnapshots"), ("Filter.1.Name", "status")];
+    params.extend(values.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    harness
+        .raw(RawRequest::ec2(&params))
+        .await
+        .assert_ec2_error(400, "FilterLimitExceeded");
+    let ids: Vec<(String, String)> = (1..=1001)
+        .map(|n| (format!("SnapshotId.{n}"), format!("snap-{n:017x}")))
+        .collect();
+    let mut params: Vec<(&str, &str)> = vec![("Action", "DescribeSnapshots")];
+    params.extend(ids.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    harness
+        .raw(RawRequest::ec2(&params))
+        .await
+        .assert_ec2_error(400, "InvalidParameterValue");
+
+    // The limits themselves are served: 50 filters of 200 values each.
+    let mut owned = Vec::new();
+    for filter in 1..=50 {
+        owned.push((format!("Filter.{filter}.Name"), "status".to_owned()));
+        for value in 1..=200 {
+            owned.push((format!("Filter.{filter}.Value.{value}"), "p?nd*".to_owned()));
+        }
+    }
+    let mut params: Vec<(&str, &str)> = vec![("Action", "DescribeSnapshots")];
+    params.extend(owned.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let response = harness.raw(RawRequest::ec2(&params)).await;
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert_eq!(item_texts(&response, "snapshotId").len(), 1);
+
+    // MaxResults outside 5..=1000 is an error, negative values included.
+    for max in ["-1", "0", "4", "1001", "99999999999"] {
+        harness
+            .raw(RawRequest::ec2(&[
+                ("Action", "DescribeSnapshots"),
+                ("MaxResults", max),
+            ]))
+            .await
+            .assert_ec2_error(400, "InvalidParameterValue");
+    }
 }
