@@ -13,12 +13,12 @@ use http::{HeaderValue, Request, StatusCode};
 use http_body_util::BodyExt;
 use strata_sigv4::sha256_hex;
 use strata_wire::ec2::{Ec2Error, Ec2ErrorCode, Params};
-use strata_wire::headers::{ERROR_TYPE, REQUEST_ID};
+use strata_wire::headers::{CHECKSUM, ERROR_TYPE, REQUEST_ID};
 use strata_wire::{ErrorCode, Operation, WireError, route};
 use tracing::Instrument;
 
 use crate::app::AppState;
-use crate::auth::authenticate;
+use crate::auth::{BodySigning, authenticate};
 use crate::error::ApiError;
 use crate::limits::Reservation;
 use crate::{admin, ec2, handlers};
@@ -144,8 +144,15 @@ async fn run_ebs(
         block_index,
     } = op
     {
-        // The block body streams; the signature covers it only through x-amz-content-sha256.
-        let caller = authenticate(state, &parts, None, EBS_SERVICE)?;
+        // The block body streams; the signature covers it only through x-amz-content-sha256
+        // or, with UNSIGNED-PAYLOAD (as the SDKs send it), through the signed x-amz-Checksum.
+        let caller = authenticate(
+            state,
+            &parts,
+            None,
+            EBS_SERVICE,
+            BodySigning::UnsignedIfSigned(CHECKSUM),
+        )?;
         return handlers::put_snapshot_block::handle(
             state,
             &caller,
@@ -157,7 +164,13 @@ async fn run_ebs(
         .await;
     }
     let (body, _reservation) = read_small_body(state, body, MAX_SMALL_BODY).await?;
-    let caller = authenticate(state, &parts, Some(&sha256_hex(&body)), EBS_SERVICE)?;
+    let caller = authenticate(
+        state,
+        &parts,
+        Some(&sha256_hex(&body)),
+        EBS_SERVICE,
+        BodySigning::Signed,
+    )?;
     match op {
         Operation::StartSnapshot => handlers::start_snapshot::handle(state, &caller, &body).await,
         Operation::CompleteSnapshot { snapshot_id } => {
@@ -197,7 +210,14 @@ async fn run_ec2(state: &AppState, request: Request<Body>, request_id: &str) -> 
     };
     let params = Params::parse_form(&body);
     let name = ec2::action(&params).unwrap_or("Ec2").to_owned();
-    let result = match authenticate(state, &parts, Some(&sha256_hex(&body)), EC2_SERVICE) {
+    let signed = authenticate(
+        state,
+        &parts,
+        Some(&sha256_hex(&body)),
+        EC2_SERVICE,
+        BodySigning::Signed,
+    );
+    let result = match signed {
         Ok(caller) => ec2::handle(state, &caller, &params, request_id).await,
         Err(error) => Err(ec2::auth_error(&error)),
     };
@@ -214,6 +234,7 @@ async fn run_admin(state: &AppState, request: Request<Body>) -> Result<Response,
         &parts,
         Some(&sha256_hex(&body)),
         strata_wire::admin::SERVICE,
+        BodySigning::Signed,
     )?;
     admin::handle(state, &caller, &parts).await
 }

@@ -1,10 +1,11 @@
-//! Hostile input: text XML cannot carry, and EC2 requests built to cost quadratic work.
+//! Hostile input: text XML cannot carry, EC2 requests built to cost quadratic work, and
+//! payloads signed `UNSIGNED-PAYLOAD` where the SDKs never send it.
 
 use std::time::{Duration, Instant};
 
 use aws_sdk_ebs::types::Tag;
 
-use crate::harness::{Harness, RawRequest};
+use crate::harness::{Harness, RawRequest, block};
 use crate::sdk::start;
 
 /// The text of the first `name` element under each `<snapshotSet><item>`.
@@ -151,4 +152,68 @@ async fn ec2_requests_cannot_buy_quadratic_work() {
             .await
             .assert_ec2_error(400, "InvalidParameterValue");
     }
+}
+
+/// `UNSIGNED-PAYLOAD` leaves the body unauthenticated. The SDKs send it only for
+/// PutSnapshotBlock, whose body is then bound to the signature by the signed
+/// `x-amz-Checksum`; anywhere else, or without that header signed, it is refused.
+#[tokio::test]
+async fn unsigned_payloads_are_accepted_only_for_puts_with_a_signed_checksum() {
+    let harness = Harness::new();
+    let client = harness.client();
+    let id = start(&client, 1, None).await;
+
+    let mut start_unsigned = RawRequest::new("POST", "/snapshots")
+        .header("content-type", "application/json")
+        .body(br#"{"VolumeSize":1}"#.to_vec());
+    start_unsigned.unsigned_payload = true;
+    harness
+        .raw(start_unsigned)
+        .await
+        .assert_error(400, "IncompleteSignatureException", "");
+
+    let mut complete_unsigned = RawRequest::new("POST", format!("/snapshots/completion/{id}"))
+        .header("x-amz-changedblockscount", "0");
+    complete_unsigned.unsigned_payload = true;
+    harness
+        .raw(complete_unsigned)
+        .await
+        .assert_error(400, "IncompleteSignatureException", "");
+
+    let mut describe_unsigned = RawRequest::ec2(&[("Action", "DescribeSnapshots")]);
+    describe_unsigned.unsigned_payload = true;
+    harness
+        .raw(describe_unsigned)
+        .await
+        .assert_ec2_error(400, "IncompleteSignature");
+
+    let mut admin_unsigned = RawRequest::admin("GET", "/snapshots");
+    admin_unsigned.unsigned_payload = true;
+    harness
+        .raw(admin_unsigned)
+        .await
+        .assert_error(400, "IncompleteSignatureException", "");
+
+    // A Put whose x-amz-Checksum is not signed: body and checksum could both be swapped.
+    let data = block(1);
+    let mut unsigned_checksum = RawRequest::new("PUT", format!("/snapshots/{id}/blocks/0"))
+        .header("x-amz-data-length", "524288")
+        .header("x-amz-checksum-algorithm", "SHA256")
+        .body(data.clone());
+    unsigned_checksum.unsigned_payload = true;
+    unsigned_checksum.unsigned_headers =
+        vec![("x-amz-checksum".to_owned(), crate::harness::checksum(&data))];
+    harness
+        .raw(unsigned_checksum)
+        .await
+        .assert_error(400, "IncompleteSignatureException", "");
+
+    // As the SDKs send it: accepted.
+    let response = harness.raw(RawRequest::put_block(&id, "0", data)).await;
+    assert_eq!(
+        response.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
 }
