@@ -1,6 +1,7 @@
 //! Integration tests of the Strata server through real clients: `aws-sdk-ebs` (SigV4 and
 //! serialization as AWS ships them) and raw signed HTTP for inputs the SDK will not send.
 
+mod arbitrary_requests;
 mod connections;
 mod ec2;
 mod errors;
