@@ -1,7 +1,6 @@
 //! The composition root: opens the stores, builds the service and the router, runs the
 //! listener until shutdown.
 
-use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -42,6 +41,8 @@ pub struct AppState {
     /// This process's name as a lease holder (unique per start): background work that
     /// runs once per cluster takes its lease under it.
     pub node_id: String,
+    /// Body deadline and memory budget of requests in flight.
+    pub limits: crate::limits::RequestLimits,
 }
 
 /// Where the first format kept the token key.
@@ -132,6 +133,7 @@ pub fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
             chunk_grace: settings.gc_grace,
         },
         node_id: format!("strata-{}", uuid::Uuid::new_v4()),
+        limits: crate::limits::RequestLimits::new(&settings.limits),
     })
 }
 
@@ -177,19 +179,10 @@ pub async fn start(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         stopped,
     ));
     let app = router(state);
-    let task = tokio::spawn(async move {
-        // Answers are small and written whole: send them at once (no Nagle delay).
-        let listener = listener.tap_io(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = signal.await;
-            })
-            .await
-    });
+    let limits = settings.limits;
+    let task = tokio::spawn(crate::connections::serve(listener, app, limits, async {
+        let _ = signal.await;
+    }));
     tracing::info!(%addr, "strata is listening");
     Ok(RunningServer {
         addr,

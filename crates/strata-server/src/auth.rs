@@ -17,14 +17,27 @@ pub struct Caller {
     pub payload_hash: PayloadHash,
 }
 
+/// How a request's body must be signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodySigning {
+    /// The signature covers the body's SHA-256 (every operation but PutSnapshotBlock).
+    Signed,
+    /// `UNSIGNED-PAYLOAD` is also accepted, as the SDKs send PutSnapshotBlock, but only if
+    /// this header, which binds the body (`x-amz-Checksum`), is among the signed headers
+    /// when present (when absent, the operation's own validation refuses the request).
+    UnsignedIfSigned(&'static str),
+}
+
 /// Verify the request's signature, made for `service` (`ebs`, `ec2` or the admin API's
 /// `strata`). `body_sha256_hex` is the hash of an already-read body, or `None` for a
 /// streamed one (whose `x-amz-content-sha256` header then says what was signed).
+/// `UNSIGNED-PAYLOAD` is refused (`IncompleteSignatureException`) unless `body` allows it.
 pub fn authenticate(
     state: &AppState,
     parts: &Parts,
     body_sha256_hex: Option<&str>,
     service: &str,
+    body: BodySigning,
 ) -> Result<Caller, AuthError> {
     let now_ms = state.clock.now_ms();
     let now = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
@@ -49,6 +62,29 @@ pub fn authenticate(
         return Err(AuthError::Malformed(format!(
             "Credential should be scoped to correct service: '{service}'."
         )));
+    }
+    if verified.payload_hash == PayloadHash::Unsigned {
+        match body {
+            BodySigning::Signed => {
+                return Err(AuthError::Malformed(
+                    "x-amz-content-sha256: UNSIGNED-PAYLOAD is accepted only for \
+                     PutSnapshotBlock; sign the SHA-256 of the body."
+                        .into(),
+                ));
+            }
+            BodySigning::UnsignedIfSigned(header) => {
+                // Without the header the request fails its own validation (it is required).
+                if parts.headers.contains_key(header)
+                    && !verified.signed_headers.iter().any(|h| h == header)
+                {
+                    return Err(AuthError::Malformed(format!(
+                        "With x-amz-content-sha256: UNSIGNED-PAYLOAD the '{header}' header \
+                         must be signed (SignedHeaders), or nothing binds the body to the \
+                         signature."
+                    )));
+                }
+            }
+        }
     }
     let account = state
         .keys

@@ -23,6 +23,19 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(20);
 pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(15 * 60);
 /// How long an unreferenced chunk is kept after it was last stored (see `strata_core::gc`).
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(60);
+/// How long a client has to send a whole request head, from the connection's opening or
+/// from the head's first byte. Real clients send a head in one write; nginx allows 60 s.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a keep-alive connection may sit idle between requests (an AWS load balancer
+/// allows 60 s; SDK connection pools reuse connections well within that).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections served at once; further ones are answered 503 and closed.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// How long a whole request body may take, however steadily it arrives: a 512 KiB block
+/// at 10 KiB/s. coldsnap gives up on an attempt after 20 s.
+pub const DEFAULT_BODY_DEADLINE: Duration = Duration::from_secs(60);
+/// Memory for request bodies and block reads in flight (512 blocks).
+pub const DEFAULT_BODY_BUDGET_BYTES: usize = 256 << 20;
 
 /// The optional config file (`--config`).
 #[derive(Debug, Default, Deserialize)]
@@ -37,6 +50,16 @@ pub struct ConfigFile {
     pub gc_interval_secs: Option<u64>,
     /// Seconds an unreferenced chunk is kept after it was last stored.
     pub gc_grace_secs: Option<u64>,
+    /// Seconds a client has to send a whole request head.
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds a keep-alive connection may sit idle between requests.
+    pub idle_timeout_secs: Option<u64>,
+    /// Connections served at once.
+    pub max_connections: Option<usize>,
+    /// Seconds a whole request body may take.
+    pub body_deadline_secs: Option<u64>,
+    /// MiB of request bodies and block reads in flight.
+    pub body_budget_mib: Option<usize>,
 }
 
 /// One `[[accounts]]` entry.
@@ -107,6 +130,39 @@ pub struct Settings {
     pub gc_interval: Option<Duration>,
     /// GC grace period for unreferenced chunks.
     pub gc_grace: Duration,
+    /// Bounds on connections and on requests in flight.
+    pub limits: Limits,
+}
+
+/// Bounds on connections and on the time and memory requests in flight may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A request head must be complete this long after the connection opened or after the
+    /// head's first byte arrived; else the connection is closed.
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection idle (no request in flight, nothing sent either way) this
+    /// long is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once; beyond, a connection is answered 503
+    /// `RequestThrottledException` and closed.
+    pub max_connections: usize,
+    /// A whole request body must arrive within this long (in addition to the stall timer).
+    pub body_deadline: Duration,
+    /// Bytes of request bodies and block reads in flight; beyond, requests are answered
+    /// `RequestThrottledException` at once.
+    pub body_budget_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            body_deadline: DEFAULT_BODY_DEADLINE,
+            body_budget_bytes: DEFAULT_BODY_BUDGET_BYTES,
+        }
+    }
 }
 
 impl Settings {
@@ -121,6 +177,7 @@ impl Settings {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             gc_interval: Some(DEFAULT_GC_INTERVAL),
             gc_grace: DEFAULT_GC_GRACE,
+            limits: Limits::default(),
         })
     }
 
@@ -137,6 +194,33 @@ impl Settings {
         if let Some(secs) = file.gc_grace_secs {
             self.gc_grace = Duration::from_secs(secs);
         }
+        let positive = |name: &str, secs: Option<u64>| -> anyhow::Result<Option<Duration>> {
+            secs.map(|secs| {
+                anyhow::ensure!(secs > 0, "{name} must be positive");
+                Ok(Duration::from_secs(secs))
+            })
+            .transpose()
+        };
+        let limits = &mut self.limits;
+        if let Some(timeout) = positive("header_read_timeout_secs", file.header_read_timeout_secs)?
+        {
+            limits.header_read_timeout = timeout;
+        }
+        if let Some(timeout) = positive("idle_timeout_secs", file.idle_timeout_secs)? {
+            limits.idle_timeout = timeout;
+        }
+        if let Some(deadline) = positive("body_deadline_secs", file.body_deadline_secs)? {
+            limits.body_deadline = deadline;
+        }
+        if let Some(max) = file.max_connections {
+            anyhow::ensure!(max > 0, "max_connections must be positive");
+            limits.max_connections = max;
+        }
+        if let Some(mib) = file.body_budget_mib {
+            // One block must fit, or no PutSnapshotBlock could ever run.
+            anyhow::ensure!(mib >= 1, "body_budget_mib must be at least 1");
+            limits.body_budget_bytes = mib.saturating_mul(1 << 20);
+        }
         Ok(self)
     }
 }
@@ -150,6 +234,11 @@ mod tests {
         let file: ConfigFile = toml::from_str(
             r#"
             body_timeout_secs = 5
+            header_read_timeout_secs = 7
+            idle_timeout_secs = 30
+            max_connections = 10
+            body_deadline_secs = 40
+            body_budget_mib = 3
             [[accounts]]
             id = "111122223333"
             [[accounts.keys]]
@@ -164,6 +253,25 @@ mod tests {
         assert_eq!(settings.extra_keys.len(), 1);
         assert_eq!(settings.extra_keys[0].account.as_str(), "111122223333");
         assert_eq!(settings.body_timeout, Duration::from_secs(5));
+        assert_eq!(
+            settings.limits,
+            Limits {
+                header_read_timeout: Duration::from_secs(7),
+                idle_timeout: Duration::from_secs(30),
+                max_connections: 10,
+                body_deadline: Duration::from_secs(40),
+                body_budget_bytes: 3 << 20,
+            }
+        );
+        for zero in [
+            "idle_timeout_secs = 0",
+            "max_connections = 0",
+            "body_budget_mib = 0",
+        ] {
+            let file: ConfigFile = toml::from_str(zero).expect("parses");
+            let settings = Settings::new("/tmp/x").expect("defaults");
+            assert!(settings.with_config_file(&file).is_err(), "{zero}");
+        }
 
         assert!(toml::from_str::<ConfigFile>("body_timeout = 5").is_err());
         let bad_account: ConfigFile =

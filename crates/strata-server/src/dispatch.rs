@@ -13,13 +13,14 @@ use http::{HeaderValue, Request, StatusCode};
 use http_body_util::BodyExt;
 use strata_sigv4::sha256_hex;
 use strata_wire::ec2::{Ec2Error, Ec2ErrorCode, Params};
-use strata_wire::headers::{ERROR_TYPE, REQUEST_ID};
+use strata_wire::headers::{CHECKSUM, ERROR_TYPE, REQUEST_ID};
 use strata_wire::{ErrorCode, Operation, WireError, route};
 use tracing::Instrument;
 
 use crate::app::AppState;
-use crate::auth::authenticate;
+use crate::auth::{BodySigning, authenticate};
 use crate::error::ApiError;
+use crate::limits::Reservation;
 use crate::{admin, ec2, handlers};
 
 /// Largest body accepted by operations other than PutSnapshotBlock (StartSnapshot's JSON).
@@ -30,12 +31,16 @@ const MAX_EC2_BODY: usize = 1024 * 1024;
 const EBS_SERVICE: &str = "ebs";
 const EC2_SERVICE: &str = "ec2";
 
-/// The router: `/health` for load balancers, everything else through [`handle`].
+/// The router: `/health` for load balancers, everything else through [`handle`]; a panic
+/// anywhere below is answered by [`crate::panics::catch_panics`].
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/health", get(health))
+    let router = Router::new().route("/health", get(health));
+    #[cfg(test)]
+    let router = router.route(tests::PANIC_PATH, get(tests::panic_handler));
+    router
         .fallback(handle)
         .with_state(state)
+        .layer(axum::middleware::from_fn(crate::panics::catch_panics))
 }
 
 async fn health() -> Response {
@@ -139,8 +144,15 @@ async fn run_ebs(
         block_index,
     } = op
     {
-        // The block body streams; the signature covers it only through x-amz-content-sha256.
-        let caller = authenticate(state, &parts, None, EBS_SERVICE)?;
+        // The block body streams; the signature covers it only through x-amz-content-sha256
+        // or, with UNSIGNED-PAYLOAD (as the SDKs send it), through the signed x-amz-Checksum.
+        let caller = authenticate(
+            state,
+            &parts,
+            None,
+            EBS_SERVICE,
+            BodySigning::UnsignedIfSigned(CHECKSUM),
+        )?;
         return handlers::put_snapshot_block::handle(
             state,
             &caller,
@@ -151,8 +163,14 @@ async fn run_ebs(
         )
         .await;
     }
-    let body = read_small_body(state, body, MAX_SMALL_BODY).await?;
-    let caller = authenticate(state, &parts, Some(&sha256_hex(&body)), EBS_SERVICE)?;
+    let (body, _reservation) = read_small_body(state, body, MAX_SMALL_BODY).await?;
+    let caller = authenticate(
+        state,
+        &parts,
+        Some(&sha256_hex(&body)),
+        EBS_SERVICE,
+        BodySigning::Signed,
+    )?;
     match op {
         Operation::StartSnapshot => handlers::start_snapshot::handle(state, &caller, &body).await,
         Operation::CompleteSnapshot { snapshot_id } => {
@@ -178,16 +196,28 @@ async fn run_ebs(
 /// Read, authenticate and run an EC2 Query request; errors are rendered as EC2 XML.
 async fn run_ec2(state: &AppState, request: Request<Body>, request_id: &str) -> (String, Response) {
     let (parts, body) = request.into_parts();
-    let body = match read_small_body(state, body, MAX_EC2_BODY).await {
-        Ok(body) => body,
+    let (body, _reservation) = match read_small_body(state, body, MAX_EC2_BODY).await {
+        Ok(read) => read,
         Err(error) => {
-            let error = Ec2Error::new(Ec2ErrorCode::InvalidParameterValue, error.0.message);
+            let code = if error.0.code == ErrorCode::RequestThrottledException {
+                Ec2ErrorCode::RequestLimitExceeded
+            } else {
+                Ec2ErrorCode::InvalidParameterValue
+            };
+            let error = Ec2Error::new(code, error.0.message);
             return ("Ec2".to_owned(), ec2::error_response(&error, request_id));
         }
     };
     let params = Params::parse_form(&body);
     let name = ec2::action(&params).unwrap_or("Ec2").to_owned();
-    let result = match authenticate(state, &parts, Some(&sha256_hex(&body)), EC2_SERVICE) {
+    let signed = authenticate(
+        state,
+        &parts,
+        Some(&sha256_hex(&body)),
+        EC2_SERVICE,
+        BodySigning::Signed,
+    );
+    let result = match signed {
         Ok(caller) => ec2::handle(state, &caller, &params, request_id).await,
         Err(error) => Err(ec2::auth_error(&error)),
     };
@@ -198,25 +228,34 @@ async fn run_ec2(state: &AppState, request: Request<Body>, request_id: &str) -> 
 /// Authenticate and run an admin request.
 async fn run_admin(state: &AppState, request: Request<Body>) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
-    let body = read_small_body(state, body, MAX_SMALL_BODY).await?;
+    let (body, _reservation) = read_small_body(state, body, MAX_SMALL_BODY).await?;
     let caller = authenticate(
         state,
         &parts,
         Some(&sha256_hex(&body)),
         strata_wire::admin::SERVICE,
+        BodySigning::Signed,
     )?;
     admin::handle(state, &caller, &parts).await
 }
 
-/// Read a small body whole, within the size limit and the stall timeout.
+/// Read a small body whole, within the size limit and the body timeout (which bounds the
+/// whole body, not only its stalls), after reserving its announced size (`content-length`:
+/// nothing for a request without a body; `limit` for a chunked one) from the memory
+/// budget. The caller holds the reservation until the request is done.
 async fn read_small_body(
     state: &AppState,
     body: Body,
     limit: usize,
-) -> Result<bytes::Bytes, ApiError> {
+) -> Result<(bytes::Bytes, Reservation), ApiError> {
+    let announced = http_body::Body::size_hint(&body)
+        .upper()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(limit);
+    let reservation = state.limits.try_reserve(announced.min(limit))?;
     let limited = http_body_util::Limited::new(body, limit);
     match tokio::time::timeout(state.body_timeout, limited.collect()).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Ok(collected)) => Ok((collected.to_bytes(), reservation)),
         Ok(Err(error)) => Err(ApiError::invalid_parameter(format!(
             "The request body could not be read (at most {limit} bytes): {error}"
         ))),
@@ -252,4 +291,84 @@ pub fn json_response(status: u16, body: &impl serde::Serialize) -> Result<Respon
         HeaderValue::from_static("application/json"),
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::response::Response;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A route that panics, present only in this crate's unit tests.
+    pub(super) const PANIC_PATH: &str = "/_strata_test/panic";
+
+    pub(super) async fn panic_handler() -> Response {
+        panic!("a handler bug");
+    }
+
+    /// Read one response with a `content-length` body from a keep-alive connection.
+    async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
+        let mut data = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&data).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(str::to_owned)
+                    })
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    return text;
+                }
+            }
+            let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+                .await
+                .expect("the server answers")
+                .expect("read");
+            assert!(read > 0, "the connection was dropped: {text:?}");
+            data.extend_from_slice(&buffer[..read]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_internal_server_exception_and_keeps_the_connection() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = crate::Settings::new(dir.path().join("data")).expect("settings");
+        settings.listen = "127.0.0.1:0".parse().expect("addr");
+        settings.root_key_from_env = Some(("AKIDTEST".into(), "secret".into()));
+        settings.gc_interval = None;
+        let server = crate::app::start(&settings, Arc::new(strata_core::SystemClock))
+            .await
+            .expect("server starts");
+        let mut stream = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        let request = format!("GET {PANIC_PATH} HTTP/1.1\r\nhost: x\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let answer = read_response(&mut stream).await;
+        assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+        assert!(
+            answer.contains("x-amzn-errortype: InternalServerException"),
+            "{answer}"
+        );
+        assert!(answer.contains("x-amzn-requestid: "), "{answer}");
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let json: serde_json::Value = serde_json::from_str(body).expect("JSON body");
+        assert!(json["Message"].as_str().is_some_and(|m| !m.is_empty()));
+        // The same connection serves the next request.
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+        drop(stream);
+        server.stop().await.expect("stops");
+    }
 }

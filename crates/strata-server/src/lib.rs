@@ -12,11 +12,14 @@ pub mod app;
 pub mod auth;
 pub mod background;
 pub mod config;
+pub mod connections;
 pub mod credentials;
 pub mod dispatch;
 pub mod ec2;
 pub mod error;
 pub mod handlers;
+pub mod limits;
+pub mod panics;
 
 pub use app::{RunningServer, serve, start};
 pub use config::Settings;

@@ -50,6 +50,8 @@
 //!   compare it with the body's SHA-256 once the body is read; when it is
 //!   [`PayloadHash::Unsigned`], the body is not authenticated at all.
 //! * Check [`VerifiedRequest::service`] and [`VerifiedRequest::region`].
+//! * Decide where [`PayloadHash::Unsigned`] is acceptable at all, and which signed header
+//!   ([`VerifiedRequest::signed_headers`]) must then bind the body (e.g. a checksum).
 //!
 //! # Example
 //!
@@ -130,6 +132,10 @@ pub struct VerifiedRequest {
     pub signed_at: time::OffsetDateTime,
     /// What the signature says about the body.
     pub payload_hash: PayloadHash,
+    /// The signed header names (lowercase, as the client listed them). With
+    /// [`PayloadHash::Unsigned`] only these headers bind the body to the signature, so a
+    /// caller accepting an unsigned body checks that the header describing it is here.
+    pub signed_headers: Vec<String>,
 }
 
 /// What the signature covers of the body.

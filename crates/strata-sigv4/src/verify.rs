@@ -59,6 +59,7 @@ pub fn verify_request(
         service: auth.scope.service,
         signed_at,
         payload_hash,
+        signed_headers: auth.signed_headers,
     })
 }
 

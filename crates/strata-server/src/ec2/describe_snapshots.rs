@@ -1,6 +1,9 @@
 //! DescribeSnapshots: the EC2 view of the caller's snapshots.
 
+use std::collections::HashSet;
+
 use strata_core::snapshot::{SnapshotRecord, SnapshotStatus};
+use strata_types::SnapshotId;
 use strata_wire::ec2::{Ec2Error, Ec2ErrorCode, Params, Xml, iso8601_ms};
 
 use super::{filters, service_error, snapshot_id};
@@ -11,6 +14,9 @@ use crate::auth::Caller;
 pub const VOLUME_ID: &str = "vol-ffffffff";
 /// `MaxResults` bounds (EC2 API reference).
 const MAX_RESULTS: std::ops::RangeInclusive<i64> = 5..=1000;
+/// Members of the `SnapshotId.N` and `Owner.N` lists one request may carry (Strata's
+/// bound, as for filters: AWS documents none).
+pub const MAX_LIST_MEMBERS: usize = 1000;
 
 /// The `progress` string: `100%` once completed, else the client's last `x-amz-Progress`.
 pub fn progress(record: &SnapshotRecord) -> String {
@@ -27,12 +33,22 @@ pub async fn handle(
     params: &Params,
     request_id: &str,
 ) -> Result<String, Ec2Error> {
-    let ids = params
-        .list("SnapshotId")
+    let ids = params.list("SnapshotId");
+    let owners = params.list("Owner");
+    for (name, count) in [("SnapshotId", ids.len()), ("Owner", owners.len())] {
+        if count > MAX_LIST_MEMBERS {
+            return Err(Ec2Error::new(
+                Ec2ErrorCode::InvalidParameterValue,
+                format!(
+                    "The request has {count} {name} values; at most {MAX_LIST_MEMBERS} are allowed."
+                ),
+            ));
+        }
+    }
+    let ids = ids
         .iter()
         .map(|id| snapshot_id(id))
         .collect::<Result<Vec<_>, _>>()?;
-    let owners = params.list("Owner");
     let filters = filters::parse(params)?;
     let max_results = params
         .get("MaxResults")
@@ -73,13 +89,15 @@ pub async fn handle(
         .await
         .map_err(service_error)?;
     if !ids.is_empty() {
-        if let Some(missing) = ids.iter().find(|id| !records.iter().any(|r| r.id == **id)) {
+        let found: HashSet<&SnapshotId> = records.iter().map(|r| &r.id).collect();
+        if let Some(missing) = ids.iter().find(|id| !found.contains(id)) {
             return Err(Ec2Error::new(
                 Ec2ErrorCode::InvalidSnapshotNotFound,
                 format!("The snapshot '{missing}' does not exist."),
             ));
         }
-        records.retain(|r| ids.contains(&r.id));
+        let wanted: HashSet<&SnapshotId> = ids.iter().collect();
+        records.retain(|r| wanted.contains(&r.id));
     }
     if !owners.is_empty() {
         records.retain(|r| owners.iter().any(|o| o == "self" || o == r.owner.as_str()));

@@ -27,23 +27,102 @@ const NAMES: [&str; 12] = [
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
     name: String,
-    values: Vec<String>,
+    patterns: Vec<Pattern>,
 }
 
 impl Filter {
     /// Whether `record` has a field value matching one of the filter's patterns.
     pub fn matches(&self, record: &SnapshotRecord) -> bool {
         let fields = fields(&self.name, record);
-        self.values
+        self.patterns
             .iter()
-            .any(|pattern| fields.iter().any(|field| glob(pattern, field)))
+            .any(|pattern| fields.iter().any(|field| pattern.matches(field)))
     }
 }
 
-/// Parse and validate every `Filter.N`.
+/// One token of a compiled wildcard pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    /// `*`: any run of characters.
+    Any,
+    /// `?`: any one character.
+    One,
+    /// A literal character (including an escaped `*`, `?` or `\\`).
+    Char(char),
+}
+
+/// A filter value compiled once per request, not once per snapshot compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pattern(Vec<Token>);
+
+impl Pattern {
+    /// `*` any run, `?` one character, `\\` escapes the next one (a trailing `\\` is literal).
+    fn new(pattern: &str) -> Self {
+        let mut tokens = Vec::new();
+        let mut chars = pattern.chars();
+        while let Some(c) = chars.next() {
+            tokens.push(match c {
+                '\\' => chars.next().map_or(Token::Char('\\'), Token::Char),
+                '*' => Token::Any,
+                '?' => Token::One,
+                c => Token::Char(c),
+            });
+        }
+        Self(tokens)
+    }
+
+    /// Whether the pattern matches all of `text`: O(pattern × text), two rows of state.
+    fn matches(&self, text: &str) -> bool {
+        let text: Vec<char> = text.chars().collect();
+        // matches[j]: the pattern so far matches text[..j].
+        let mut matches = vec![false; text.len() + 1];
+        let mut next = vec![false; text.len() + 1];
+        matches[0] = true;
+        for token in &self.0 {
+            match token {
+                Token::Any => {
+                    let mut any = false;
+                    for j in 0..=text.len() {
+                        any |= matches[j];
+                        next[j] = any;
+                    }
+                }
+                Token::One | Token::Char(_) => {
+                    next[0] = false;
+                    for j in 0..text.len() {
+                        next[j + 1] =
+                            matches[j] && (*token == Token::One || *token == Token::Char(text[j]));
+                    }
+                }
+            }
+            std::mem::swap(&mut matches, &mut next);
+        }
+        matches[text.len()]
+    }
+}
+
+/// Filters one request may carry (Strata's bound; AWS documents none).
+pub const MAX_FILTERS: usize = 50;
+/// Values one filter may carry.
+pub const MAX_VALUES_PER_FILTER: usize = 200;
+/// Characters of one filter value: longer than any field it can be compared with
+/// (descriptions and tag values hold at most 255), with room for wildcards.
+pub const MAX_VALUE_CHARS: usize = 1024;
+
+/// Parse and validate every `Filter.N`, within [`MAX_FILTERS`], [`MAX_VALUES_PER_FILTER`]
+/// and [`MAX_VALUE_CHARS`]: the matching work per snapshot is bounded by their product.
 pub fn parse(params: &Params) -> Result<Vec<Filter>, Ec2Error> {
-    params
-        .structs("Filter")
+    let filters = params.structs("Filter");
+    if filters.len() > MAX_FILTERS {
+        return Err(Ec2Error::new(
+            Ec2ErrorCode::FilterLimitExceeded,
+            format!(
+                "The request has {} filters; at most {MAX_FILTERS} are allowed.",
+                filters.len()
+            ),
+        ));
+    }
+    filters
         .iter()
         .map(|filter| {
             let name = filter.get("Name").unwrap_or("").to_owned();
@@ -53,9 +132,27 @@ pub fn parse(params: &Params) -> Result<Vec<Filter>, Ec2Error> {
                     format!("The filter '{name}' is invalid"),
                 ));
             }
+            let values = filter.list("Value");
+            if values.len() > MAX_VALUES_PER_FILTER {
+                return Err(Ec2Error::new(
+                    Ec2ErrorCode::FilterLimitExceeded,
+                    format!(
+                        "The filter '{name}' has {} values; at most {MAX_VALUES_PER_FILTER} are allowed.",
+                        values.len()
+                    ),
+                ));
+            }
+            if values.iter().any(|v| v.chars().count() > MAX_VALUE_CHARS) {
+                return Err(Ec2Error::new(
+                    Ec2ErrorCode::InvalidParameterValue,
+                    format!(
+                        "A value of the filter '{name}' is longer than {MAX_VALUE_CHARS} characters."
+                    ),
+                ));
+            }
             Ok(Filter {
+                patterns: values.iter().map(|v| Pattern::new(v)).collect(),
                 name,
-                values: filter.list("Value"),
             })
         })
         .collect()
@@ -89,43 +186,13 @@ fn fields(name: &str, record: &SnapshotRecord) -> Vec<String> {
     }
 }
 
-/// EC2 wildcard matching: `*` any run, `?` one character, `\` escapes the next one.
-fn glob(pattern: &str, text: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().collect();
-    let text: Vec<char> = text.chars().collect();
-    // matches[j]: the pattern so far matches text[..j].
-    let mut matches = vec![false; text.len() + 1];
-    matches[0] = true;
-    let mut i = 0;
-    while i < pattern.len() {
-        let (token, literal) = match pattern[i] {
-            '\\' if i + 1 < pattern.len() => {
-                i += 1;
-                (pattern[i], true)
-            }
-            c => (c, false),
-        };
-        let mut next = vec![false; text.len() + 1];
-        if token == '*' && !literal {
-            let mut any = false;
-            for j in 0..=text.len() {
-                any |= matches[j];
-                next[j] = any;
-            }
-        } else {
-            for j in 0..text.len() {
-                next[j + 1] = matches[j] && ((token == '?' && !literal) || text[j] == token);
-            }
-        }
-        matches = next;
-        i += 1;
-    }
-    matches[text.len()]
-}
-
 #[cfg(test)]
 mod tests {
-    use super::glob;
+    use super::Pattern;
+
+    fn glob(pattern: &str, text: &str) -> bool {
+        Pattern::new(pattern).matches(text)
+    }
 
     #[test]
     fn wildcards_follow_ec2() {
@@ -138,5 +205,9 @@ mod tests {
         assert!(glob("exact", "exact"));
         assert!(!glob("exact", "exactly"));
         assert!(glob("*team*", "my-team-vol"));
+        assert!(glob("a\\\\b", "a\\b"), "an escaped backslash");
+        assert!(glob("end\\", "end\\"), "a trailing backslash is literal");
+        assert!(!glob("?", ""));
+        assert!(glob("**", ""));
     }
 }

@@ -1,7 +1,6 @@
 //! GetSnapshotBlock: `GET /snapshots/{snapshotId}/blocks/{blockIndex}?blockToken=…` → 200,
 //! the bytes verified against their digest just before sending.
 
-use axum::body::Body;
 use axum::response::Response;
 use http::HeaderValue;
 use http::request::Parts;
@@ -13,6 +12,7 @@ use super::{block_index, snapshot_id};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::limits::ReservedBody;
 
 /// Handle GetSnapshotBlock.
 pub async fn handle(
@@ -29,12 +29,14 @@ pub async fn handle(
         .get(query::BLOCK_TOKEN)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::invalid_parameter("The blockToken parameter is required."))?;
+    // The block's memory is reserved before it is read, and held until it has been sent.
+    let reservation = state.limits.try_reserve_block()?;
     let block = state
         .service
         .get_block(&caller.account, &id, index, token)
         .await?;
     let length = block.data.len();
-    let mut response = Response::new(Body::from(block.data));
+    let mut response = Response::new(ReservedBody::body(block.data, reservation));
     let headers = response.headers_mut();
     headers.insert(
         http::header::CONTENT_TYPE,

@@ -56,6 +56,9 @@ pub async fn handle(
             })
         })
         .transpose()?;
+    // The block's memory is reserved before anything is announced or read: when slow
+    // bodies hold the budget, this Put is throttled at once instead of queueing.
+    let _reservation = state.limits.try_reserve_block()?;
     let permit = state
         .service
         .begin_put(&caller.account, &id, index, claimed)
@@ -79,12 +82,13 @@ pub async fn handle(
     Ok(response)
 }
 
-/// Stream the body into `hasher`, giving up if it exceeds one block or stalls for longer
-/// than the body timeout.
+/// Stream the body into `hasher`, giving up if it exceeds one block, stalls for longer
+/// than the body timeout, or is not complete within the body deadline (however steadily
+/// it trickles: the stall timer alone let one byte every 19 s keep a Put alive for months).
 ///
 /// The stall timer is armed once and only re-armed when it fires after progress: a body
 /// arrives in dozens of frames, and a timer registered and cancelled around each one was a
-/// visible share of the request's cost.
+/// visible share of the request's cost. The deadline timer is armed once.
 async fn read_block(
     state: &AppState,
     mut body: Body,
@@ -92,11 +96,21 @@ async fn read_block(
 ) -> Result<strata_core::body::HashedBlock, ApiError> {
     let stall = tokio::time::sleep(state.body_timeout);
     tokio::pin!(stall);
+    let deadline = tokio::time::sleep(state.limits.body_deadline);
+    tokio::pin!(deadline);
     let mut last_progress = tokio::time::Instant::now();
     loop {
         let frame = tokio::select! {
             biased;
             frame = body.frame() => frame,
+            () = &mut deadline => {
+                return Err(ApiError::invalid_parameter(format!(
+                    "Failed to read block data: the body was not complete within {} s ({} bytes \
+                     received).",
+                    state.limits.body_deadline.as_secs_f64(),
+                    hasher.len()
+                )));
+            }
             () = &mut stall => {
                 if last_progress.elapsed() < state.body_timeout {
                     // Frames arrived meanwhile: the body has not stalled that long yet.

@@ -363,6 +363,8 @@ pub struct RawRequest {
     /// Send this body instead of `body` (which is then only used for signing): for bodies
     /// that arrive over time. Only with `unsigned_payload` does the signature still match.
     pub streamed: Option<Body>,
+    /// Headers added after signing, so the signature does not cover them.
+    pub unsigned_headers: Vec<(String, String)>,
 }
 
 impl RawRequest {
@@ -377,6 +379,7 @@ impl RawRequest {
             signing_offset: time::Duration::ZERO,
             service: "ebs",
             streamed: None,
+            unsigned_headers: Vec::new(),
         }
     }
 
@@ -542,6 +545,12 @@ async fn send_raw(target: &Target, clock: &TestClock, raw: RawRequest) -> RawRes
         .expect("signable");
         let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
         instructions.apply_to_request_http1x(&mut request);
+    }
+    for (name, value) in &raw.unsigned_headers {
+        request.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            http::HeaderValue::from_str(value).expect("value"),
+        );
     }
     let request = match raw.streamed {
         Some(body) => request.map(|_| body),

@@ -1,13 +1,17 @@
 //! Integration tests of the Strata server through real clients: `aws-sdk-ebs` (SigV4 and
 //! serialization as AWS ships them) and raw signed HTTP for inputs the SDK will not send.
 
+mod arbitrary_requests;
+mod connections;
 mod ec2;
 mod errors;
 mod external_clients;
 mod gc;
 mod harness;
+mod hostile_input;
 mod lineage;
 mod operations;
+mod overload;
 mod persistence;
 mod sdk;
 mod socket;

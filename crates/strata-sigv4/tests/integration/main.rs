@@ -2,6 +2,7 @@
 //! and the AWS SigV4 test suite. One test binary keeps link time down.
 
 mod aws_test_suite;
+mod garbage;
 mod negative;
 mod properties;
 mod round_trip;

@@ -39,8 +39,11 @@ fn get_snapshot_block() {
             service: "ebs".into(),
             signed_at: SIGNED_AT,
             payload_hash: PayloadHash::Sha256Hex(sha256_hex(b"")),
+            signed_headers: verified.signed_headers.clone(),
         }
     );
+    assert!(verified.signed_headers.iter().any(|h| h == "host"));
+    assert!(verified.signed_headers.iter().any(|h| h == "x-amz-date"));
 }
 
 #[test]
