@@ -183,6 +183,24 @@ pub mod metadata {
         }
     }
 
+    /// A snapshot `n`, block 0 written with content 1 and sealed: its id and the hashes
+    /// of the nodes its seal stored.
+    async fn sealed_with_one_block<M: MetadataStore>(
+        store: &M,
+        n: u64,
+    ) -> (strata_types::SnapshotId, Vec<NodeHash>) {
+        let id = snapshot_id(n);
+        create(store, pending(&id, &account(1), T0)).await;
+        store
+            .record_block(write(&id, 0, 1, T0))
+            .await
+            .expect("write");
+        let seal = seal_of(store, &id).await;
+        let hashes = seal.new_nodes.iter().map(|(h, _)| *h).collect();
+        store.seal_snapshot(seal).await.expect("seal");
+        (id, hashes)
+    }
+
     /// `create_snapshot` stores the record; `snapshot` returns it; unknown ids are `None`.
     pub async fn created_snapshots_read_back<M: MetadataStore>(store: &M) {
         let record = pending(&snapshot_id(1), &account(1), T0);
@@ -465,15 +483,7 @@ pub mod metadata {
     /// The GC view holds every record, the digests of every snapshot's pending writes,
     /// every stored node, and a reader of those nodes.
     pub async fn the_gc_view_shows_records_pending_digests_and_nodes<M: MetadataStore>(store: &M) {
-        let sealed = snapshot_id(1);
-        create(store, pending(&sealed, &account(1), T0)).await;
-        store
-            .record_block(write(&sealed, 0, 1, T0))
-            .await
-            .expect("write");
-        let seal = seal_of(store, &sealed).await;
-        let stored_nodes: Vec<NodeHash> = seal.new_nodes.iter().map(|(h, _)| *h).collect();
-        store.seal_snapshot(seal).await.expect("seal");
+        let (_, stored_nodes) = sealed_with_one_block(store, 1).await;
         let open = snapshot_id(2);
         create(store, pending(&open, &account(1), T0)).await;
         store
@@ -501,15 +511,7 @@ pub mod metadata {
     /// `delete_nodes` deletes the listed nodes stamped before the cutoff and keeps the
     /// rest; it returns how many it deleted.
     pub async fn node_deletion_spares_nodes_written_since_the_cutoff<M: MetadataStore>(store: &M) {
-        let id = snapshot_id(1);
-        create(store, pending(&id, &account(1), T0)).await;
-        store
-            .record_block(write(&id, 0, 1, T0))
-            .await
-            .expect("write");
-        let seal = seal_of(store, &id).await;
-        let hashes: Vec<NodeHash> = seal.new_nodes.iter().map(|(h, _)| *h).collect();
-        store.seal_snapshot(seal).await.expect("seal");
+        let (_, hashes) = sealed_with_one_block(store, 1).await;
         let view = store.gc_view().await.expect("view");
         let stamp = view.nodes.iter().map(|(_, s)| *s).max().expect("nodes");
         assert!(
@@ -542,15 +544,7 @@ pub mod metadata {
     >(
         store: &M,
     ) {
-        let first = snapshot_id(1);
-        create(store, pending(&first, &account(1), T0)).await;
-        store
-            .record_block(write(&first, 0, 1, T0))
-            .await
-            .expect("write");
-        let seal = seal_of(store, &first).await;
-        let hashes: Vec<NodeHash> = seal.new_nodes.iter().map(|(h, _)| *h).collect();
-        store.seal_snapshot(seal).await.expect("seal");
+        let (_, hashes) = sealed_with_one_block(store, 1).await;
         // The same content again: the same nodes, prepared before the view is taken.
         let second = snapshot_id(2);
         create(store, pending(&second, &account(1), T0)).await;
