@@ -389,3 +389,25 @@ async fn a_data_directory_of_format_v1_opens_and_reads_back_identically() {
     );
     assert_blocks(&service, &pending.id, &Fixture::pending_blocks()).await;
 }
+
+/// Losing `metadata.redb` must not lose the chunks: the data directory is refused, with
+/// what to do, and nothing in `chunks/` is touched. (Opened with empty metadata, the first
+/// collection would have found every chunk unreferenced.)
+#[test]
+fn a_data_directory_without_its_metadata_is_refused_and_its_chunks_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(&fixture_dir(), dir.path());
+    std::fs::remove_file(dir.path().join("metadata.redb")).expect("remove metadata");
+    let segment = dir.path().join("chunks/segments/00000001.seg");
+    let before = std::fs::metadata(&segment).expect("segment").len();
+    let error = EmbeddedStore::open(dir.path()).expect_err("refused");
+    assert!(
+        error.to_string().contains("metadata.redb is missing"),
+        "{error}"
+    );
+    assert!(
+        !dir.path().join("metadata.redb").exists(),
+        "nothing re-created"
+    );
+    assert_eq!(std::fs::metadata(&segment).expect("segment").len(), before);
+}
