@@ -277,6 +277,12 @@ fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>, StoreError> {
         .map_err(|e| io_error("list", dir, &e))
 }
 
+/// A typed I/O failure (its kind decides whether a retry may help, see
+/// `StoreError::is_retryable`), naming what was done to which file.
 pub(super) fn io_error(action: &str, path: &Path, error: &io::Error) -> StoreError {
-    StoreError::Backend(format!("cannot {action} {}: {error}", path.display()))
+    let source = match error.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(error.kind(), error.to_string()),
+    };
+    StoreError::io(format!("{action} {}", path.display()), source)
 }
