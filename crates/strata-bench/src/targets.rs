@@ -170,7 +170,7 @@ impl Launcher {
     pub async fn open_strata_state(&self, settings: &Settings) -> anyhow::Result<AppState> {
         let settings = settings.clone();
         self.server_runtime
-            .spawn(async move { app::open_state(&settings, Arc::new(SystemClock)) })
+            .spawn(async move { app::open_state(&settings, Arc::new(SystemClock)).await })
             .await
             .context("the open task failed")?
     }

@@ -10,24 +10,26 @@ use anyhow::Context;
 use axum::Router;
 use rand::Rng;
 use strata_core::gc::GcOptions;
-use strata_core::ports::{MetadataStore, StoreError};
+use strata_core::ports::MetadataStore;
 use strata_core::tokens::TokenIssuer;
 use strata_core::{Clock, SnapshotService, SystemClock};
-use strata_store_embedded::{EmbeddedStore, FsChunkStore, RedbMetadataStore};
 use strata_types::AccountId;
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
-use crate::credentials::{KeyRing, RootKeySource, root_key};
+use crate::credentials::{
+    AccessKey, KeyRing, RootKeySource, decode_root_key, encode_root_key, root_key,
+};
 use crate::dispatch;
+use crate::stores::{Chunks, Metadata, MetadataBackend, Stores};
 
-/// The service over the embedded stores.
-pub type EmbeddedService = SnapshotService<RedbMetadataStore, FsChunkStore>;
+/// The service over the configured stores.
+pub type StrataService = SnapshotService<Metadata, Chunks>;
 
 /// What every request handler shares.
 pub struct AppState {
     /// The snapshot service.
-    pub service: EmbeddedService,
+    pub service: StrataService,
     /// Accepted keys.
     pub keys: KeyRing,
     /// How long a request body may stall.
@@ -50,11 +52,14 @@ const TOKEN_KEY_FILE: &str = "token-key";
 /// The token key's name as a cluster secret of the metadata store.
 const TOKEN_KEY_SECRET: &str = "token-key";
 
+/// The root credentials' name as a cluster secret of the metadata store.
+const ROOT_CREDENTIALS_SECRET: &str = "root-credentials";
+
 /// The key that authenticates block and page tokens: a cluster secret of the metadata
 /// store, so tokens survive restarts and every node sharing the store accepts every
 /// node's tokens. A data directory of the first format keeps it in its `token-key` file,
 /// which then seeds the secret, so the tokens issued before stay valid.
-fn token_key(metadata: &RedbMetadataStore, data_dir: &Path) -> anyhow::Result<[u8; 32]> {
+async fn token_key(metadata: &impl MetadataStore, data_dir: &Path) -> anyhow::Result<[u8; 32]> {
     let path = data_dir.join(TOKEN_KEY_FILE);
     let candidate: [u8; 32] = if path.exists() {
         let text = std::fs::read_to_string(&path)
@@ -66,60 +71,75 @@ fn token_key(metadata: &RedbMetadataStore, data_dir: &Path) -> anyhow::Result<[u
     } else {
         rand::rng().random()
     };
-    let stored = on_own_runtime(metadata.secret(TOKEN_KEY_SECRET, candidate.to_vec()))
+    let stored = metadata
+        .secret(TOKEN_KEY_SECRET, candidate.to_vec())
+        .await
         .context("cannot read the token key from the metadata store")?;
     stored
         .try_into()
         .map_err(|_| anyhow::anyhow!("the stored token key is not 32 bytes long"))
 }
 
-/// Run one storage call to completion from this synchronous code, which may itself run
-/// inside a tokio runtime (where blocking on a future is not allowed): on a scoped thread
-/// with a runtime of its own. Opening stays synchronous until stores can be remote.
-fn on_own_runtime<T: Send>(
-    call: impl std::future::Future<Output = Result<T, StoreError>> + Send,
-) -> anyhow::Result<T> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| -> anyhow::Result<T> {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                Ok(runtime.block_on(call)?)
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("the storage call panicked"))?
-    })
-}
-
-/// Open everything under `settings.data_dir` and build the shared state.
-pub fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
-    let store = EmbeddedStore::open(&settings.data_dir).with_context(|| {
-        format!(
-            "cannot open the data directory {}",
-            settings.data_dir.display()
-        )
-    })?;
-    let (root, source) = root_key(
+/// The root account's keys: a cluster secret of the metadata store, so every node of a
+/// cluster accepts the same. The first node to start proposes them — from
+/// `STRATA_ROOT_ACCESS_KEY_ID`/`STRATA_ROOT_SECRET_ACCESS_KEY`, the data directory's
+/// `root-credentials` file (embedded stores, which keep writing it so the operator can
+/// read them), or generated — and prints generated ones once. A node whose environment
+/// names other keys than the stored ones accepts both: the stored ones (the cluster's)
+/// and its own (the operator's explicit choice for this node).
+async fn root_keys(metadata: &Metadata, settings: &Settings) -> anyhow::Result<Vec<AccessKey>> {
+    let embedded = settings.metadata == MetadataBackend::Embedded;
+    let (candidate, source) = root_key(
         &settings.data_dir,
         &settings.root_account,
         settings.root_key_from_env.clone(),
+        embedded,
     )?;
-    if source == RootKeySource::Generated {
-        // Printed once, on the first start, so a new user can `aws configure` with it.
-        println!(
-            "Generated root credentials (saved in {}):\n  aws_access_key_id = {}\n  aws_secret_access_key = {}",
-            settings.data_dir.join("root-credentials").display(),
-            root.access_key_id,
-            root.secret_access_key
-        );
+    let proposed = encode_root_key(&candidate);
+    let stored = metadata
+        .secret(ROOT_CREDENTIALS_SECRET, proposed.clone().into_bytes())
+        .await
+        .context("cannot read the root credentials from the metadata store")?;
+    if stored == proposed.as_bytes() {
+        if source == RootKeySource::Generated {
+            // Printed once, on the cluster's first start, so a new user can `aws configure`.
+            let saved = if embedded {
+                format!(
+                    "saved in {}",
+                    settings.data_dir.join("root-credentials").display()
+                )
+            } else {
+                "stored in the metadata database".to_owned()
+            };
+            println!(
+                "Generated root credentials ({saved}):\n  aws_access_key_id = {}\n  aws_secret_access_key = {}",
+                candidate.access_key_id, candidate.secret_access_key
+            );
+        }
+        return Ok(vec![candidate]);
     }
-    tracing::info!(access_key_id = %root.access_key_id, account = %root.account, "root account");
-    let keys = KeyRing::new(std::iter::once(root).chain(settings.extra_keys.iter().cloned()))?;
-    let tokens = TokenIssuer::new(token_key(&store.metadata, &settings.data_dir)?);
+    let text = String::from_utf8(stored).context("the stored root credentials are not text")?;
+    let cluster = decode_root_key(&text, &settings.root_account)?;
+    let mut keys = vec![cluster];
+    if source == RootKeySource::Environment && keys[0].access_key_id != candidate.access_key_id {
+        keys.push(candidate);
+    }
+    Ok(keys)
+}
+
+/// Open the configured stores and build the shared state. Runs on the server's runtime
+/// (a remote store starts tasks on it).
+pub async fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
+    let stores = Stores::open(&settings.data_dir, &settings.metadata).await?;
+    let roots = root_keys(&stores.metadata, settings).await?;
+    for root in &roots {
+        tracing::info!(access_key_id = %root.access_key_id, account = %root.account, "root account");
+    }
+    let keys = KeyRing::new(roots.into_iter().chain(settings.extra_keys.iter().cloned()))?;
+    let tokens = TokenIssuer::new(token_key(&stores.metadata, &settings.data_dir).await?);
     let service = SnapshotService::new(
-        Arc::new(store.metadata),
-        Arc::new(store.chunks),
+        Arc::new(stores.metadata),
+        Arc::new(stores.chunks),
         tokens,
         Arc::clone(&clock),
     );
@@ -166,7 +186,7 @@ impl RunningServer {
 
 /// Bind `settings.listen` and serve until [`RunningServer::stop`].
 pub async fn start(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<RunningServer> {
-    let state = Arc::new(open_state(settings, clock)?);
+    let state = Arc::new(open_state(settings, clock).await?);
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -197,9 +217,10 @@ pub async fn start(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let server = start(&settings, Arc::new(SystemClock)).await?;
     println!(
-        "Strata is serving the EBS direct APIs on http://{} (data in {})",
+        "Strata is serving the EBS direct APIs on http://{} (data in {}; metadata: {})",
         server.addr,
-        settings.data_dir.display()
+        settings.data_dir.display(),
+        settings.metadata.describe()
     );
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
@@ -243,7 +264,9 @@ mod tests {
     }
 
     async fn stored_token_key(data_dir: &Path) -> Vec<u8> {
-        let state = open_state(&settings(data_dir), Arc::new(SystemClock)).expect("open");
+        let state = open_state(&settings(data_dir), Arc::new(SystemClock))
+            .await
+            .expect("open");
         // Any candidate: the stored key comes back.
         let key = state
             .service

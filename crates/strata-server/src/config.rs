@@ -60,6 +60,8 @@ pub struct ConfigFile {
     pub body_deadline_secs: Option<u64>,
     /// MiB of request bodies and block reads in flight.
     pub body_budget_mib: Option<usize>,
+    /// Where snapshot metadata lives: `embedded`, or a `postgres://` URL.
+    pub metadata: Option<String>,
 }
 
 /// One `[[accounts]]` entry.
@@ -132,6 +134,8 @@ pub struct Settings {
     pub gc_grace: Duration,
     /// Bounds on connections and on requests in flight.
     pub limits: Limits,
+    /// Where snapshot metadata lives (`--metadata`).
+    pub metadata: crate::stores::MetadataBackend,
 }
 
 /// Bounds on connections and on the time and memory requests in flight may take.
@@ -178,6 +182,7 @@ impl Settings {
             gc_interval: Some(DEFAULT_GC_INTERVAL),
             gc_grace: DEFAULT_GC_GRACE,
             limits: Limits::default(),
+            metadata: crate::stores::MetadataBackend::Embedded,
         })
     }
 
@@ -215,6 +220,9 @@ impl Settings {
         if let Some(max) = file.max_connections {
             anyhow::ensure!(max > 0, "max_connections must be positive");
             limits.max_connections = max;
+        }
+        if let Some(metadata) = &file.metadata {
+            self.metadata = crate::stores::MetadataBackend::parse(metadata)?;
         }
         if let Some(mib) = file.body_budget_mib {
             // One block must fit, or no PutSnapshotBlock could ever run.

@@ -77,7 +77,7 @@ pub enum RootKeySource {
     Environment,
     /// The data directory's `root-credentials` file, written earlier.
     DataDir,
-    /// Generated just now and saved in the data directory.
+    /// Generated just now (and saved in the data directory when asked to).
     Generated,
 }
 
@@ -89,6 +89,7 @@ pub fn root_key(
     data_dir: &Path,
     account: &AccountId,
     from_env: Option<(String, String)>,
+    save_generated: bool,
 ) -> anyhow::Result<(AccessKey, RootKeySource)> {
     let key = |id: String, secret: String| AccessKey {
         access_key_id: id,
@@ -121,11 +122,34 @@ pub fn root_key(
     };
     let id = format!("AKIA{}", random(16).to_uppercase());
     let secret = random(40);
-    write_private(
-        &path,
-        &format!("aws_access_key_id={id}\naws_secret_access_key={secret}\n"),
-    )?;
-    Ok((key(id, secret), RootKeySource::Generated))
+    let generated = key(id, secret);
+    if save_generated {
+        write_private(&path, &encode_root_key(&generated))?;
+    }
+    Ok((generated, RootKeySource::Generated))
+}
+
+/// The text of a root key pair, as in the `root-credentials` file.
+pub fn encode_root_key(key: &AccessKey) -> String {
+    format!(
+        "aws_access_key_id={}\naws_secret_access_key={}\n",
+        key.access_key_id, key.secret_access_key
+    )
+}
+
+/// A root key pair of `account` from the text [`encode_root_key`] writes.
+pub fn decode_root_key(text: &str, account: &AccountId) -> anyhow::Result<AccessKey> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
+            .map(|v| v.trim().to_owned())
+            .with_context(|| format!("the stored root credentials have no '{name}=' line"))
+    };
+    Ok(AccessKey {
+        access_key_id: field("aws_access_key_id")?,
+        secret_access_key: field("aws_secret_access_key")?,
+        account: account.clone(),
+    })
 }
 
 /// Write a file readable only by its owner, durably.
@@ -150,9 +174,9 @@ mod tests {
     fn root_key_is_generated_once_and_private() {
         let dir = tempfile::tempdir().expect("tempdir");
         let account = AccountId::parse("000000000000").expect("account");
-        let (first, source) = root_key(dir.path(), &account, None).expect("generate");
+        let (first, source) = root_key(dir.path(), &account, None, true).expect("generate");
         assert_eq!(source, RootKeySource::Generated);
-        let (second, source) = root_key(dir.path(), &account, None).expect("reload");
+        let (second, source) = root_key(dir.path(), &account, None, true).expect("reload");
         assert_eq!(source, RootKeySource::DataDir);
         assert_eq!(first, second);
         #[cfg(unix)]
@@ -165,7 +189,7 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         let (env, source) =
-            root_key(dir.path(), &account, Some(("AK".into(), "SK".into()))).expect("env");
+            root_key(dir.path(), &account, Some(("AK".into(), "SK".into())), true).expect("env");
         assert_eq!(source, RootKeySource::Environment);
         assert_eq!(env.access_key_id, "AK");
     }

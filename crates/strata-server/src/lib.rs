@@ -1,5 +1,6 @@
 //! Strata's HTTP server: the EBS direct APIs over HTTP/1.1, SigV4 authentication, and
-//! the composition root that wires the domain service to the embedded stores.
+//! the composition root that wires the domain service to the configured stores
+//! ([`stores`]: embedded, or PostgreSQL shared by several nodes).
 //!
 //! Request flow: [`dispatch`] assigns a request id, routes the request line to an
 //! operation (`strata_wire::route`), verifies its signature ([`auth`]), runs the
@@ -20,6 +21,7 @@ pub mod error;
 pub mod handlers;
 pub mod limits;
 pub mod panics;
+pub mod stores;
 
 pub use app::{RunningServer, serve, start};
 pub use config::Settings;

@@ -92,6 +92,10 @@ struct ServeArgs {
         requires = "root_access_key_id"
     )]
     root_secret_access_key: Option<String>,
+    /// Where snapshot metadata lives: `embedded` (metadata.redb in the data directory) or
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DB, shared by several nodes.
+    #[arg(long, env = "STRATA_METADATA", hide_env_values = true)]
+    metadata: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -167,6 +171,11 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     settings.root_key_from_env = args.root_access_key_id.zip(args.root_secret_access_key);
     if let Some(path) = args.config {
         settings = settings.with_config_file(&ConfigFile::load(&path)?)?;
+    }
+    // The flag over the config file.
+    if let Some(metadata) = &args.metadata {
+        settings.metadata = strata_server::stores::MetadataBackend::parse(metadata)
+            .map_err(|e| UsageError(format!("{e:#}")))?;
     }
     Ok(settings)
 }

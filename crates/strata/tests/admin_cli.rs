@@ -37,7 +37,7 @@ async fn admin_commands_list_show_delete_and_collect() {
 
     // Create two snapshots directly through the service, then serve the data directory.
     let (done, pending) = {
-        let state = open_state(&settings, clock.clone()).expect("state");
+        let state = open_state(&settings, clock.clone()).await.expect("state");
         let input = || StartSnapshotInput {
             volume_size_gib: 2,
             description: Some("cli".into()),

@@ -167,7 +167,15 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             if condemned.is_empty() {
                 continue;
             }
-            report.bytes_freed += self.chunks.delete(condemned.clone()).await?;
+            // The sizes the plan knows (the registry's or the listing's): an object
+            // store's delete does not say how many bytes it freed.
+            let freed = self.chunks.delete(condemned.clone()).await?;
+            let planned: u64 = batch
+                .iter()
+                .filter(|(digest, _)| condemned.contains(digest))
+                .map(|(_, size)| size)
+                .sum();
+            report.bytes_freed += planned.max(freed);
             report.chunks_deleted += condemned.len();
             self.metadata.finalize_chunks(condemned).await?;
         }

@@ -282,8 +282,22 @@ pub fn find_chunk(data_dir: &std::path::Path, content: &[u8]) -> (std::path::Pat
 }
 
 fn open_router(settings: &Settings, clock: &Arc<TestClock>) -> Router {
-    let state = app::open_state(settings, clock.clone() as Arc<dyn strata_core::Clock>)
-        .expect("server state opens");
+    let clock = clock.clone() as Arc<dyn strata_core::Clock>;
+    // The embedded stores start no tasks: opening them on a runtime of their own (callers
+    // are synchronous, some inside a test's runtime) leaves nothing behind.
+    let state = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+                    .block_on(app::open_state(settings, clock))
+            })
+            .join()
+            .expect("the opening thread")
+    })
+    .expect("server state opens");
     app::router(Arc::new(state))
 }
 
