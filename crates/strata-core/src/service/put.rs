@@ -170,7 +170,10 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             self.metadata.record_block(write.clone())
         });
         match recorded {
-            Ok(()) => Ok(digest),
+            Ok(()) => {
+                self.stats.record_put(&digest, stored);
+                Ok(digest)
+            }
             Err(RecordBlockError::NotFound) => Err(ServiceError::SnapshotNotFound(id.clone())),
             Err(RecordBlockError::NotPending(record)) => Err(not_pending(&record)),
             Err(RecordBlockError::Store(e)) => Err(e.into()),
