@@ -142,7 +142,14 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
                 }
             }
         }
-        tracing::info!(?report, "garbage collection finished");
+        tracing::info!(
+            nodes_deleted = report.nodes_deleted,
+            chunks_deleted = report.chunks_deleted,
+            bytes_freed = report.bytes_freed,
+            chunks_kept = report.chunks_kept,
+            pending_writes_dropped = report.pending_writes_dropped,
+            "garbage collection finished"
+        );
         Ok(report)
     }
 }
