@@ -273,3 +273,24 @@ fn the_sysusers_file_creates_the_units_user() {
     let group = std::fs::read_to_string(root.path().join("etc/group")).expect("group");
     assert!(group.lines().any(|l| l.starts_with("strata:")), "{group}");
 }
+
+/// A config file with a typo is a configuration mistake: exit 2, one `error:` line naming
+/// the file, and nothing created.
+#[test]
+fn a_config_file_with_an_unknown_key_fails_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("strata.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nmax_conections = 10\n").expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("strata runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("error: invalid config file"), "{stderr}");
+    assert!(stderr.contains("max_conections"), "{stderr}");
+    assert!(!dir.path().join("data").exists());
+}
