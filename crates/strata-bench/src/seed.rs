@@ -70,6 +70,8 @@ pub async fn lineage(
             digest: ChunkDigest(pool.get(position % cycle).digest),
             progress: None,
             at_ms: state.clock.now_ms(),
+            // Re-used content: its chunk was registered by the puts above.
+            stored_size: None,
         };
         let metadata = metadata.clone();
         writes.spawn(async move { metadata.record_block(write).await });

@@ -14,21 +14,24 @@
 //!   pending here (its writes stay live); executing the plan records its timeout, and the
 //!   next collection frees its writes. The store refuses writes past a deadline, so such a
 //!   snapshot cannot come back to life holding writes whose chunks were freed.
-//! - **Chunks** are deleted only if unreferenced at the view, not being written right now,
-//!   and not stored or refreshed since the cutoff (checked again atomically with the
-//!   deletion). The cutoff is the wall clock at the start minus a grace period. A Put
-//!   announces its digest to the metadata store ([`crate::ports::MetadataStore::announce_put`],
-//!   seen by every process sharing the store) before storing the chunk and withdraws it
-//!   after its write record commits; the view, taken after the cutoff, carries the
-//!   announcements of that moment. So a write committed after the view either was announced
-//!   before it (its digest is live), or stored its chunk after the cutoff (its file is too
-//!   young to delete). The grace period only absorbs wall-clock steps backwards.
+//! - **Chunks** are deleted in three steps, each idempotent (ADR 0004): *condemn* (one
+//!   metadata transaction keeps every candidate that is announced by a Put in flight or
+//!   was re-used by a write record stamped at or after the view, and tombstones the rest),
+//!   *delete* the objects, *finalize* (drop the tombstones). A Put announces its digest
+//!   before it decides whether to store the bytes, atomically with condemnations, and its
+//!   write record re-stamps the chunk: so a write committed after the view either was
+//!   announced when the chunk was condemned (kept), or re-stamped it (kept), or found it
+//!   condemned and waits for the deletion to finish before storing it again. Candidates
+//!   are the registered chunks the view found unreferenced and the stored objects no
+//!   write record registered (Puts that crashed between storing and recording), the
+//!   latter only once older than the grace period. No clock of one node is compared with
+//!   another's: stamps come from the metadata store.
 //!
 //! [`plan`] only reads; [`GcPlan`] is the complete intent (shown by dry runs); executing
 //! it is the only code path that deletes, and every deletion is conditional and
 //! idempotent, so a crash in the middle leaves garbage for the next run, never damage.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use strata_types::{ChunkDigest, SnapshotId};
@@ -40,8 +43,8 @@ use crate::snapshot::SnapshotStatus;
 /// How a collection is run.
 #[derive(Debug, Clone, Copy)]
 pub struct GcOptions {
-    /// A chunk stored or refreshed less than this before a collection starts is never
-    /// deleted by it (a margin for wall-clock steps; see the module docs).
+    /// A stored chunk that no write record registered is deleted only once it is older
+    /// than this (its Put may still be recording it; see the module docs).
     pub chunk_grace: Duration,
 }
 
@@ -56,24 +59,22 @@ impl Default for GcOptions {
 /// What a collection would delete, and why the rest stays.
 #[derive(Debug, Clone, Default)]
 pub struct GcPlan {
-    /// Nodes to delete if still stamped before this (the view's stamp).
+    /// Nodes and chunks are deleted only if still stamped before this (the view's stamp).
     pub node_cutoff: Stamp,
-    /// Chunks to delete if still idle since this time (wall clock).
-    pub chunk_cutoff: Option<SystemTime>,
     /// Live tree nodes found.
     pub live_nodes: usize,
     /// Live chunk digests found (including pending writes).
     pub live_chunks: usize,
     /// Unreachable nodes old enough to delete.
     pub garbage_nodes: Vec<NodeHash>,
-    /// Unreferenced chunks old enough to delete, with their sizes.
+    /// Unreferenced chunks to condemn and delete, with their sizes.
     pub garbage_chunks: Vec<(ChunkDigest, u64)>,
     /// Snapshots stored in `error` whose pending writes can be dropped.
     pub expired_snapshots: Vec<SnapshotId>,
     /// Pending snapshots past their deadline: executing the plan records their timeout
     /// (their writes stay live until a later collection sees them in `error`).
     pub due_snapshots: Vec<SnapshotId>,
-    /// Unreferenced chunks kept because they are younger than the grace period.
+    /// Unregistered chunks kept because they are younger than the grace period.
     pub young_chunks: usize,
 }
 
@@ -93,24 +94,24 @@ pub struct GcReport {
     pub chunks_deleted: usize,
     /// Chunk bytes freed.
     pub bytes_freed: u64,
-    /// Planned chunks kept because they were refreshed meanwhile.
+    /// Planned chunks kept because a Put announced or re-used them meanwhile.
     pub chunks_kept: usize,
     /// Pending writes of timed-out snapshots dropped.
     pub pending_writes_dropped: usize,
 }
 
-/// Decide what is garbage. `now_ms` is the service clock at the start (to find pending
-/// snapshots past their deadline); `wall_now` the wall clock at the start (chunk
-/// modification times are wall time).
+/// Decide what is garbage. `stored` lists the chunk store (taken after the view);
+/// `now_ms` is the service clock at the start (to find pending snapshots past their
+/// deadline); `wall_now` the wall clock (the write times of stored chunks are wall time).
 pub fn plan<N: NodeSource>(
     view: &GcView<N>,
-    chunks: &[StoredChunk],
+    stored: &[StoredChunk],
     now_ms: i64,
     wall_now: SystemTime,
     options: GcOptions,
 ) -> Result<GcPlan, StoreError> {
     let mut live_nodes = HashSet::new();
-    let mut live_chunks: HashSet<ChunkDigest> = view.announced.clone();
+    let mut live_chunks: HashSet<ChunkDigest> = HashSet::new();
     let mut expired_snapshots = Vec::new();
     let mut due_snapshots = Vec::new();
     let mut pending_alive = HashSet::new();
@@ -150,16 +151,23 @@ pub fn plan<N: NodeSource>(
         .filter(|(hash, stamp)| !live_nodes.contains(hash) && *stamp < view.start)
         .map(|(hash, _)| *hash)
         .collect();
-    let chunk_cutoff = wall_now
+    let registered: HashMap<ChunkDigest, &crate::ports::RegisteredChunk> =
+        view.chunks.iter().map(|c| (c.digest, c)).collect();
+    let mut garbage_chunks: Vec<(ChunkDigest, u64)> = view
+        .chunks
+        .iter()
+        .filter(|c| !live_chunks.contains(&c.digest) && c.stamp < view.start)
+        .map(|c| (c.digest, c.size))
+        .collect();
+    let orphan_cutoff = wall_now
         .checked_sub(options.chunk_grace)
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let mut young_chunks = 0;
-    let mut garbage_chunks = Vec::new();
-    for chunk in chunks {
-        if live_chunks.contains(&chunk.digest) {
+    for chunk in stored {
+        if registered.contains_key(&chunk.digest) || live_chunks.contains(&chunk.digest) {
             continue;
         }
-        if chunk.modified < chunk_cutoff {
+        if chunk.written < orphan_cutoff {
             garbage_chunks.push((chunk.digest, chunk.size));
         } else {
             young_chunks += 1;
@@ -167,7 +175,6 @@ pub fn plan<N: NodeSource>(
     }
     Ok(GcPlan {
         node_cutoff: view.start,
-        chunk_cutoff: Some(chunk_cutoff),
         live_nodes: live_nodes.len(),
         live_chunks: live_chunks.len(),
         garbage_nodes,
@@ -206,6 +213,7 @@ mod tests {
     use super::*;
     use crate::block_map::apply;
     use crate::block_map::tests::MemoryNodes;
+    use crate::ports::RegisteredChunk;
     use crate::snapshot::SnapshotRecord;
     use strata_types::{AccountId, BlockIndex, VolumeSize};
 
@@ -249,10 +257,41 @@ mod tests {
         ChunkDigest::of(&[n])
     }
 
+    fn registered(n: u8, stamp: u64) -> RegisteredChunk {
+        RegisteredChunk {
+            digest: digest(n),
+            size: 100,
+            stamp: Stamp(stamp),
+        }
+    }
+
+    fn stored(n: u8, written: SystemTime) -> StoredChunk {
+        StoredChunk {
+            digest: digest(n),
+            size: 100,
+            written,
+        }
+    }
+
+    fn empty_view(start: u64) -> GcView<MemoryNodes> {
+        GcView {
+            start: Stamp(start),
+            records: Vec::new(),
+            pending: Vec::new(),
+            nodes: Vec::new(),
+            chunks: Vec::new(),
+            reader: MemoryNodes::default(),
+        }
+    }
+
+    fn wall() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(10_000)
+    }
+
     /// Deleting a parent keeps every node and chunk its child still shares; what only the
-    /// parent used becomes garbage, and young or pending content is kept.
+    /// parent used becomes garbage, and pending content is kept.
     #[test]
-    fn plans_keep_everything_reachable_and_only_old_garbage() {
+    fn plans_keep_everything_reachable() {
         let nodes = MemoryNodes::default();
         let parent = apply(
             &nodes,
@@ -279,20 +318,6 @@ mod tests {
             .chain(&child.new_nodes)
             .map(|(h, _)| (*h, Stamp(10)))
             .collect();
-        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
-        let old = wall - Duration::from_secs(5_000);
-        let chunk = |n: u8, modified| StoredChunk {
-            digest: digest(n),
-            size: 100,
-            modified,
-        };
-        let chunks = vec![
-            chunk(1, old),
-            chunk(2, old),
-            chunk(3, old),
-            chunk(4, old),
-            chunk(5, wall),
-        ];
         let view = GcView {
             start: Stamp(20),
             // The parent was deleted: only the child (completed) and a pending snapshot remain.
@@ -302,22 +327,13 @@ mod tests {
             ],
             pending: vec![(SnapshotId::parse("snap-0d").expect("id"), vec![digest(4)])],
             nodes: all_nodes,
-            announced: HashSet::new(),
+            chunks: (1..=4).map(|n| registered(n, 10)).collect(),
             reader: nodes,
         };
-        let plan = plan(
-            &view,
-            &chunks,
-            20,
-            wall,
-            GcOptions {
-                chunk_grace: Duration::from_secs(60),
-            },
-        )
-        .expect("plan");
-        // Chunk 2 was only in the parent; 5 is unreferenced but young.
+        let listed: Vec<StoredChunk> = (1..=4).map(|n| stored(n, wall())).collect();
+        let plan = plan(&view, &listed, 20, wall(), GcOptions::default()).expect("plan");
+        // Chunk 2 was only in the parent.
         assert_eq!(plan.garbage_chunks, vec![(digest(2), 100)]);
-        assert_eq!(plan.young_chunks, 1);
         assert_eq!(plan.live_chunks, 3);
         // The parent's root and the path to 5000 are garbage; the shared leaf of index 0 is not.
         assert!(!plan.garbage_nodes.is_empty());
@@ -328,28 +344,37 @@ mod tests {
         assert_eq!(plan.live_nodes + plan.garbage_nodes.len(), view.nodes.len());
     }
 
+    /// A registered chunk re-used by a write record stamped at or after the view is kept
+    /// (the record committed after the view: its pending write is not in it).
     #[test]
-    fn announced_digests_are_live() {
-        let view = |announced: HashSet<ChunkDigest>| GcView {
-            start: Stamp(1),
-            records: Vec::new(),
-            pending: Vec::new(),
-            nodes: Vec::new(),
-            announced,
-            reader: MemoryNodes::default(),
+    fn chunks_stamped_at_or_after_the_view_are_kept() {
+        let mut view = empty_view(50);
+        view.chunks = vec![registered(1, 49), registered(2, 50), registered(3, 51)];
+        let plan = plan(&view, &[], 0, wall(), GcOptions::default()).expect("plan");
+        assert_eq!(plan.garbage_chunks, vec![(digest(1), 100)]);
+    }
+
+    /// A stored chunk no record registered is garbage once older than the grace period:
+    /// younger, its Put may still be recording it.
+    #[test]
+    fn unregistered_chunks_are_garbage_only_after_the_grace_period() {
+        let mut view = empty_view(5);
+        view.chunks = vec![registered(1, 1)];
+        let options = GcOptions {
+            chunk_grace: Duration::from_secs(60),
         };
-        let old = StoredChunk {
-            digest: digest(1),
-            size: 1,
-            modified: SystemTime::UNIX_EPOCH,
-        };
-        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
-        let busy = view(HashSet::from([digest(1)]));
-        let kept = plan(&busy, &[old], 0, wall, GcOptions::default()).expect("plan");
-        assert!(kept.garbage_chunks.is_empty(), "an announced chunk is kept");
-        let idle =
-            plan(&view(HashSet::new()), &[old], 0, wall, GcOptions::default()).expect("plan");
-        assert_eq!(idle.garbage_chunks.len(), 1);
+        let listed = [
+            stored(1, wall() - Duration::from_secs(3600)),
+            stored(2, wall() - Duration::from_secs(3600)),
+            stored(3, wall() - Duration::from_secs(10)),
+        ];
+        let plan = plan(&view, &listed, 0, wall(), options).expect("plan");
+        assert_eq!(
+            plan.garbage_chunks,
+            vec![(digest(1), 100), (digest(2), 100)],
+            "registered garbage once, the old orphan, not the young one"
+        );
+        assert_eq!(plan.young_chunks, 1);
     }
 
     #[test]
@@ -362,28 +387,21 @@ mod tests {
         )
         .expect("tree");
         let view_at = |start| {
-            let reader = MemoryNodes::default();
-            reader.store(&tree);
-            GcView {
-                start: Stamp(start),
-                records: Vec::new(),
-                pending: Vec::new(),
-                nodes: tree
-                    .new_nodes
-                    .iter()
-                    .map(|(h, _)| (*h, Stamp(50)))
-                    .collect(),
-                announced: HashSet::new(),
-                reader,
-            }
+            let mut view = empty_view(start);
+            view.reader.store(&tree);
+            view.nodes = tree
+                .new_nodes
+                .iter()
+                .map(|(h, _)| (*h, Stamp(50)))
+                .collect();
+            view
         };
-        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
-        let early = plan(&view_at(50), &[], 0, wall, GcOptions::default()).expect("plan");
+        let early = plan(&view_at(50), &[], 0, wall(), GcOptions::default()).expect("plan");
         assert!(
             early.garbage_nodes.is_empty(),
             "stamped at the view's start: kept"
         );
-        let later = plan(&view_at(51), &[], 0, wall, GcOptions::default()).expect("plan");
+        let later = plan(&view_at(51), &[], 0, wall(), GcOptions::default()).expect("plan");
         assert_eq!(later.garbage_nodes.len(), tree.new_nodes.len());
         assert_eq!(later.node_cutoff, Stamp(51));
     }
@@ -395,34 +413,16 @@ mod tests {
         let mut overdue = record("snap-0a", SnapshotStatus::Pending, None);
         overdue.timeout_minutes = 10;
         let failed = record("snap-0b", SnapshotStatus::Error, None);
-        let pending = vec![
+        let mut view = empty_view(5);
+        view.records = vec![overdue.clone(), failed.clone()];
+        view.pending = vec![
             (overdue.id.clone(), vec![digest(1)]),
             (failed.id.clone(), vec![digest(2)]),
         ];
-        let view = GcView {
-            start: Stamp(1),
-            records: vec![overdue.clone(), failed.clone()],
-            pending,
-            nodes: Vec::new(),
-            announced: HashSet::new(),
-            reader: MemoryNodes::default(),
-        };
-        let old = |n| StoredChunk {
-            digest: digest(n),
-            size: 1,
-            modified: SystemTime::UNIX_EPOCH,
-        };
-        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+        view.chunks = vec![registered(1, 1), registered(2, 1)];
         let past_deadline = overdue.deadline_ms() + 1;
-        let plan = plan(
-            &view,
-            &[old(1), old(2)],
-            past_deadline,
-            wall,
-            GcOptions::default(),
-        )
-        .expect("plan");
-        assert_eq!(plan.garbage_chunks, vec![(digest(2), 1)]);
+        let plan = plan(&view, &[], past_deadline, wall(), GcOptions::default()).expect("plan");
+        assert_eq!(plan.garbage_chunks, vec![(digest(2), 100)]);
         assert_eq!(plan.due_snapshots, vec![overdue.id]);
         assert_eq!(plan.expired_snapshots, vec![failed.id]);
     }

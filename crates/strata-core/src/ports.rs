@@ -103,6 +103,27 @@ pub struct Stamp(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AnnouncementId(pub u64);
 
+/// What [`MetadataStore::announce_put`] did and learnt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Announced {
+    /// The announcement, to withdraw.
+    pub id: AnnouncementId,
+    /// Whether the chunk registry says content with this digest is stored: then the Put
+    /// may record its write without storing the bytes (the record checks it again).
+    pub registered: bool,
+}
+
+/// A chunk the metadata store knows is stored ([`GcView::chunks`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegisteredChunk {
+    /// Its digest.
+    pub digest: ChunkDigest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The stamp of the last write record that stored or re-used it.
+    pub stamp: Stamp,
+}
+
 /// What [`MetadataStore::create_snapshot`] did.
 #[derive(Debug, Clone)]
 pub enum CreateOutcome {
@@ -128,6 +149,12 @@ pub struct BlockWrite {
     pub progress: Option<u8>,
     /// The time of the write (Unix milliseconds); restarts the inactivity timeout.
     pub at_ms: i64,
+    /// `Some(size)` when this Put stored the chunk itself: the record registers it. `None`
+    /// when the Put relied on the registry (the chunk was registered when announced): the
+    /// record is then refused unless the chunk is still registered
+    /// ([`RecordBlockError::ChunkNotRegistered`]). Ignored for the zero block, which is
+    /// never stored.
+    pub stored_size: Option<u64>,
 }
 
 /// Why a block write was not recorded.
@@ -139,6 +166,11 @@ pub enum RecordBlockError {
     /// The snapshot left `pending` before the write committed.
     #[error("snapshot is not pending")]
     NotPending(Box<SnapshotRecord>),
+    /// The write relied on a registered chunk that is not registered any more (found
+    /// damaged and forgotten, or condemned by GC, since the Put was announced): nothing
+    /// was recorded; store the bytes and record again.
+    #[error("the chunk is not registered as stored any more")]
+    ChunkNotRegistered,
     /// Storage failure.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -148,7 +180,9 @@ impl AsStoreError for RecordBlockError {
     fn as_store_error(&self) -> Option<&StoreError> {
         match self {
             RecordBlockError::Store(error) => Some(error),
-            RecordBlockError::NotFound | RecordBlockError::NotPending(_) => None,
+            RecordBlockError::NotFound
+            | RecordBlockError::NotPending(_)
+            | RecordBlockError::ChunkNotRegistered => None,
         }
     }
 }
@@ -241,9 +275,15 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// *at the write's time* (`write.at_ms` not past the stored record's deadline: a write
     /// that crossed it is refused with the record as of that time, so a timed-out snapshot
     /// never comes back to life), bump its write sequence, progress and last-activity
-    /// time. Later writes to the same index replace earlier ones. Implementations may
-    /// group concurrent calls into one transaction, but each call returns only once its
-    /// write is durable.
+    /// time. Later writes to the same index replace earlier ones.
+    ///
+    /// In the same transaction, the chunk registry: a write that stored its chunk
+    /// (`stored_size`) registers it; one that relied on the registry is refused with
+    /// [`RecordBlockError::ChunkNotRegistered`] unless the chunk is registered; and either
+    /// way the chunk is stamped with this transaction's stamp (so a collection whose view
+    /// is older keeps it), and a write of a condemned chunk is refused the same way.
+    /// Implementations may group concurrent calls into one transaction, but each call
+    /// returns only once its write is durable.
     fn record_block(
         &self,
         write: BlockWrite,
@@ -261,15 +301,18 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// if its write sequence still equals `expected_sequence`.
     fn seal_snapshot(&self, seal: Seal) -> impl Future<Output = Result<(), SealError>> + Send;
 
-    /// Announce that a Put of content `digest` is under way: from the moment this returns
-    /// until [`MetadataStore::withdraw_put`], every GC view ([`GcView::announced`]) — on
-    /// any process sharing this store — includes the digest, so a collection keeps its
-    /// chunk. Announcements need not survive the process that made them (its Puts end
-    /// with it); a store shared by many processes lets them lapse after a while.
+    /// Announce that a Put of content `digest` is under way, and say whether the chunk is
+    /// registered as stored. From the moment this returns until
+    /// [`MetadataStore::withdraw_put`], [`MetadataStore::condemn_chunks`] — on any process
+    /// sharing this store — keeps the digest. Atomic with respect to `condemn_chunks`:
+    /// either the announcement is seen by a condemnation, or it is refused with
+    /// [`StoreError::Conflict`] because the digest is condemned (retry once the deletion
+    /// is finalized). Announcements need not survive the process that made them (its Puts
+    /// end with it); a store shared by many processes lets them lapse after a while.
     fn announce_put(
         &self,
         digest: ChunkDigest,
-    ) -> impl Future<Output = Result<AnnouncementId, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Announced, StoreError>> + Send;
 
     /// Withdraw an announcement (after the Put's write record committed, or when the Put
     /// gave up). Never fails from the caller's side: an announcement that cannot be
@@ -317,10 +360,10 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<SnapshotRecord>, StoreError>> + Send;
 
     /// One consistent view for garbage collection: every record, the digests written to
-    /// every snapshot that has pending writes, every stored node with its stamp, and a
-    /// node reader of the same instant; and the view's own stamp, `start`, issued so that
-    /// every node write visible in the view is stamped before it and every later one
-    /// (every one not visible) at or after it.
+    /// every snapshot that has pending writes, every stored node and every registered
+    /// chunk with its stamp, and a node reader of the same instant; and the view's own
+    /// stamp, `start`, issued so that every write visible in the view is stamped before it
+    /// and every later one (every one not visible) at or after it.
     fn gc_view(&self) -> impl Future<Output = Result<GcView<Self::Nodes>, StoreError>> + Send;
 
     /// Delete the nodes in `hashes` last stamped before `stamped_before` (a node written or
@@ -338,6 +381,38 @@ pub trait MetadataStore: Send + Sync + 'static {
         &self,
         ids: Vec<SnapshotId>,
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// The first step of deleting chunks, in one transaction: for each digest that is not
+    /// announced and not registered with a stamp at or after `stamped_before` (re-used
+    /// since the collection's view), unregister it and write a tombstone. Returns the
+    /// digests condemned. From then on `announce_put` of them is refused
+    /// ([`StoreError::Conflict`]) and write records of them are refused, until
+    /// [`MetadataStore::finalize_chunks`]: so a re-upload never races the deletion of its
+    /// own content.
+    fn condemn_chunks(
+        &self,
+        digests: Vec<ChunkDigest>,
+        stamped_before: Stamp,
+    ) -> impl Future<Output = Result<Vec<ChunkDigest>, StoreError>> + Send;
+
+    /// The digests condemned and not finalized (left by a collection that stopped between
+    /// its steps: the next one deletes and finalizes them first).
+    fn condemned_chunks(&self)
+    -> impl Future<Output = Result<Vec<ChunkDigest>, StoreError>> + Send;
+
+    /// The last step of deleting chunks: remove the tombstones of `digests` (their objects
+    /// are deleted). Idempotent.
+    fn finalize_chunks(
+        &self,
+        digests: Vec<ChunkDigest>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Unregister a chunk found damaged (no tombstone: the next Put of its content stores
+    /// it again, which repairs every snapshot that references it). Idempotent.
+    fn forget_chunk(
+        &self,
+        digest: ChunkDigest,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// A read-modify-write of one record, run atomically by the store.
@@ -353,52 +428,52 @@ pub struct GcView<N> {
     pub pending: Vec<(SnapshotId, Vec<ChunkDigest>)>,
     /// Every stored node and the stamp of its last write.
     pub nodes: Vec<(NodeHash, Stamp)>,
-    /// The digests announced by Puts in flight when the view was taken.
-    pub announced: std::collections::HashSet<ChunkDigest>,
+    /// Every registered chunk.
+    pub chunks: Vec<RegisteredChunk>,
     /// Reads nodes as of the same instant.
     pub reader: N,
 }
 
-/// Chunk bytes, named by the SHA-256 of their content.
+/// Chunk bytes, named by the SHA-256 of their content: what every object store does
+/// well, and nothing more. Which chunks are wanted, and when one may be deleted, is the
+/// metadata store's business (its chunk registry, ADR 0004).
 pub trait ChunkStore: Send + Sync + 'static {
     /// Store `data` under `digest`. The caller has verified `digest == sha256(data)`.
-    /// Idempotent: storing an existing chunk only refreshes its modification time (which
-    /// is what keeps GC from deleting content that is being re-uploaded). Durable on return.
+    /// Idempotent: storing content that is stored already is harmless (it may replace it
+    /// with identical bytes), so correctness never depends on conditional writes. An
+    /// adapter may skip the write only when it knows its copy is intact: a copy found
+    /// damaged by [`ChunkStore::get`] is replaced. Durable on return.
     fn put(
         &self,
         digest: ChunkDigest,
         data: Bytes,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// If `digest` is stored, refresh it exactly as [`ChunkStore::put`] of the same bytes
-    /// would, and return true; else return false (and the caller puts the bytes).
-    fn touch(&self, digest: ChunkDigest) -> impl Future<Output = Result<bool, StoreError>> + Send;
-
     /// The bytes stored under `digest`, or `None` if nothing is. Verified by the store: the
     /// bytes are checked against a checksum recorded when they were stored (computed from
     /// the bytes whose SHA-256 the caller of [`ChunkStore::put`] verified), and a mismatch
-    /// is [`StoreError::Corrupt`]. Wrong bytes are never returned.
-    ///
-    /// A chunk found damaged is forgotten (durably, before `Corrupt` is returned): later
-    /// `touch`es of its digest say false, so the next upload of the same content stores it
-    /// again and repairs every snapshot that references it. Until then reads of it fail.
+    /// (or a medium that cannot return them) is [`StoreError::Corrupt`]. Wrong bytes are
+    /// never returned, and a transient failure is never `Corrupt`.
     fn get(
         &self,
         digest: ChunkDigest,
     ) -> impl Future<Output = Result<Option<Bytes>, StoreError>> + Send;
 
-    /// Every stored chunk with its size and last modification.
-    fn list(&self) -> impl Future<Output = Result<Vec<StoredChunk>, StoreError>> + Send;
-
-    /// Delete each chunk of `digests` that was not stored or refreshed since `idle_since`,
-    /// atomically with respect to [`ChunkStore::put`] of the same digest. Returns, for each
-    /// digest in order, the bytes freed, or `None` if the chunk was kept (or absent, or
-    /// listed twice).
-    fn delete_if_idle(
+    /// Delete the chunks of `digests` (absent ones are skipped). Idempotent. Returns the
+    /// bytes freed, as far as the store knows.
+    fn delete(
         &self,
         digests: Vec<ChunkDigest>,
-        idle_since: SystemTime,
-    ) -> impl Future<Output = Result<Vec<Option<u64>>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Up to `limit` stored chunks with digests after `after` (from the first when
+    /// `None`), in ascending digest order: a listing in pages, for finding objects no
+    /// write record registered (a Put that crashed between storing and recording).
+    fn list(
+        &self,
+        after: Option<ChunkDigest>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StoredChunk>, StoreError>> + Send;
 }
 
 /// One entry of [`ChunkStore::list`].
@@ -408,6 +483,7 @@ pub struct StoredChunk {
     pub digest: ChunkDigest,
     /// Size in bytes.
     pub size: u64,
-    /// Last store or refresh.
-    pub modified: SystemTime,
+    /// When its bytes were written (by the store's clock): an unregistered chunk younger
+    /// than the collection's grace period is kept, in case its Put is still recording.
+    pub written: SystemTime,
 }

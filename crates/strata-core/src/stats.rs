@@ -55,8 +55,8 @@ impl StatsSnapshot {
 }
 
 impl ServiceStats {
-    /// Count an acknowledged block write of `digest`; `already_stored` says whether its
-    /// content was found in the chunk store before the write (true for the zero block,
+    /// Count an acknowledged block write of `digest`; `already_stored` says whether the
+    /// write found its content stored and wrote no bytes for it (true for the zero block,
     /// which is never stored).
     pub fn record_put(&self, digest: &ChunkDigest, already_stored: bool) {
         self.blocks_written.fetch_add(1, Ordering::Relaxed);

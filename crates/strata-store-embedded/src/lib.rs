@@ -78,6 +78,16 @@ impl EmbeddedStore {
             metadata: RedbMetadataStore::open(&metadata_path)?,
             chunks: FsChunkStore::open(data_dir.join(CHUNKS_DIR))?,
         };
+        // A data directory of an earlier format has no chunk registry yet (ADR 0004).
+        let registered = store
+            .metadata
+            .fill_chunk_registry_once(|| store.chunks.inventory())?;
+        if registered > 0 {
+            tracing::info!(
+                chunks = registered,
+                "chunk registry filled from the chunk index"
+            );
+        }
         // `metadata.redb` and `chunks/` may have just been created: their names must be
         // durable before anything written into them is acknowledged.
         std::fs::File::open(data_dir)

@@ -8,10 +8,14 @@
 //! | `pending_blocks` | (snapshot id, block index) | chunk digest (32 bytes) |
 //! | `nodes` | node hash (32 bytes) | stamp of the last write (u64 LE) ‖ encoded block-map node |
 //! | `meta` | `"last_stamp"` | the last stamp issued (u64) |
+//! | `meta` | `"chunk_registry"` | 1 once the chunk registry was filled from the chunk index |
 //! | `secrets` | name (`"token-key"`, ...) | the cluster secret's bytes |
+//! | `chunks` | chunk digest (32 bytes) | (size, stamp of the last write record that stored or re-used it) |
+//! | `condemned_chunks` | chunk digest (32 bytes) | `()`: a tombstone of a chunk being deleted |
 //!
 //! # Stamps
-//! The store issues [`Stamp`]s: one per write group that stores nodes, one per GC view,
+//! The store issues [`Stamp`]s: one per write group (stored when the group wrote nodes
+//! or chunk registrations), one per GC view,
 //! each `max(last + 1, wall-clock ms)`. The wall-clock floor keeps them above the node
 //! write times of the first format (Unix ms, in the same place of the node value) and
 //! above the stamps of an earlier run even if `meta` was not written. The writer holds
@@ -29,6 +33,13 @@
 //!
 //! Reads open their own read transaction on the calling (blocking) thread and never wait
 //! for the writer.
+//!
+//! # Announcements and condemned chunks
+//! Announcements live in memory ([`Announcements`]), with an in-memory copy of the
+//! tombstones behind the same lock, so an announcement and a condemnation are atomic with
+//! respect to each other. The writer marks a condemnation in memory before its group
+//! commits (lifting it again if the group fails) and lifts a finalized one only after the
+//! group committed: the memory never says "not condemned" while a tombstone is stored.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -39,8 +50,8 @@ use strata_core::announcements::Announcements;
 use strata_core::block_map::{Node, NodeHash, NodeSource};
 use strata_core::leases::LocalLeases;
 use strata_core::ports::{
-    AnnouncementId, BlockWrite, CreateOutcome, GcView, MetadataStore, PendingWrites,
-    RecordBlockError, RecordChange, Seal, SealError, Stamp, StoreError,
+    Announced, AnnouncementId, BlockWrite, CreateOutcome, GcView, MetadataStore, PendingWrites,
+    RecordBlockError, RecordChange, RegisteredChunk, Seal, SealError, Stamp, StoreError,
 };
 use strata_core::snapshot::{SnapshotRecord, SnapshotStatus};
 use strata_types::{AccountId, BlockIndex, ChunkDigest, SnapshotId};
@@ -56,6 +67,9 @@ const NODES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("nodes");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const LAST_STAMP: &str = "last_stamp";
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
+const CHUNKS: TableDefinition<[u8; 32], (u64, u64)> = TableDefinition::new("chunks");
+const CONDEMNED: TableDefinition<[u8; 32], ()> = TableDefinition::new("condemned_chunks");
+const CHUNK_REGISTRY_FILLED: &str = "chunk_registry";
 
 /// Snapshot metadata in a redb file. Cheap to clone.
 ///
@@ -125,6 +139,13 @@ enum WriteRequest {
         Vec<u8>,
         oneshot::Sender<Result<Vec<u8>, StoreError>>,
     ),
+    Condemn(
+        Vec<ChunkDigest>,
+        Stamp,
+        oneshot::Sender<Result<Vec<ChunkDigest>, StoreError>>,
+    ),
+    Finalize(Vec<ChunkDigest>, oneshot::Sender<Result<(), StoreError>>),
+    Forget(ChunkDigest, oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// One request of a group, with its outcome once applied (sent only after the group's
@@ -144,6 +165,16 @@ enum Job {
     RecordBlock(BlockWrite, Answer<(), RecordBlockError>),
     Seal(Box<Seal>, Answer<(), SealError>),
     Secret(String, Vec<u8>, Answer<Vec<u8>, StoreError>),
+    /// The digests, the cutoff, and the digests this job marked condemned in memory (on
+    /// its first application; a replay of the group re-uses them).
+    Condemn(
+        Vec<ChunkDigest>,
+        Stamp,
+        Option<Vec<ChunkDigest>>,
+        Answer<Vec<ChunkDigest>, StoreError>,
+    ),
+    Finalize(Vec<ChunkDigest>, Answer<(), StoreError>),
+    Forget(ChunkDigest, Answer<(), StoreError>),
 }
 
 /// The change of an `Update`, which can run only once (`FnOnce`): a replay of its group
@@ -172,13 +203,26 @@ impl From<WriteRequest> for Job {
             WriteRequest::Secret(name, candidate, tx) => {
                 Job::Secret(name, candidate, Answer::new(tx))
             }
+            WriteRequest::Condemn(digests, cutoff, tx) => {
+                Job::Condemn(digests, cutoff, None, Answer::new(tx))
+            }
+            WriteRequest::Finalize(digests, tx) => Job::Finalize(digests, Answer::new(tx)),
+            WriteRequest::Forget(digest, tx) => Job::Forget(digest, Answer::new(tx)),
         }
     }
 }
 
 impl Job {
-    /// Send the outcome, or `failure` if this request failed or its group did not commit.
-    fn send(self, failure: Option<StoreError>) {
+    /// Send the outcome, or `failure` if this request failed or its group did not commit;
+    /// first settle what the job changed in memory (see the module docs).
+    fn send(self, failure: Option<StoreError>, announcements: &Announcements) {
+        match &self {
+            Job::Condemn(_, _, Some(marked), _) if failure.is_some() => {
+                announcements.absolve(marked);
+            }
+            Job::Finalize(digests, _) if failure.is_none() => announcements.absolve(digests),
+            _ => {}
+        }
         match self {
             Job::Create(_, answer) => answer.send(failure),
             Job::Update(_, _, answer) => answer.send(failure),
@@ -187,6 +231,8 @@ impl Job {
             Job::RecordBlock(_, answer) => answer.send(failure),
             Job::Seal(_, answer) => answer.send(failure),
             Job::Secret(_, _, answer) => answer.send(failure),
+            Job::Condemn(_, _, _, answer) => answer.send(failure),
+            Job::Finalize(_, answer) | Job::Forget(_, answer) => answer.send(failure),
         }
     }
 }
@@ -239,6 +285,17 @@ impl RedbMetadataStore {
         txn.open_table(PENDING_BLOCKS).map_err(backend)?;
         txn.open_table(NODES).map_err(backend)?;
         txn.open_table(SECRETS).map_err(backend)?;
+        txn.open_table(CHUNKS).map_err(backend)?;
+        let announcements = Arc::new(Announcements::default());
+        {
+            // Tombstones left by a collection that stopped between its steps.
+            let condemned = txn.open_table(CONDEMNED).map_err(backend)?;
+            let mut left = Vec::new();
+            for entry in condemned.iter().map_err(backend)? {
+                left.push(ChunkDigest(entry.map_err(backend)?.0.value()));
+            }
+            announcements.condemn(left);
+        }
         let last_stamp = txn
             .open_table(META)
             .map_err(backend)?
@@ -251,18 +308,47 @@ impl RedbMetadataStore {
             last: Mutex::new(last_stamp),
         });
         let writer_stamps = Arc::clone(&stamps);
+        let writer_announcements = Arc::clone(&announcements);
         let writer = GroupCommitThread::spawn(
             "strata-metadata-writer",
             Arc::clone(&db),
-            move |db, group| commit(db, &writer_stamps, group),
+            move |db, group| commit(db, &writer_stamps, &writer_announcements, group),
         )?;
         Ok(Self {
             writer: Arc::new(writer),
             db,
             stamps,
-            announcements: Arc::default(),
+            announcements,
             leases: Arc::default(),
         })
+    }
+
+    /// Fill the chunk registry from the chunk store's own index, once: a data directory
+    /// written before the registry existed (its chunks are all registered, stamped older
+    /// than any collection's view, so unreferenced ones are collected as usual). Runs
+    /// while the store is opened, before it serves anything.
+    pub fn fill_chunk_registry_once(
+        &self,
+        chunks: impl FnOnce() -> Result<Vec<(ChunkDigest, u64)>, StoreError>,
+    ) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write().map_err(backend)?;
+        let mut filled = 0;
+        {
+            let mut meta = txn.open_table(META).map_err(backend)?;
+            if meta.get(CHUNK_REGISTRY_FILLED).map_err(backend)?.is_some() {
+                return Ok(0);
+            }
+            let mut registry = txn.open_table(CHUNKS).map_err(backend)?;
+            for (digest, size) in chunks()? {
+                if registry.get(digest.0).map_err(backend)?.is_none() {
+                    registry.insert(digest.0, (size, 0)).map_err(backend)?;
+                    filled += 1;
+                }
+            }
+            meta.insert(CHUNK_REGISTRY_FILLED, 1).map_err(backend)?;
+        }
+        txn.commit().map_err(backend)?;
+        Ok(filled)
     }
 
     /// How many write groups (one transaction each) the writer has taken so far: with
@@ -303,14 +389,14 @@ impl RedbMetadataStore {
 /// round takes one request out, so a group of N takes at most N + 1 transactions, and
 /// only when requests fail. A failure of the group itself (opening the tables, writing
 /// the records, the commit) fails every request still in it.
-fn commit(db: &Database, stamps: &Stamps, group: Vec<WriteRequest>) {
+fn commit(db: &Database, stamps: &Stamps, announcements: &Announcements, group: Vec<WriteRequest>) {
     // Held until the group committed (or failed): see the module docs on stamps.
     let mut last = stamps.lock();
     let stamp = next_stamp(&mut last);
     let mut jobs: Vec<Job> = group.into_iter().map(Job::from).collect();
     let mut failed: Vec<Option<StoreError>> = vec![None; jobs.len()];
     let group_failure = loop {
-        match apply_group(db, stamp, &mut jobs, &failed) {
+        match apply_group(db, stamp, announcements, &mut jobs, &failed) {
             Ok(()) => break None,
             Err(GroupFailure::Request(at, error)) => {
                 tracing::warn!(%error, "a metadata write failed; its group is applied without it");
@@ -324,7 +410,7 @@ fn commit(db: &Database, stamps: &Stamps, group: Vec<WriteRequest>) {
     };
     drop(last);
     for (job, failure) in jobs.into_iter().zip(failed) {
-        job.send(failure.or_else(|| group_failure.clone()));
+        job.send(failure.or_else(|| group_failure.clone()), announcements);
     }
 }
 
@@ -341,6 +427,7 @@ enum GroupFailure {
 fn apply_group(
     db: &Database,
     stamp: Stamp,
+    announcements: &Announcements,
     jobs: &mut [Job],
     failed: &[Option<StoreError>],
 ) -> Result<(), GroupFailure> {
@@ -358,6 +445,7 @@ fn apply_group(
             .map_err(backend)
             .map_err(whole)?;
         let mut nodes = txn.open_table(NODES).map_err(backend).map_err(whole)?;
+        let mut registry = txn.open_table(CHUNKS).map_err(backend).map_err(whole)?;
         let mut stamped = false;
         for (at, job) in jobs.iter_mut().enumerate() {
             if failed[at].is_some() {
@@ -375,9 +463,43 @@ fn apply_group(
                 Job::DropPending(ids, answer) => drop_pending(&mut snapshots, &mut pending, ids)
                     .map(|r| answer.outcome = Some(Ok(r))),
                 Job::RecordBlock(write, answer) => {
-                    record_block(&mut snapshots, &mut pending, write)
+                    stamped = true;
+                    let chunks = Registry {
+                        table: &mut registry,
+                        announcements,
+                        stamp,
+                    };
+                    record_block(&mut snapshots, &mut pending, chunks, write)
                         .map(|r| answer.outcome = Some(r))
                 }
+                Job::Condemn(digests, cutoff, marked, answer) => txn
+                    .open_table(CONDEMNED)
+                    .map_err(backend)
+                    .and_then(|mut condemned| {
+                        condemn(
+                            &mut registry,
+                            &mut condemned,
+                            announcements,
+                            digests,
+                            *cutoff,
+                            marked,
+                        )
+                    })
+                    .map(|r| answer.outcome = Some(Ok(r))),
+                Job::Finalize(digests, answer) => txn
+                    .open_table(CONDEMNED)
+                    .map_err(backend)
+                    .and_then(|mut condemned| {
+                        for digest in digests.iter() {
+                            condemned.remove(digest.0).map_err(backend)?;
+                        }
+                        Ok(())
+                    })
+                    .map(|r| answer.outcome = Some(Ok(r))),
+                Job::Forget(digest, answer) => registry
+                    .remove(digest.0)
+                    .map_err(backend)
+                    .map(|_| answer.outcome = Some(Ok(()))),
                 Job::Secret(name, candidate, answer) => txn
                     .open_table(SECRETS)
                     .map_err(backend)
@@ -511,11 +633,12 @@ mod group_tests {
                     digest: ChunkDigest::of(&[index as u8]),
                     progress: None,
                     at_ms: 0,
+                    stored_size: Some(1),
                 };
                 group.push(WriteRequest::RecordBlock(write, done));
                 answers.push(answer);
             }
-            commit(&store.db, &store.stamps, group);
+            commit(&store.db, &store.stamps, &store.announcements, group);
 
             let tagged = tag_answer.await.expect("answered");
             assert!(
@@ -754,9 +877,17 @@ fn split_node_value(value: &[u8]) -> Result<(Stamp, &[u8]), StoreError> {
     Ok((Stamp(u64::from_le_bytes(*stamp)), encoded))
 }
 
+/// The chunk registry as a write record sees it.
+struct Registry<'a, 't> {
+    table: &'a mut Table<'t, [u8; 32], (u64, u64)>,
+    announcements: &'a Announcements,
+    stamp: Stamp,
+}
+
 fn record_block(
     snapshots: &mut Records<'_>,
     pending: &mut Table<'_, (&str, u32), [u8; 32]>,
+    chunks: Registry<'_, '_>,
     write: &BlockWrite,
 ) -> Result<Result<(), RecordBlockError>, StoreError> {
     let Some(mut record) = snapshots.load(&write.snapshot)? else {
@@ -767,6 +898,23 @@ fn record_block(
         return Ok(Err(RecordBlockError::NotPending(Box::new(
             record.as_of(write.at_ms),
         ))));
+    }
+    if !write.digest.is_zero_block() {
+        if chunks.announcements.is_condemned(&write.digest) {
+            return Ok(Err(RecordBlockError::ChunkNotRegistered));
+        }
+        let registered = chunks
+            .table
+            .get(write.digest.0)
+            .map_err(backend)?
+            .map(|v| v.value().0);
+        let Some(size) = write.stored_size.or(registered) else {
+            return Ok(Err(RecordBlockError::ChunkNotRegistered));
+        };
+        chunks
+            .table
+            .insert(write.digest.0, (size, chunks.stamp.0))
+            .map_err(backend)?;
     }
     pending
         .insert((write.snapshot.as_str(), write.index.get()), write.digest.0)
@@ -805,6 +953,38 @@ fn seal_snapshot(
     snapshots.save(&stored.completed(seal.root, seal.changed_blocks, seal.completed_at_ms));
     remove_pending(pending, id)?;
     Ok(Ok(()))
+}
+
+/// Condemn the digests not announced and not re-used since `cutoff` (see
+/// [`MetadataStore::condemn_chunks`]): marked in memory first (atomic with announcements;
+/// a replay of the group re-uses the first marking), then unregistered and tombstoned.
+fn condemn(
+    registry: &mut Table<'_, [u8; 32], (u64, u64)>,
+    condemned: &mut Table<'_, [u8; 32], ()>,
+    announcements: &Announcements,
+    digests: &[ChunkDigest],
+    cutoff: Stamp,
+    marked: &mut Option<Vec<ChunkDigest>>,
+) -> Result<Vec<ChunkDigest>, StoreError> {
+    if marked.is_none() {
+        let mut idle = Vec::new();
+        for digest in digests {
+            let reused = registry
+                .get(digest.0)
+                .map_err(backend)?
+                .is_some_and(|v| v.value().1 >= cutoff.0);
+            if !reused {
+                idle.push(*digest);
+            }
+        }
+        *marked = Some(announcements.condemn(idle));
+    }
+    let marked = marked.as_deref().unwrap_or_default();
+    for digest in marked {
+        registry.remove(digest.0).map_err(backend)?;
+        condemned.insert(digest.0, ()).map_err(backend)?;
+    }
+    Ok(marked.to_vec())
 }
 
 /// A consistent read view of tree nodes (one read transaction).
@@ -862,7 +1042,6 @@ impl MetadataStore for RedbMetadataStore {
 
     async fn gc_view(&self) -> Result<GcView<RedbNodes>, StoreError> {
         let stamps = Arc::clone(&self.stamps);
-        let announcements = Arc::clone(&self.announcements);
         self.read(move |db| {
             // The stamp and the read transaction under the writer's stamp lock (module docs).
             let (start, txn) = {
@@ -891,6 +1070,17 @@ impl MetadataStore for RedbMetadataStore {
                     }
                 }
             }
+            let registry = txn.open_table(CHUNKS).map_err(backend)?;
+            let mut chunks = Vec::new();
+            for entry in registry.iter().map_err(backend)? {
+                let (key, value) = entry.map_err(backend)?;
+                let (size, stamp) = value.value();
+                chunks.push(RegisteredChunk {
+                    digest: ChunkDigest(key.value()),
+                    size,
+                    stamp: Stamp(stamp),
+                });
+            }
             let table = txn.open_table(NODES).map_err(backend)?;
             let mut nodes = Vec::new();
             for entry in table.iter().map_err(backend)? {
@@ -902,7 +1092,7 @@ impl MetadataStore for RedbMetadataStore {
                 records,
                 pending,
                 nodes,
-                announced: announcements.digests(),
+                chunks,
                 reader: RedbNodes { table },
             })
         })
@@ -920,6 +1110,36 @@ impl MetadataStore for RedbMetadataStore {
 
     async fn drop_pending_writes(&self, ids: Vec<SnapshotId>) -> Result<usize, StoreError> {
         self.write(|tx| WriteRequest::DropPending(ids, tx)).await?
+    }
+
+    async fn condemn_chunks(
+        &self,
+        digests: Vec<ChunkDigest>,
+        stamped_before: Stamp,
+    ) -> Result<Vec<ChunkDigest>, StoreError> {
+        self.write(|tx| WriteRequest::Condemn(digests, stamped_before, tx))
+            .await?
+    }
+
+    async fn condemned_chunks(&self) -> Result<Vec<ChunkDigest>, StoreError> {
+        self.read(|db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let condemned = txn.open_table(CONDEMNED).map_err(backend)?;
+            let mut digests = Vec::new();
+            for entry in condemned.iter().map_err(backend)? {
+                digests.push(ChunkDigest(entry.map_err(backend)?.0.value()));
+            }
+            Ok(digests)
+        })
+        .await
+    }
+
+    async fn finalize_chunks(&self, digests: Vec<ChunkDigest>) -> Result<(), StoreError> {
+        self.write(|tx| WriteRequest::Finalize(digests, tx)).await?
+    }
+
+    async fn forget_chunk(&self, digest: ChunkDigest) -> Result<(), StoreError> {
+        self.write(|tx| WriteRequest::Forget(digest, tx)).await?
     }
 
     async fn record_block(&self, write: BlockWrite) -> Result<(), RecordBlockError> {
@@ -955,8 +1175,24 @@ impl MetadataStore for RedbMetadataStore {
             .await?
     }
 
-    async fn announce_put(&self, digest: ChunkDigest) -> Result<AnnouncementId, StoreError> {
-        Ok(self.announcements.announce(digest))
+    async fn announce_put(&self, digest: ChunkDigest) -> Result<Announced, StoreError> {
+        let id = self
+            .announcements
+            .announce(digest)
+            .ok_or_else(|| StoreError::Conflict(format!("chunk {digest} is being deleted")))?;
+        // A point read, on the calling task, like `snapshot`.
+        let registered = (|| {
+            let txn = self.db.begin_read().map_err(backend)?;
+            let registry = txn.open_table(CHUNKS).map_err(backend)?;
+            Ok::<_, StoreError>(registry.get(digest.0).map_err(backend)?.is_some())
+        })();
+        match registered {
+            Ok(registered) => Ok(Announced { id, registered }),
+            Err(error) => {
+                self.announcements.withdraw(id);
+                Err(error)
+            }
+        }
     }
 
     fn withdraw_put(&self, id: AnnouncementId) {

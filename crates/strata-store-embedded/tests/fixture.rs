@@ -334,7 +334,7 @@ async fn a_data_directory_of_format_v1_opens_and_reads_back_identically() {
 
     // The chunk store holds each stored content once (A is shared by two indexes, D by
     // two snapshots), and never the zero block.
-    let listed = chunks.list().await.expect("list chunks");
+    let listed = chunks.list(None, 1000).await.expect("list chunks");
     let mut stored: Vec<ChunkDigest> = listed.iter().map(|c| c.digest).collect();
     stored.sort_unstable_by_key(|d| d.0);
     let mut wanted: Vec<ChunkDigest> = [A, B, C, D, E].iter().map(|c| c.digest()).collect();

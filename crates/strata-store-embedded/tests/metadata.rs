@@ -52,6 +52,7 @@ fn write(id: &str, index: u32, seed: u8) -> BlockWrite {
         digest: ChunkDigest::of(&[seed]),
         progress: Some(seed),
         at_ms: i64::from(seed),
+        stored_size: Some(1),
     }
 }
 

@@ -21,6 +21,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "liveness",
         include_str!("../migrations/0002_liveness.sql"),
     ),
+    (
+        3,
+        "chunk registry",
+        include_str!("../migrations/0003_chunk_registry.sql"),
+    ),
 ];
 
 /// The advisory lock that serializes migrations of one database (any value, fixed

@@ -1,13 +1,13 @@
 //! [`PostgresMetadataStore`]: the [`MetadataStore`] port, one method per operation, each
 //! one transaction through [`persistence::transact`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use deadpool_postgres::{Pool, Transaction};
 use strata_core::block_map::NodeHash;
 use strata_core::ports::{
-    AnnouncementId, BlockWrite, CreateOutcome, GcView, MetadataStore, PendingWrites,
-    RecordBlockError, RecordChange, Seal, SealError, Stamp, StoreError,
+    Announced, AnnouncementId, BlockWrite, CreateOutcome, GcView, MetadataStore, PendingWrites,
+    RecordBlockError, RecordChange, RegisteredChunk, Seal, SealError, Stamp, StoreError,
 };
 use strata_core::snapshot::{SnapshotRecord, SnapshotStatus};
 use strata_types::{AccountId, BlockIndex, ChunkDigest, SnapshotId};
@@ -67,11 +67,12 @@ impl PostgresMetadataStore {
             .map_err(|e| persistence::classify(e, op))?;
         let oid: i64 = row.try_get(0).map_err(|e| persistence::classify(e, op))?;
         drop(client);
+        let fence = (FENCE_CLASS << 32) | (oid & 0xFFFF_FFFF);
         Ok(Self {
-            writer: Writer::start(pool.clone()),
+            writer: Writer::start(pool.clone(), fence),
             pool,
             nodes: NodeService::start(config)?,
-            fence: (FENCE_CLASS << 32) | (oid & 0xFFFF_FFFF),
+            fence,
         })
     }
 
@@ -120,6 +121,53 @@ fn stamp_of(value: i64) -> Result<Stamp, StoreError> {
     u64::try_from(value)
         .map(Stamp)
         .map_err(|_| StoreError::Corrupt(format!("negative stamp {value}")))
+}
+
+/// The class of the per-digest advisory locks (two-key form, a key space apart from the
+/// single-key fence and migration locks): "strc" in ASCII.
+const DIGEST_LOCK_CLASS: i32 = 0x7374_7263;
+
+/// The second key of a digest's advisory lock: its first four bytes. Two digests that
+/// share it only wait for each other now and then.
+pub(crate) fn digest_lock_key(digest: &ChunkDigest) -> i32 {
+    i32::from_le_bytes([digest.0[0], digest.0[1], digest.0[2], digest.0[3]])
+}
+
+/// Take the per-digest advisory locks of `digests` for this transaction, shared (Puts:
+/// announcements, write records) or exclusive (condemnations): an announcement or a
+/// write record and a condemnation of the same digest then run one after the other. In
+/// ascending key order, so two takers never deadlock.
+pub(crate) async fn lock_digests(
+    txn: &Transaction<'_>,
+    digests: impl IntoIterator<Item = ChunkDigest>,
+    exclusive: bool,
+) -> Result<(), Failure> {
+    let mut keys: Vec<i32> = digests.into_iter().map(|d| digest_lock_key(&d)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let sql = if exclusive {
+        "SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::int4[]) AS k"
+    } else {
+        "SELECT pg_advisory_xact_lock_shared($1, k) FROM unnest($2::int4[]) AS k"
+    };
+    query(txn, sql, &[&DIGEST_LOCK_CLASS, &keys]).await?;
+    Ok(())
+}
+
+/// The stamp fence, shared, held until the transaction ends, and then the next stamp:
+/// see the crate docs ("Stamps") for why a GC view's stamp then orders correctly with
+/// this transaction's commit.
+pub(crate) async fn fenced_stamp(txn: &Transaction<'_>, fence: i64) -> Result<i64, Failure> {
+    execute(txn, "SELECT pg_advisory_xact_lock_shared($1)", &[&fence]).await?;
+    let row = query(txn, "SELECT nextval('strata_stamps')", &[]).await?;
+    Ok(row
+        .first()
+        .map(|r| column(r, 0))
+        .transpose()?
+        .ok_or_else(|| StoreError::Backend("nextval returned no row".into()))?)
 }
 
 fn stamp_value(stamp: Stamp) -> i64 {
@@ -260,17 +308,9 @@ async fn seal(
     if stored.write_sequence != seal.expected_sequence {
         return Ok(Err(SealError::Raced));
     }
-    // The stamp fence, shared, held until this transaction ends, and only then the stamp:
-    // see the crate docs ("Stamps") for why a GC view's stamp then orders correctly with
-    // this commit. Taken after the row lock, so a seal waiting for a record never holds
-    // the fence meanwhile.
-    execute(txn, "SELECT pg_advisory_xact_lock_shared($1)", &[&fence]).await?;
-    let row = query(txn, "SELECT nextval('strata_stamps')", &[]).await?;
-    let stamp: i64 = row
-        .first()
-        .map(|r| column(r, 0))
-        .transpose()?
-        .ok_or_else(|| StoreError::Backend("nextval returned no row".into()))?;
+    // Taken after the row lock, so a seal waiting for a record never holds the fence
+    // meanwhile.
+    let stamp = fenced_stamp(txn, fence).await?;
     // Sorted and unique: one row per node, and concurrent seals lock shared nodes in the
     // same order (no deadlock between them).
     let nodes: BTreeMap<&[u8], &[u8]> = seal
@@ -359,7 +399,7 @@ async fn gc_view(
         Vec<SnapshotRecord>,
         Vec<(SnapshotId, Vec<ChunkDigest>)>,
         Vec<(NodeHash, Stamp)>,
-        HashSet<ChunkDigest>,
+        Vec<RegisteredChunk>,
     ),
     Failure,
 > {
@@ -417,19 +457,20 @@ async fn gc_view(
             .map_err(|_| StoreError::Corrupt("a node hash that is not 32 bytes".into()))?;
         nodes.push((NodeHash(hash), stamp_of(column(&row, 1)?)?));
     }
-    // Read after the cutoff the caller took before asking for the view (see `gc`).
-    let mut announced = HashSet::new();
+    let mut chunks = Vec::new();
     for row in txn
-        .query(
-            "SELECT digest FROM announcements WHERE expires_at > now()",
-            &[],
-        )
+        .query("SELECT digest, size, stamp FROM chunks", &[])
         .await?
     {
-        announced.insert(digest_of(column(&row, 0)?)?);
+        chunks.push(RegisteredChunk {
+            digest: digest_of(column(&row, 0)?)?,
+            size: u64::try_from(column::<i64>(&row, 1)?)
+                .map_err(|_| StoreError::Corrupt("a negative chunk size".into()))?,
+            stamp: stamp_of(column(&row, 2)?)?,
+        });
     }
     txn.commit().await?;
-    Ok((start, records, pending, nodes, announced))
+    Ok((start, records, pending, nodes, chunks))
 }
 
 /// How long an announcement of a node that died before withdrawing it keeps its chunk
@@ -654,32 +695,66 @@ impl MetadataStore for PostgresMetadataStore {
         })
         .await
         .map_err(|e| StoreError::Backend(format!("the GC view task failed: {e}")))??;
-        let (start, records, pending, nodes, announced) = view;
+        let (start, records, pending, nodes, chunks) = view;
         Ok(GcView {
             start,
             records,
             pending,
             nodes,
-            announced,
+            chunks,
             reader: self.nodes.reader(),
         })
     }
 
-    async fn announce_put(&self, digest: ChunkDigest) -> Result<AnnouncementId, StoreError> {
-        let op = "announce a put";
-        let client = persistence::connection(&self.pool).await?;
-        let row = client
-            .query_one(
-                "INSERT INTO announcements (digest, expires_at)
-                 VALUES ($1, now() + $2 * interval '1 millisecond') RETURNING id",
-                &[&digest.0.as_slice(), &ANNOUNCEMENT_TTL_MS],
-            )
-            .await
-            .map_err(|e| persistence::classify(e, op))?;
-        let id: i64 = column(&row, 0)?;
-        u64::try_from(id)
+    async fn announce_put(&self, digest: ChunkDigest) -> Result<Announced, StoreError> {
+        let announced = transact(
+            &self.pool,
+            "announce a put",
+            ReadCommitted,
+            // A rerun after an unknown outcome may leave a second announcement: it keeps
+            // the chunk a little longer, and lapses.
+            Repeat::Safe,
+            move |txn| {
+                Box::pin(async move {
+                    // The digest's lock first (shared): a condemnation of it runs entirely
+                    // before or after this transaction, and the next statement (a new
+                    // snapshot, at READ COMMITTED) sees what it committed.
+                    lock_digests(txn, [digest], false).await?;
+                    let rows = query(
+                        txn,
+                        "WITH state AS (
+                             SELECT EXISTS (SELECT 1 FROM condemned_chunks WHERE digest = $1)
+                                        AS condemned,
+                                    EXISTS (SELECT 1 FROM chunks WHERE digest = $1)
+                                        AS registered),
+                         announced AS (
+                             INSERT INTO announcements (digest, expires_at)
+                             SELECT $1, now() + $2 * interval '1 millisecond'
+                             FROM state WHERE NOT condemned
+                             RETURNING id)
+                         SELECT (SELECT id FROM announced), registered FROM state",
+                        &[&digest.0.as_slice(), &ANNOUNCEMENT_TTL_MS],
+                    )
+                    .await?;
+                    let row = rows
+                        .first()
+                        .ok_or_else(|| StoreError::Backend("announce returned no row".into()))?;
+                    let id: Option<i64> = column(row, 0)?;
+                    let registered: bool = column(row, 1)?;
+                    Ok(id.map(|id| (id, registered)))
+                })
+            },
+        )
+        .await?;
+        let Some((id, registered)) = announced else {
+            return Err(StoreError::Conflict(format!(
+                "chunk {digest} is being deleted"
+            )));
+        };
+        let id = u64::try_from(id)
             .map(AnnouncementId)
-            .map_err(|_| StoreError::Corrupt(format!("announcement id {id}")))
+            .map_err(|_| StoreError::Corrupt(format!("announcement id {id}")))?;
+        Ok(Announced { id, registered })
     }
 
     fn withdraw_put(&self, id: AnnouncementId) {
@@ -835,5 +910,90 @@ impl MetadataStore for PostgresMetadataStore {
         )
         .await?;
         usize::try_from(dropped).map_err(|_| StoreError::Backend("dropped count".into()))
+    }
+
+    async fn condemn_chunks(
+        &self,
+        digests: Vec<ChunkDigest>,
+        stamped_before: Stamp,
+    ) -> Result<Vec<ChunkDigest>, StoreError> {
+        let before = stamp_value(stamped_before);
+        let rows = transact(
+            &self.pool,
+            "condemn chunks",
+            ReadCommitted,
+            // A rerun condemns nothing more: what the first run condemned is in
+            // `condemned_chunks` (and the next collection deletes it).
+            Repeat::Safe,
+            move |txn| {
+                let digests = digests.clone();
+                Box::pin(async move {
+                    // Exclusive per-digest locks: every announcement and write record of
+                    // these digests committed before, or waits until this commits (and
+                    // then finds the tombstone). The next statement sees the former.
+                    lock_digests(txn, digests.iter().copied(), true).await?;
+                    let wanted: Vec<&[u8]> = digests.iter().map(|d| d.0.as_slice()).collect();
+                    query(
+                        txn,
+                        "WITH idle AS (
+                             SELECT DISTINCT d FROM unnest($1::bytea[]) AS d
+                             WHERE NOT EXISTS (SELECT 1 FROM announcements a
+                                               WHERE a.digest = d AND a.expires_at > now())
+                               AND NOT EXISTS (SELECT 1 FROM chunks c
+                                               WHERE c.digest = d AND c.stamp >= $2)),
+                         unregistered AS (
+                             DELETE FROM chunks WHERE digest IN (SELECT d FROM idle))
+                         INSERT INTO condemned_chunks (digest) SELECT d FROM idle
+                         ON CONFLICT (digest) DO NOTHING
+                         RETURNING digest",
+                        &[&wanted, &before],
+                    )
+                    .await
+                })
+            },
+        )
+        .await?;
+        rows.into_iter()
+            .map(|row| digest_of(column(&row, 0)?))
+            .collect()
+    }
+
+    async fn condemned_chunks(&self) -> Result<Vec<ChunkDigest>, StoreError> {
+        let op = "list condemned chunks";
+        let client = persistence::connection(&self.pool).await?;
+        let rows = client
+            .query("SELECT digest FROM condemned_chunks ORDER BY digest", &[])
+            .await
+            .map_err(|e| persistence::classify(e, op))?;
+        rows.into_iter()
+            .map(|row| digest_of(column(&row, 0)?))
+            .collect()
+    }
+
+    async fn finalize_chunks(&self, digests: Vec<ChunkDigest>) -> Result<(), StoreError> {
+        let op = "finalize chunk deletions";
+        let wanted: Vec<&[u8]> = digests.iter().map(|d| d.0.as_slice()).collect();
+        let client = persistence::connection(&self.pool).await?;
+        client
+            .execute(
+                "DELETE FROM condemned_chunks WHERE digest = ANY($1)",
+                &[&wanted],
+            )
+            .await
+            .map_err(|e| persistence::classify(e, op))?;
+        Ok(())
+    }
+
+    async fn forget_chunk(&self, digest: ChunkDigest) -> Result<(), StoreError> {
+        let op = "forget a damaged chunk";
+        let client = persistence::connection(&self.pool).await?;
+        client
+            .execute(
+                "DELETE FROM chunks WHERE digest = $1",
+                &[&digest.0.as_slice()],
+            )
+            .await
+            .map_err(|e| persistence::classify(e, op))?;
+        Ok(())
     }
 }

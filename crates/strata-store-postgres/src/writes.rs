@@ -2,19 +2,27 @@
 //! the moment (up to [`GROUP_LIMIT`]) and records them in one transaction, then answers
 //! each caller after the commit. Under N parallel Puts this is one transaction (and one
 //! WAL flush) for the group instead of N, each queued on the same row lock.
+//!
+//! The same transaction keeps the chunk registry (ADR 0004): it takes the per-digest
+//! locks of its digests (shared, after the record row locks), refuses writes of condemned
+//! chunks and writes that relied on a chunk no longer registered, and registers or
+//! re-stamps the rest with one stamp taken under the fence.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use deadpool_postgres::{Pool, Transaction};
 use strata_core::ports::{BlockWrite, RecordBlockError, StoreError};
 use strata_core::snapshot::{SnapshotRecord, SnapshotStatus};
+use strata_types::ChunkDigest;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::IsolationLevel::ReadCommitted;
 
 use crate::persistence::{Failure, Repeat, transact};
-use crate::store::{column, decode_record, encode_record, execute, query};
+use crate::store::{
+    column, decode_record, encode_record, execute, fenced_stamp, lock_digests, query,
+};
 
 /// The most writes one transaction records.
 const GROUP_LIMIT: usize = 512;
@@ -30,7 +38,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Start the writer task on the current runtime.
-    pub(crate) fn start(pool: Pool) -> Self {
+    pub(crate) fn start(pool: Pool, fence: i64) -> Self {
         let (queue, mut requests) = mpsc::unbounded_channel::<(BlockWrite, Answer)>();
         let groups = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&groups);
@@ -44,7 +52,7 @@ impl Writer {
                     }
                 }
                 counted.fetch_add(1, Ordering::Relaxed);
-                commit(&pool, group).await;
+                commit(&pool, fence, group).await;
             }
         });
         Self { queue, groups }
@@ -69,7 +77,7 @@ impl Writer {
 
 /// Record one group and answer every caller: its own outcome after the commit, or the
 /// transaction's error.
-async fn commit(pool: &Pool, group: Vec<(BlockWrite, Answer)>) {
+async fn commit(pool: &Pool, fence: i64, group: Vec<(BlockWrite, Answer)>) {
     let (writes, answers): (Vec<BlockWrite>, Vec<Answer>) = group.into_iter().unzip();
     let result = transact(
         pool,
@@ -80,7 +88,7 @@ async fn commit(pool: &Pool, group: Vec<(BlockWrite, Answer)>) {
         Repeat::Safe,
         |txn| {
             let writes = writes.clone();
-            Box::pin(async move { apply(txn, &writes).await })
+            Box::pin(async move { apply(txn, fence, &writes).await })
         },
     )
     .await;
@@ -112,6 +120,7 @@ enum Loaded {
 /// as the writes before it in the group left them), in one transaction.
 async fn apply(
     txn: &Transaction<'_>,
+    fence: i64,
     writes: &[BlockWrite],
 ) -> Result<Vec<Result<(), RecordBlockError>>, Failure> {
     let mut ids: Vec<&str> = writes.iter().map(|w| w.snapshot.as_str()).collect();
@@ -137,9 +146,41 @@ async fn apply(
         };
         records.insert(id, loaded);
     }
+    // The registry's view of the group's digests, under their locks (see the module docs).
+    let digests: Vec<ChunkDigest> = writes
+        .iter()
+        .map(|w| w.digest)
+        .filter(|d| !d.is_zero_block())
+        .collect();
+    lock_digests(txn, digests.iter().copied(), false).await?;
+    let wanted: Vec<&[u8]> = digests.iter().map(|d| d.0.as_slice()).collect();
+    let mut condemned: HashSet<[u8; 32]> = HashSet::new();
+    let mut registered: HashMap<[u8; 32], i64> = HashMap::new();
+    if !wanted.is_empty() {
+        for row in query(
+            txn,
+            "SELECT digest FROM condemned_chunks WHERE digest = ANY($1)",
+            &[&wanted],
+        )
+        .await?
+        {
+            condemned.insert(digest_bytes(column(&row, 0)?)?);
+        }
+        for row in query(
+            txn,
+            "SELECT digest, size FROM chunks WHERE digest = ANY($1)",
+            &[&wanted],
+        )
+        .await?
+        {
+            registered.insert(digest_bytes(column(&row, 0)?)?, column(&row, 1)?);
+        }
+    }
     let mut outcomes = Vec::with_capacity(writes.len());
     // The final digest per (snapshot, index): one row each in the upsert below.
     let mut pending: BTreeMap<(&str, i64), &[u8]> = BTreeMap::new();
+    // Chunks to register or re-stamp, with their size.
+    let mut chunks: BTreeMap<[u8; 32], i64> = BTreeMap::new();
     for write in writes {
         let outcome = match records.get_mut(write.snapshot.as_str()) {
             None => Err(RecordBlockError::NotFound),
@@ -152,7 +193,24 @@ async fn apply(
                     record.as_of(write.at_ms),
                 )))
             }
+            Some(Loaded::Record { .. })
+                if !write.digest.is_zero_block()
+                    && (condemned.contains(&write.digest.0)
+                        || (write.stored_size.is_none()
+                            && !registered.contains_key(&write.digest.0))) =>
+            {
+                Err(RecordBlockError::ChunkNotRegistered)
+            }
             Some(Loaded::Record { record, dirty }) => {
+                if !write.digest.is_zero_block() {
+                    let size = match write.stored_size {
+                        Some(size) => i64::try_from(size).unwrap_or(i64::MAX),
+                        None => registered.get(&write.digest.0).copied().unwrap_or(0),
+                    };
+                    chunks.insert(write.digest.0, size);
+                    // Registered from here on, for the writes after it in the group.
+                    registered.insert(write.digest.0, size);
+                }
                 pending.insert(
                     (write.snapshot.as_str(), i64::from(write.index.get())),
                     write.digest.0.as_slice(),
@@ -181,6 +239,19 @@ async fn apply(
         )
         .await?;
     }
+    if !chunks.is_empty() {
+        let stamp = fenced_stamp(txn, fence).await?;
+        let digests: Vec<&[u8]> = chunks.keys().map(|d| d.as_slice()).collect();
+        let sizes: Vec<i64> = chunks.values().copied().collect();
+        execute(
+            txn,
+            "INSERT INTO chunks (digest, size, stamp)
+             SELECT d, s, $3 FROM unnest($1::bytea[], $2::bigint[]) AS t (d, s)
+             ON CONFLICT (digest) DO UPDATE SET stamp = EXCLUDED.stamp",
+            &[&digests, &sizes, &stamp],
+        )
+        .await?;
+    }
     let mut ids = Vec::new();
     let mut texts = Vec::new();
     for (id, loaded) in &records {
@@ -203,4 +274,9 @@ async fn apply(
         .await?;
     }
     Ok(outcomes)
+}
+
+fn digest_bytes(bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
+    <[u8; 32]>::try_from(bytes)
+        .map_err(|b| StoreError::Corrupt(format!("a digest of {} bytes", b.len())))
 }

@@ -32,7 +32,10 @@ macro_rules! metadata_store_conformance {
             a_write_past_the_deadline_is_refused,
             a_seal_completes_the_record_as_stored,
             a_child_is_created_only_on_its_intact_parent,
-            announced_digests_are_in_every_gc_view_until_withdrawn,
+            announcements_say_whether_a_chunk_is_registered,
+            a_write_relying_on_the_registry_needs_a_registered_chunk,
+            condemnation_spares_announced_and_reused_chunks,
+            withdrawn_announcements_stop_protecting_their_chunk,
             leases_are_exclusive_renewable_and_expire,
             the_first_secret_stored_wins,
             pending_writes_are_dropped_only_for_snapshots_in_error,
@@ -57,10 +60,8 @@ macro_rules! chunk_store_conformance {
         $crate::chunk_store_conformance!(@cases $open;
             stored_chunks_read_back_and_absent_ones_are_none,
             put_is_idempotent,
-            touch_reports_and_refreshes_stored_chunks,
-            the_listing_shows_every_chunk_with_its_size,
-            deletion_spares_chunks_stored_or_refreshed_since_the_cutoff,
-            deletion_reports_absent_and_repeated_digests_as_kept,
+            the_listing_pages_every_chunk_in_digest_order_with_its_size,
+            deletion_is_idempotent_and_reports_the_bytes_freed,
         );
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {
@@ -134,7 +135,8 @@ pub mod fixtures {
         ChunkDigest::of(&seed.to_le_bytes())
     }
 
-    /// A write of content `seed` to `index` of `snapshot` at `at_ms`.
+    /// A write of content `seed` to `index` of `snapshot` at `at_ms`, which stored its
+    /// chunk (so the record registers it).
     pub fn write(snapshot: &SnapshotId, index: u32, seed: u32, at_ms: i64) -> BlockWrite {
         BlockWrite {
             snapshot: snapshot.clone(),
@@ -142,6 +144,7 @@ pub mod fixtures {
             digest: digest(seed),
             progress: None,
             at_ms,
+            stored_size: Some(BLOCK_SIZE as u64),
         }
     }
 }
@@ -150,10 +153,11 @@ pub mod fixtures {
 pub mod metadata {
     use strata_core::block_map::{self, NodeHash, NodeSource};
     use strata_core::ports::{
-        CreateOutcome, MetadataStore, RecordBlockError, RecordChange, Seal, SealError, StoreError,
+        BlockWrite, CreateOutcome, MetadataStore, RecordBlockError, RecordChange, Seal, SealError,
+        StoreError,
     };
     use strata_core::snapshot::{SnapshotRecord, SnapshotStatus, Tag};
-    use strata_types::BlockIndex;
+    use strata_types::{BLOCK_SIZE, BlockIndex};
 
     use super::fixtures::{account, digest, pending, snapshot_id, write};
 
@@ -716,44 +720,190 @@ pub mod metadata {
         );
     }
 
-    /// An announced digest is in every GC view taken until its announcement is
-    /// withdrawn; each announcement counts on its own. A withdrawal may take effect a
-    /// little later (a shared store deletes it in the background): the digest then stays
-    /// live a little longer, never shorter.
-    pub async fn announced_digests_are_in_every_gc_view_until_withdrawn<M: MetadataStore>(
-        store: &M,
-    ) {
+    /// `announce_put` says whether the chunk is registered: not before a write record
+    /// stored it, yes after; each announcement is its own. The GC view lists registered
+    /// chunks with their size, stamped before the view.
+    pub async fn announcements_say_whether_a_chunk_is_registered<M: MetadataStore>(store: &M) {
         let first = store.announce_put(digest(1)).await.expect("announce");
-        let second = store.announce_put(digest(1)).await.expect("announce again");
-        let other = store.announce_put(digest(2)).await.expect("announce");
-        assert_ne!(first, second);
+        assert!(!first.registered);
+        let id = snapshot_id(1);
+        create(store, pending(&id, &account(1), T0)).await;
+        store
+            .record_block(write(&id, 0, 1, T0))
+            .await
+            .expect("write");
+        store.withdraw_put(first.id);
+        let second = store.announce_put(digest(1)).await.expect("announce");
+        assert!(second.registered);
+        assert_ne!(first.id, second.id);
+        store.withdraw_put(second.id);
         let view = store.gc_view().await.expect("view");
-        assert!(view.announced.contains(&digest(1)) && view.announced.contains(&digest(2)));
-        store.withdraw_put(first);
-        store.withdraw_put(other);
-        let view = eventually_announced(store, |a| !a.contains(&digest(2))).await;
-        assert!(
-            view.contains(&digest(1)),
-            "the second announcement holds it"
-        );
-        store.withdraw_put(second);
-        eventually_announced(store, |a| a.is_empty()).await;
+        let listed: Vec<_> = view.chunks.iter().map(|c| (c.digest, c.size)).collect();
+        assert_eq!(listed, vec![(digest(1), BLOCK_SIZE as u64)]);
+        assert!(view.chunks[0].stamp < view.start);
     }
 
-    /// The announcements of the first GC view (within 5 s) that satisfies `wanted`.
-    async fn eventually_announced<M: MetadataStore>(
+    /// A write that relied on the registry (`stored_size: None`) is recorded only while
+    /// its chunk is registered: refused, with nothing recorded, before it is and after
+    /// `forget_chunk`.
+    pub async fn a_write_relying_on_the_registry_needs_a_registered_chunk<M: MetadataStore>(
         store: &M,
-        wanted: impl Fn(&std::collections::HashSet<strata_types::ChunkDigest>) -> bool,
-    ) -> std::collections::HashSet<strata_types::ChunkDigest> {
+    ) {
+        let id = snapshot_id(1);
+        create(store, pending(&id, &account(1), T0)).await;
+        let reuse = |index, seed| BlockWrite {
+            stored_size: None,
+            ..write(&id, index, seed, T0)
+        };
+        assert!(matches!(
+            store.record_block(reuse(0, 1)).await,
+            Err(RecordBlockError::ChunkNotRegistered)
+        ));
+        let sequence = store.pending_writes(&id).await.expect("pending").sequence;
+        assert_eq!(sequence, 0, "nothing recorded");
+        store
+            .record_block(write(&id, 1, 1, T0))
+            .await
+            .expect("stored");
+        store.record_block(reuse(2, 1)).await.expect("re-used");
+        store.forget_chunk(digest(1)).await.expect("forget");
+        store.forget_chunk(digest(1)).await.expect("forget twice");
+        assert!(matches!(
+            store.record_block(reuse(3, 1)).await,
+            Err(RecordBlockError::ChunkNotRegistered)
+        ));
+        assert!(
+            !store
+                .announce_put(digest(1))
+                .await
+                .expect("announce")
+                .registered
+        );
+        let indexes: Vec<u32> = store
+            .pending_writes(&id)
+            .await
+            .expect("pending")
+            .blocks
+            .iter()
+            .map(|(i, _)| i.get())
+            .collect();
+        assert_eq!(indexes, vec![1, 2]);
+    }
+
+    /// `condemn_chunks` keeps an announced chunk and one re-used by a write stamped at
+    /// or after its cutoff, and condemns the rest (registered or not) once; while
+    /// condemned, announcements and writes of them are refused; `finalize_chunks` ends it.
+    pub async fn condemnation_spares_announced_and_reused_chunks<M: MetadataStore>(store: &M) {
+        let id = snapshot_id(1);
+        create(store, pending(&id, &account(1), T0)).await;
+        for seed in 1..=3 {
+            store
+                .record_block(write(&id, seed, seed, T0))
+                .await
+                .expect("write");
+        }
+        let view = store.gc_view().await.expect("view");
+        let busy = store.announce_put(digest(2)).await.expect("announce");
+        store
+            .record_block(BlockWrite {
+                stored_size: None,
+                ..write(&id, 10, 3, T0)
+            })
+            .await
+            .expect("re-use after the view");
+        let all = vec![digest(1), digest(2), digest(3), digest(4)];
+        let mut condemned = store
+            .condemn_chunks(all.clone(), view.start)
+            .await
+            .expect("condemn");
+        condemned.sort();
+        let mut expected = vec![digest(1), digest(4)];
+        expected.sort();
+        assert_eq!(condemned, expected, "1 idle, 4 unregistered");
+        assert!(
+            store
+                .condemn_chunks(all, view.start)
+                .await
+                .expect("again")
+                .is_empty(),
+            "condemned once"
+        );
+        let mut left = store.condemned_chunks().await.expect("condemned");
+        left.sort();
+        assert_eq!(left, expected);
+        assert!(matches!(
+            store.announce_put(digest(1)).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.record_block(write(&id, 11, 1, T0)).await,
+            Err(RecordBlockError::ChunkNotRegistered)
+        ));
+        let registered: Vec<_> = store
+            .gc_view()
+            .await
+            .expect("view")
+            .chunks
+            .iter()
+            .map(|c| c.digest)
+            .collect();
+        assert!(!registered.contains(&digest(1)));
+        store
+            .finalize_chunks(expected.clone())
+            .await
+            .expect("finalize");
+        store
+            .finalize_chunks(expected)
+            .await
+            .expect("finalize twice");
+        assert!(
+            store
+                .condemned_chunks()
+                .await
+                .expect("condemned")
+                .is_empty()
+        );
+        let again = store.announce_put(digest(1)).await.expect("announce");
+        assert!(!again.registered);
+        store.withdraw_put(again.id);
+        store.withdraw_put(busy.id);
+    }
+
+    /// Once its announcement is withdrawn, a chunk is condemned like any other (a
+    /// withdrawal may take effect a little later in a shared store: within 5 s here).
+    pub async fn withdrawn_announcements_stop_protecting_their_chunk<M: MetadataStore>(store: &M) {
+        let id = snapshot_id(1);
+        create(store, pending(&id, &account(1), T0)).await;
+        store
+            .record_block(write(&id, 0, 1, T0))
+            .await
+            .expect("write");
+        store.delete_snapshot(&id).await.expect("delete");
+        let first = store.announce_put(digest(1)).await.expect("announce");
+        let second = store.announce_put(digest(1)).await.expect("announce");
+        let start = store.gc_view().await.expect("view").start;
+        store.withdraw_put(first.id);
+        assert!(
+            store
+                .condemn_chunks(vec![digest(1)], start)
+                .await
+                .expect("condemn")
+                .is_empty(),
+            "the second announcement still holds it"
+        );
+        store.withdraw_put(second.id);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
-            let announced = store.gc_view().await.expect("view").announced;
-            if wanted(&announced) {
-                return announced;
+            let condemned = store
+                .condemn_chunks(vec![digest(1)], start)
+                .await
+                .expect("condemn");
+            if condemned == vec![digest(1)] {
+                break;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "withdrawn announcements still in the view after 5 s: {announced:?}"
+                "a withdrawn announcement still protects its chunk after 5 s"
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
@@ -848,74 +998,75 @@ pub mod chunks {
         let (digest, data) = chunk(1);
         store.put(digest, data.clone()).await.expect("put");
         store.put(digest, data.clone()).await.expect("put again");
-        assert_eq!(store.list().await.expect("list").len(), 1);
+        assert_eq!(store.list(None, 10).await.expect("list").len(), 1);
         assert_eq!(store.get(digest).await.expect("get"), Some(data));
     }
 
-    /// `touch` says whether the chunk is stored, and refreshes its modification time.
-    pub async fn touch_reports_and_refreshes_stored_chunks<C: ChunkStore>(store: &C) {
-        let (digest, data) = chunk(1);
-        assert!(!store.touch(digest).await.expect("touch absent"));
-        store.put(digest, data).await.expect("put");
-        let stored = store.list().await.expect("list")[0].modified;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(store.touch(digest).await.expect("touch"));
-        let touched = store.list().await.expect("list")[0].modified;
-        assert!(touched > stored, "refreshed: {touched:?} after {stored:?}");
-    }
-
-    /// `list` names every stored chunk once, with its size.
-    pub async fn the_listing_shows_every_chunk_with_its_size<C: ChunkStore>(store: &C) {
+    /// `list` pages through every stored chunk once, in ascending digest order, with its
+    /// size and a write time no later than now (nor much earlier than the put: some
+    /// object stores keep whole seconds).
+    pub async fn the_listing_pages_every_chunk_in_digest_order_with_its_size<C: ChunkStore>(
+        store: &C,
+    ) {
+        let before = SystemTime::now() - Duration::from_secs(2);
         let mut expected = Vec::new();
-        for seed in 1..=3 {
+        for seed in 1..=5 {
             let (digest, data) = chunk(seed);
             expected.push((digest, data.len() as u64));
             store.put(digest, data).await.expect("put");
         }
-        let mut listed: Vec<(ChunkDigest, u64)> = store
-            .list()
+        expected.sort();
+        let mut listed = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.list(after, 2).await.expect("list");
+            assert!(page.len() <= 2);
+            let Some(last) = page.last() else { break };
+            after = Some(last.digest);
+            for chunk in &page {
+                assert!(
+                    chunk.written >= before
+                        && chunk.written <= SystemTime::now() + Duration::from_secs(2)
+                );
+            }
+            listed.extend(page.iter().map(|c| (c.digest, c.size)));
+        }
+        assert_eq!(listed, expected);
+        assert!(
+            store
+                .list(Some(expected[4].0), 2)
+                .await
+                .expect("list")
+                .is_empty()
+        );
+    }
+
+    /// `delete` removes what it names, skips what is absent or named twice, reports the
+    /// bytes freed, and may be repeated.
+    pub async fn deletion_is_idempotent_and_reports_the_bytes_freed<C: ChunkStore>(store: &C) {
+        let (gone, data) = chunk(1);
+        let size = data.len() as u64;
+        let (kept, kept_data) = chunk(2);
+        store.put(gone, data).await.expect("put");
+        store.put(kept, kept_data.clone()).await.expect("put");
+        let freed = store
+            .delete(vec![gone, gone, chunk(3).0])
+            .await
+            .expect("delete");
+        assert!(
+            freed == size || freed == 0,
+            "bytes freed as far as known: {freed}"
+        );
+        assert_eq!(store.get(gone).await.expect("get"), None);
+        assert_eq!(store.get(kept).await.expect("get"), Some(kept_data));
+        store.delete(vec![gone]).await.expect("delete again");
+        let listed: Vec<_> = store
+            .list(None, 10)
             .await
             .expect("list")
             .into_iter()
-            .map(|c| (c.digest, c.size))
+            .map(|c| c.digest)
             .collect();
-        listed.sort();
-        expected.sort();
-        assert_eq!(listed, expected);
-    }
-
-    /// `delete_if_idle` deletes chunks not stored or refreshed since the cutoff, reports
-    /// the bytes freed, and keeps a chunk refreshed after it.
-    pub async fn deletion_spares_chunks_stored_or_refreshed_since_the_cutoff<C: ChunkStore>(
-        store: &C,
-    ) {
-        let (old, old_data) = chunk(1);
-        let (young, young_data) = chunk(2);
-        store.put(old, old_data.clone()).await.expect("put");
-        store.put(young, young_data).await.expect("put");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let cutoff = SystemTime::now();
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(store.touch(young).await.expect("touch"));
-        let freed = store
-            .delete_if_idle(vec![old, young], cutoff)
-            .await
-            .expect("delete");
-        assert_eq!(freed, vec![Some(old_data.len() as u64), None]);
-        assert_eq!(store.get(old).await.expect("get"), None);
-        assert!(store.get(young).await.expect("get").is_some());
-    }
-
-    /// A digest that is absent, or listed twice, is reported as kept (`None`).
-    pub async fn deletion_reports_absent_and_repeated_digests_as_kept<C: ChunkStore>(store: &C) {
-        let (digest, data) = chunk(1);
-        let size = data.len() as u64;
-        store.put(digest, data).await.expect("put");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let freed = store
-            .delete_if_idle(vec![digest, digest, chunk(2).0], SystemTime::now())
-            .await
-            .expect("delete");
-        assert_eq!(freed, vec![Some(size), None, None]);
+        assert_eq!(listed, vec![kept]);
     }
 }

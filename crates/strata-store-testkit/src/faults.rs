@@ -16,13 +16,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use strata_core::block_map::NodeHash;
 use strata_core::ports::{
-    AnnouncementId, BlockWrite, ChunkStore, CreateOutcome, GcView, MetadataStore, PendingWrites,
-    RecordBlockError, RecordChange, Seal, SealError, Stamp, StoreError, StoredChunk,
+    Announced, AnnouncementId, BlockWrite, ChunkStore, CreateOutcome, GcView, MetadataStore,
+    PendingWrites, RecordBlockError, RecordChange, Seal, SealError, Stamp, StoreError, StoredChunk,
 };
 use strata_core::snapshot::SnapshotRecord;
 use strata_types::{AccountId, ChunkDigest, SnapshotId};
@@ -49,8 +48,11 @@ pub enum Op {
     GcView,
     DeleteNodes,
     DropPendingWrites,
+    CondemnChunks,
+    CondemnedChunks,
+    FinalizeChunks,
+    ForgetChunk,
     PutChunk,
-    TouchChunk,
     GetChunk,
     ListChunks,
     DeleteChunks,
@@ -293,7 +295,7 @@ impl<M: MetadataStore> MetadataStore for FaultyMetadata<M> {
             .await
     }
 
-    async fn announce_put(&self, digest: ChunkDigest) -> Result<AnnouncementId, StoreError> {
+    async fn announce_put(&self, digest: ChunkDigest) -> Result<Announced, StoreError> {
         let call = self.inner.announce_put(digest);
         self.faults.around(Op::AnnouncePut, same, call).await
     }
@@ -359,6 +361,30 @@ impl<M: MetadataStore> MetadataStore for FaultyMetadata<M> {
         let call = self.inner.drop_pending_writes(ids);
         self.faults.around(Op::DropPendingWrites, same, call).await
     }
+
+    async fn condemn_chunks(
+        &self,
+        digests: Vec<ChunkDigest>,
+        stamped_before: Stamp,
+    ) -> Result<Vec<ChunkDigest>, StoreError> {
+        let call = self.inner.condemn_chunks(digests, stamped_before);
+        self.faults.around(Op::CondemnChunks, same, call).await
+    }
+
+    async fn condemned_chunks(&self) -> Result<Vec<ChunkDigest>, StoreError> {
+        let call = self.inner.condemned_chunks();
+        self.faults.around(Op::CondemnedChunks, same, call).await
+    }
+
+    async fn finalize_chunks(&self, digests: Vec<ChunkDigest>) -> Result<(), StoreError> {
+        let call = self.inner.finalize_chunks(digests);
+        self.faults.around(Op::FinalizeChunks, same, call).await
+    }
+
+    async fn forget_chunk(&self, digest: ChunkDigest) -> Result<(), StoreError> {
+        let call = self.inner.forget_chunk(digest);
+        self.faults.around(Op::ForgetChunk, same, call).await
+    }
 }
 
 /// A chunk store whose calls follow the rules of a [`Faults`] handle.
@@ -386,27 +412,22 @@ impl<C: ChunkStore> ChunkStore for FaultyChunks<C> {
         self.faults.around(Op::PutChunk, same, call).await
     }
 
-    async fn touch(&self, digest: ChunkDigest) -> Result<bool, StoreError> {
-        let call = self.inner.touch(digest);
-        self.faults.around(Op::TouchChunk, same, call).await
-    }
-
     async fn get(&self, digest: ChunkDigest) -> Result<Option<Bytes>, StoreError> {
         let call = self.inner.get(digest);
         self.faults.around(Op::GetChunk, same, call).await
     }
 
-    async fn list(&self) -> Result<Vec<StoredChunk>, StoreError> {
-        let call = self.inner.list();
-        self.faults.around(Op::ListChunks, same, call).await
+    async fn delete(&self, digests: Vec<ChunkDigest>) -> Result<u64, StoreError> {
+        let call = self.inner.delete(digests);
+        self.faults.around(Op::DeleteChunks, same, call).await
     }
 
-    async fn delete_if_idle(
+    async fn list(
         &self,
-        digests: Vec<ChunkDigest>,
-        idle_since: SystemTime,
-    ) -> Result<Vec<Option<u64>>, StoreError> {
-        let call = self.inner.delete_if_idle(digests, idle_since);
-        self.faults.around(Op::DeleteChunks, same, call).await
+        after: Option<ChunkDigest>,
+        limit: usize,
+    ) -> Result<Vec<StoredChunk>, StoreError> {
+        let call = self.inner.list(after, limit);
+        self.faults.around(Op::ListChunks, same, call).await
     }
 }

@@ -2,7 +2,7 @@
 //! the ports' rustdoc, small enough to read next to it. Every method takes one lock, so
 //! every method is atomic; nothing is durable (the process is the store's lifetime).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
@@ -11,8 +11,9 @@ use strata_core::announcements::Announcements;
 use strata_core::block_map::{Node, NodeHash, NodeSource};
 use strata_core::leases::LocalLeases;
 use strata_core::ports::{
-    AnnouncementId, BlockWrite, ChunkStore, CreateOutcome, GcView, MetadataStore, PendingWrites,
-    RecordBlockError, RecordChange, Seal, SealError, Stamp, StoreError, StoredChunk,
+    Announced, AnnouncementId, BlockWrite, ChunkStore, CreateOutcome, GcView, MetadataStore,
+    PendingWrites, RecordBlockError, RecordChange, RegisteredChunk, Seal, SealError, Stamp,
+    StoreError, StoredChunk,
 };
 use strata_core::snapshot::{SnapshotRecord, SnapshotStatus};
 use strata_types::{AccountId, BlockIndex, ChunkDigest, SnapshotId};
@@ -30,6 +31,10 @@ struct Metadata {
     pending: BTreeMap<(SnapshotId, BlockIndex), ChunkDigest>,
     nodes: NodeMap,
     secrets: HashMap<String, Vec<u8>>,
+    /// The chunk registry: digest → (size, stamp of the last record that stored or re-used it).
+    chunks: BTreeMap<ChunkDigest, (u64, Stamp)>,
+    /// Tombstones of chunks being deleted.
+    condemned: BTreeSet<ChunkDigest>,
 }
 
 impl Metadata {
@@ -178,6 +183,18 @@ impl MetadataStore for MemoryMetadataStore {
             )));
         }
         let mut record = record.clone();
+        if !write.digest.is_zero_block() {
+            let registered = state.chunks.get(&write.digest).map(|(size, _)| *size);
+            let size = match (write.stored_size, registered) {
+                _ if state.condemned.contains(&write.digest) => {
+                    return Err(RecordBlockError::ChunkNotRegistered);
+                }
+                (Some(size), _) | (None, Some(size)) => size,
+                (None, None) => return Err(RecordBlockError::ChunkNotRegistered),
+            };
+            let stamp = state.next_stamp();
+            state.chunks.insert(write.digest, (size, stamp));
+        }
         record.write_sequence += 1;
         record.last_activity_ms = record.last_activity_ms.max(write.at_ms);
         if write.progress.is_some() {
@@ -221,8 +238,23 @@ impl MetadataStore for MemoryMetadataStore {
         Ok(())
     }
 
-    async fn announce_put(&self, digest: ChunkDigest) -> Result<AnnouncementId, StoreError> {
-        Ok(self.announcements.announce(digest))
+    async fn announce_put(&self, digest: ChunkDigest) -> Result<Announced, StoreError> {
+        // Under the state lock, which `condemn_chunks` holds while it looks at the
+        // announcements: the two are atomic with respect to each other.
+        let state = self.lock();
+        if state.condemned.contains(&digest) {
+            return Err(StoreError::Conflict(format!(
+                "chunk {digest} is being deleted"
+            )));
+        }
+        let id = self
+            .announcements
+            .announce(digest)
+            .ok_or_else(|| StoreError::Conflict(format!("chunk {digest} is being deleted")))?;
+        Ok(Announced {
+            id,
+            registered: state.chunks.contains_key(&digest),
+        })
     }
 
     fn withdraw_put(&self, id: AnnouncementId) {
@@ -290,7 +322,15 @@ impl MetadataStore for MemoryMetadataStore {
                 .iter()
                 .map(|(hash, (stamp, _))| (*hash, *stamp))
                 .collect(),
-            announced: self.announcements.digests(),
+            chunks: state
+                .chunks
+                .iter()
+                .map(|(digest, (size, stamp))| RegisteredChunk {
+                    digest: *digest,
+                    size: *size,
+                    stamp: *stamp,
+                })
+                .collect(),
             reader: MemoryNodes {
                 nodes: Arc::clone(&state.nodes),
             },
@@ -331,13 +371,52 @@ impl MetadataStore for MemoryMetadataStore {
         }
         Ok(dropped)
     }
+
+    async fn condemn_chunks(
+        &self,
+        digests: Vec<ChunkDigest>,
+        stamped_before: Stamp,
+    ) -> Result<Vec<ChunkDigest>, StoreError> {
+        let mut state = self.lock();
+        let announced = self.announcements.digests();
+        let mut condemned = Vec::new();
+        for digest in digests {
+            let reused = state
+                .chunks
+                .get(&digest)
+                .is_some_and(|(_, stamp)| *stamp >= stamped_before);
+            if announced.contains(&digest) || reused || !state.condemned.insert(digest) {
+                continue;
+            }
+            state.chunks.remove(&digest);
+            condemned.push(digest);
+        }
+        Ok(condemned)
+    }
+
+    async fn condemned_chunks(&self) -> Result<Vec<ChunkDigest>, StoreError> {
+        Ok(self.lock().condemned.iter().copied().collect())
+    }
+
+    async fn finalize_chunks(&self, digests: Vec<ChunkDigest>) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        for digest in digests {
+            state.condemned.remove(&digest);
+        }
+        Ok(())
+    }
+
+    async fn forget_chunk(&self, digest: ChunkDigest) -> Result<(), StoreError> {
+        self.lock().chunks.remove(&digest);
+        Ok(())
+    }
 }
 
 struct StoredBytes {
     data: Bytes,
     /// XXH3-64 of the bytes as stored: reads are checked against it.
     checksum: u64,
-    modified: SystemTime,
+    written: SystemTime,
 }
 
 /// The chunk port in memory. Cheap to clone; clones share the same store.
@@ -377,7 +456,7 @@ impl MemoryChunkStore {
         true
     }
 
-    /// Whether `digest` is stored (without refreshing it).
+    /// Whether `digest` is stored.
     pub fn contains(&self, digest: &ChunkDigest) -> bool {
         self.lock().contains_key(digest)
     }
@@ -385,41 +464,24 @@ impl MemoryChunkStore {
 
 impl ChunkStore for MemoryChunkStore {
     async fn put(&self, digest: ChunkDigest, data: Bytes) -> Result<(), StoreError> {
-        let now = SystemTime::now();
-        let mut chunks = self.lock();
-        match chunks.get_mut(&digest) {
-            Some(stored) => stored.modified = now,
-            None => {
-                chunks.insert(
-                    digest,
-                    StoredBytes {
-                        checksum: xxh3_64(&data),
-                        data,
-                        modified: now,
-                    },
-                );
-            }
-        }
+        // Always (re)written: identical bytes, or the repair of a damaged copy.
+        self.lock().insert(
+            digest,
+            StoredBytes {
+                checksum: xxh3_64(&data),
+                data,
+                written: SystemTime::now(),
+            },
+        );
         Ok(())
     }
 
-    async fn touch(&self, digest: ChunkDigest) -> Result<bool, StoreError> {
-        let now = SystemTime::now();
-        Ok(self
-            .lock()
-            .get_mut(&digest)
-            .map(|stored| stored.modified = now)
-            .is_some())
-    }
-
     async fn get(&self, digest: ChunkDigest) -> Result<Option<Bytes>, StoreError> {
-        let mut chunks = self.lock();
+        let chunks = self.lock();
         let Some(stored) = chunks.get(&digest) else {
             return Ok(None);
         };
         if xxh3_64(&stored.data) != stored.checksum {
-            // Forgotten before the error is returned, as the port asks.
-            chunks.remove(&digest);
             return Err(StoreError::Corrupt(format!(
                 "chunk {digest} failed its checksum"
             )));
@@ -427,33 +489,30 @@ impl ChunkStore for MemoryChunkStore {
         Ok(Some(stored.data.clone()))
     }
 
-    async fn list(&self) -> Result<Vec<StoredChunk>, StoreError> {
+    async fn delete(&self, digests: Vec<ChunkDigest>) -> Result<u64, StoreError> {
+        let mut chunks = self.lock();
+        Ok(digests
+            .iter()
+            .filter_map(|digest| chunks.remove(digest))
+            .map(|stored| stored.data.len() as u64)
+            .sum())
+    }
+
+    async fn list(
+        &self,
+        after: Option<ChunkDigest>,
+        limit: usize,
+    ) -> Result<Vec<StoredChunk>, StoreError> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
         Ok(self
             .lock()
-            .iter()
+            .range((start, Bound::Unbounded))
+            .take(limit)
             .map(|(digest, stored)| StoredChunk {
                 digest: *digest,
                 size: stored.data.len() as u64,
-                modified: stored.modified,
-            })
-            .collect())
-    }
-
-    async fn delete_if_idle(
-        &self,
-        digests: Vec<ChunkDigest>,
-        idle_since: SystemTime,
-    ) -> Result<Vec<Option<u64>>, StoreError> {
-        let mut chunks = self.lock();
-        Ok(digests
-            .into_iter()
-            .map(|digest| {
-                let idle = chunks
-                    .get(&digest)
-                    .is_some_and(|stored| stored.modified < idle_since);
-                idle.then(|| chunks.remove(&digest))
-                    .flatten()
-                    .map(|stored| stored.data.len() as u64)
+                written: stored.written,
             })
             .collect())
     }

@@ -21,15 +21,17 @@ use crate::conformance::fixtures::{account, content};
 use crate::{Faults, FaultyChunks, FaultyMetadata, ManualClock, Op};
 
 /// Instantiate every scenario of [`crate::races`] for one pair of adapters. `$open` is an
-/// async function returning `(metadata, chunks, has_chunk, guard)`: fresh stores, a
-/// function saying whether the chunk store holds a digest, and whatever must outlive the
-/// test (a temporary directory).
+/// async function returning `(metadata, chunks, probe, guard)`: fresh stores, a
+/// [`ChunkProbe`] on the chunk store's bytes, and whatever must outlive the test (a
+/// temporary directory).
 #[macro_export]
 macro_rules! race_scenarios {
     ($open:path) => {
         $crate::race_scenarios!(@cases $open;
             race_1_a_put_crossing_the_deadline_cannot_revive_writes_gc_freed,
             race_2_a_seal_queued_before_a_gc_plan_keeps_the_nodes_it_rewrites,
+            race_3_a_chunk_reused_while_a_long_plan_waits_is_kept,
+            race_4_a_dedup_put_survives_a_read_that_finds_its_chunk_damaged,
             race_6_a_child_is_never_started_on_a_parent_deleted_meanwhile,
             race_6_tags_changed_while_a_snapshot_completes_are_kept,
             collections_and_sweeps_run_only_under_their_lease,
@@ -39,16 +41,21 @@ macro_rules! race_scenarios {
         $(
             #[tokio::test]
             async fn $case() {
-                let (metadata, chunks, has_chunk, _guard) = $open().await;
-                let harness = $crate::races::Harness::new(metadata, chunks, has_chunk);
+                let (metadata, chunks, probe, _guard) = $open().await;
+                let harness = $crate::races::Harness::new(metadata, chunks, probe);
                 $crate::races::$case(harness).await;
             }
         )*
     };
 }
 
-/// Whether the chunk store holds a digest (without touching it).
-pub type HasChunk = Box<dyn Fn(&ChunkDigest) -> bool + Send + Sync>;
+/// A look at the chunk store's bytes, past its port.
+pub struct ChunkProbe {
+    /// Whether the store holds the chunk.
+    pub has: Box<dyn Fn(&ChunkDigest) -> bool + Send + Sync>,
+    /// Damage the stored copy of a chunk, as rot on a disk would.
+    pub damage: Box<dyn Fn(&ChunkDigest) + Send + Sync>,
+}
 
 type Service<M, C> = SnapshotService<FaultyMetadata<M>, FaultyChunks<C>>;
 
@@ -57,13 +64,13 @@ pub struct Harness<M, C> {
     service: Service<M, C>,
     faults: Faults,
     clock: ManualClock,
-    has_chunk: HasChunk,
+    probe: ChunkProbe,
     owner: AccountId,
 }
 
 impl<M: MetadataStore, C: ChunkStore> Harness<M, C> {
     /// The service over `metadata` and `chunks`, each wrapped with one shared [`Faults`].
-    pub fn new(metadata: M, chunks: C, has_chunk: HasChunk) -> Self {
+    pub fn new(metadata: M, chunks: C, probe: ChunkProbe) -> Self {
         let faults = Faults::new();
         let clock = ManualClock::default();
         let service = SnapshotService::new(
@@ -76,7 +83,7 @@ impl<M: MetadataStore, C: ChunkStore> Harness<M, C> {
             service,
             faults,
             clock,
-            has_chunk,
+            probe,
             owner: account(1),
         }
     }
@@ -204,7 +211,7 @@ pub async fn race_1_a_put_crossing_the_deadline_cannot_revive_writes_gc_freed<
         .expect("pending writes");
     for (index, digest) in &pending.blocks {
         assert!(
-            (h.has_chunk)(digest),
+            (h.probe.has)(digest),
             "block {index} of {id} is recorded, but GC freed its chunk (late put: {late:?})"
         );
     }
@@ -258,6 +265,92 @@ pub async fn race_2_a_seal_queued_before_a_gc_plan_keeps_the_nodes_it_rewrites<
         .await
         .expect("the completed snapshot reads");
     assert_eq!(blocks, vec![(0, content(1))]);
+}
+
+/// Race 3: a dedup Put settled by the chunk store's refresh memory (one hour, by the wall
+/// clock) while nothing bounded how long a GC plan ran: a chunk re-used early in a long plan
+/// could be deleted late in it. Fixed: re-use is recorded in the metadata store, by the
+/// write record, with the store's stamp; a collection condemns only chunks stamped before
+/// its view, whatever the clocks say.
+pub async fn race_3_a_chunk_reused_while_a_long_plan_waits_is_kept<
+    M: MetadataStore,
+    C: ChunkStore,
+>(
+    h: Harness<M, C>,
+) {
+    let first = h.start(None, 600).await;
+    put(&h.service, &h.owner, &first, 0, &content(1))
+        .await
+        .expect("put");
+    h.complete(&first, 1).await;
+    h.service
+        .delete_snapshot(&h.owner, &first)
+        .await
+        .expect("delete");
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let plan = h.service.plan_gc(no_grace()).await.expect("plan");
+    assert_eq!(plan.garbage_chunks.len(), 1, "content 1 is garbage now");
+
+    // The same content is uploaded again (deduplicated) while the plan waits, for hours.
+    let second = h.start(None, 600).await;
+    put(&h.service, &h.owner, &second, 0, &content(1))
+        .await
+        .expect("dedup put");
+    h.clock.advance_minutes(180);
+    let report = h.service.execute_gc(&plan).await.expect("execute");
+    assert_eq!(report.chunks_deleted, 0, "{report:?}");
+    h.complete(&second, 1).await;
+    let blocks = h.read_all(&second).await.expect("reads");
+    assert_eq!(blocks, vec![(0, content(1))]);
+}
+
+/// Race 4: a dedup Put was acknowledged from the chunk index alone. A GET that found the
+/// stored copy damaged meanwhile forgot it, and the acknowledged write named content that
+/// was not stored, while the verified client bytes had been dropped. Fixed: the write
+/// record checks the chunk registry in its own transaction; a Put whose chunk left it
+/// stores the bytes it kept and records again.
+pub async fn race_4_a_dedup_put_survives_a_read_that_finds_its_chunk_damaged<
+    M: MetadataStore,
+    C: ChunkStore,
+>(
+    h: Harness<M, C>,
+) {
+    let first = h.start(None, 60).await;
+    put(&h.service, &h.owner, &first, 0, &content(1))
+        .await
+        .expect("put");
+    h.complete(&first, 1).await;
+
+    let second = h.start(None, 60).await;
+    let recording = h.faults.gate_next(Op::RecordBlock);
+    let dedup = {
+        let (service, owner, id) = (h.service.clone(), h.owner.clone(), second.clone());
+        tokio::spawn(async move { put(&service, &owner, &id, 0, &content(1)).await })
+    };
+    recording.reached().await;
+    (h.probe.damage)(&ChunkDigest::of(&content(1)));
+    let damaged = h.read_all(&first).await;
+    assert!(
+        matches!(damaged, Err(ServiceError::CorruptData(_))),
+        "the damaged copy is found: {damaged:?}"
+    );
+    recording.open();
+    dedup
+        .await
+        .expect("task")
+        .expect("the dedup put is acknowledged");
+    h.complete(&second, 1).await;
+
+    let blocks = h
+        .read_all(&second)
+        .await
+        .expect("the acknowledged write reads back");
+    assert_eq!(blocks, vec![(0, content(1))]);
+    let repaired = h
+        .read_all(&first)
+        .await
+        .expect("and repairs the first snapshot");
+    assert_eq!(repaired, vec![(0, content(1))]);
 }
 
 /// Race 6 (start): StartSnapshot reads its parent's root, then creates the child with it.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{SnapshotService, run_blocking};
 use crate::error::ServiceError;
 use crate::gc::{self, GcOptions, GcPlan, GcReport};
-use crate::ports::{ChunkStore, MetadataStore, StoreError};
+use crate::ports::{ChunkStore, MetadataStore, StoreError, StoredChunk};
 
 /// The lease a collection runs under: one collection per cluster at a time.
 pub const GC_LEASE: &str = "gc";
@@ -24,13 +24,33 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
     /// collection rather than the next (GC frees only a stored `error`: see `gc`).
     pub async fn plan_gc(&self, options: GcOptions) -> Result<GcPlan, ServiceError> {
         self.expire_idle_snapshots().await?;
-        // Order matters (see `gc`): the cutoff, then the view (with the announcements).
+        // The view first, then the chunk store's listing: a chunk stored after the view
+        // is either registered with a later stamp or announced (see `gc`).
         let now = self.now_ms();
-        let wall_now = std::time::SystemTime::now();
         let view = self.metadata.gc_view().await?;
-        let chunks = self.chunks.list().await?;
-        let plan = run_blocking(move || gc::plan(&view, &chunks, now, wall_now, options)).await?;
+        let stored = self.stored_chunks().await?;
+        let wall_now = std::time::SystemTime::now();
+        let plan = run_blocking(move || gc::plan(&view, &stored, now, wall_now, options)).await?;
         Ok(plan)
+    }
+
+    /// Every chunk in the chunk store, page by page.
+    async fn stored_chunks(&self) -> Result<Vec<StoredChunk>, ServiceError> {
+        const PAGE: usize = 1000;
+        let mut all: Vec<StoredChunk> = Vec::new();
+        loop {
+            let after = all.last().map(|c| c.digest);
+            let page = crate::with_retries!(
+                self.retry,
+                "list the chunk store",
+                self.chunks.list(after, PAGE)
+            )?;
+            let full = page.len() == PAGE;
+            all.extend(page);
+            if !full {
+                return Ok(all);
+            }
+        }
     }
 
     /// A collection under the [`GC_LEASE`], as `holder` (a name unique to this process):
@@ -128,19 +148,28 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             .metadata
             .drop_pending_writes(plan.expired_snapshots.clone())
             .await?;
-        let cutoff = plan.chunk_cutoff.unwrap_or(std::time::UNIX_EPOCH);
+        // Chunks a stopped collection condemned but did not finish deleting go first.
+        let leftover = self.metadata.condemned_chunks().await?;
+        for batch in leftover.chunks(CHUNK_BATCH) {
+            renew().await?;
+            report.bytes_freed += self.chunks.delete(batch.to_vec()).await?;
+            report.chunks_deleted += batch.len();
+            self.metadata.finalize_chunks(batch.to_vec()).await?;
+        }
         for batch in plan.garbage_chunks.chunks(CHUNK_BATCH) {
             renew().await?;
             let digests = batch.iter().map(|(digest, _)| *digest).collect();
-            for freed in self.chunks.delete_if_idle(digests, cutoff).await? {
-                match freed {
-                    Some(bytes) => {
-                        report.chunks_deleted += 1;
-                        report.bytes_freed += bytes;
-                    }
-                    None => report.chunks_kept += 1,
-                }
+            let condemned = self
+                .metadata
+                .condemn_chunks(digests, plan.node_cutoff)
+                .await?;
+            report.chunks_kept += batch.len() - condemned.len();
+            if condemned.is_empty() {
+                continue;
             }
+            report.bytes_freed += self.chunks.delete(condemned.clone()).await?;
+            report.chunks_deleted += condemned.len();
+            self.metadata.finalize_chunks(condemned).await?;
         }
         tracing::info!(
             nodes_deleted = report.nodes_deleted,

@@ -11,6 +11,7 @@ use crate::ports::{
     AnnouncementId, BlockWrite, ChunkStore, MetadataStore, RecordBlockError, StoreError,
 };
 use crate::snapshot::{SnapshotRecord, SnapshotStatus};
+use bytes::Bytes;
 
 /// Proof that a block write was checked (owner, state, index) before its body was read,
 /// and what was learnt about its claimed content. While it lives, the claimed digest is
@@ -20,9 +21,9 @@ pub struct WritePermit {
     record: SnapshotRecord,
     index: BlockIndex,
     claimed: ChunkDigest,
-    /// Whether content with the claimed digest was already stored (and was just refreshed):
-    /// then the body only needs to be hashed, not kept.
-    stored: bool,
+    /// Whether the chunk registry says content with the claimed digest is stored: then
+    /// the bytes need not be stored again (the write record checks it once more).
+    registered: bool,
     _announcement: Announcement,
 }
 
@@ -46,11 +47,12 @@ impl Drop for Announcement {
 }
 
 impl WritePermit {
-    /// The hasher the body should be read into: one that keeps nothing when the claimed
-    /// content is stored, one that copies the body into an aligned buffer as it arrives
-    /// when it is new.
+    /// The hasher the body should be read into: one that copies the body into an aligned
+    /// buffer as it arrives, kept even when the content is registered as stored, since
+    /// the registry may lose it before the write is recorded (a read finding the stored
+    /// copy damaged); only the zero block, never stored, is just hashed.
     pub fn block_hasher(&self) -> BlockHasher {
-        if self.stored {
+        if self.claimed.is_zero_block() {
             BlockHasher::discarding()
         } else {
             BlockHasher::copying()
@@ -71,28 +73,34 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
         claimed: ChunkDigest,
     ) -> Result<WritePermit, ServiceError> {
         let record = self.writable_snapshot(owner, id, index).await?;
-        // Announced before the lookup, and until the write record commits: GC then keeps
-        // a stored chunk of this content (see `gc`), so "stored" stays true. A body that
-        // turns out not to match `claimed` only cost the chunk a refresh.
-        let announced = crate::with_retries!(
-            self.retry,
-            "announce a put",
-            self.metadata.announce_put(claimed)
-        )?;
-        let metadata = Arc::clone(&self.metadata);
-        let announcement = Announcement {
-            id: announced,
-            withdraw: Box::new(move |announced| metadata.withdraw_put(announced)),
-        };
-        let stored = claimed.is_zero_block()
-            || crate::with_retries!(self.retry, "look up a chunk", self.chunks.touch(claimed))?;
+        // Announced before the registry is asked, and until the write record commits: a
+        // collection then keeps a stored chunk of this content (see `gc`), so "registered"
+        // stays true unless a read finds the chunk damaged, which the record catches. A
+        // body that turns out not to match `claimed` only kept the chunk a while longer.
+        let (announcement, registered) = self.announce(claimed).await?;
         Ok(WritePermit {
             record,
             index,
             claimed,
-            stored,
+            registered: registered || claimed.is_zero_block(),
             _announcement: announcement,
         })
+    }
+
+    /// Announce a Put of `digest` (waiting, within the retry policy, while a collection
+    /// finishes deleting that content) and learn whether it is registered as stored.
+    async fn announce(&self, digest: ChunkDigest) -> Result<(Announcement, bool), ServiceError> {
+        let announced = crate::with_retries!(
+            self.retry,
+            "announce a put",
+            self.metadata.announce_put(digest)
+        )?;
+        let metadata = Arc::clone(&self.metadata);
+        let announcement = Announcement {
+            id: announced.id,
+            withdraw: Box::new(move |id| metadata.withdraw_put(id)),
+        };
+        Ok((announcement, announced.registered))
     }
 
     /// The record of `id` if a block may be written at `index` now.
@@ -132,7 +140,7 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             record,
             index,
             claimed,
-            stored,
+            registered,
             _announcement,
         } = permit;
         let id = &record.id;
@@ -147,36 +155,66 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             self.writable_snapshot(&record.owner, id, index).await?;
         }
         let digest = block.digest;
-        if !stored {
-            let data = block.into_bytes().ok_or_else(|| {
-                ServiceError::Store(StoreError::Backend(
-                    "the body of new content was not kept".into(),
-                ))
-            })?;
-            crate::with_retries!(
-                self.retry,
-                "store a chunk",
-                self.chunks.put(digest, data.clone())
-            )?;
-        }
-        let write = BlockWrite {
+        let data = block.into_bytes();
+        let mut write = BlockWrite {
             snapshot: id.clone(),
             index,
             digest,
             progress,
             at_ms: self.now_ms(),
+            stored_size: None,
         };
-        let recorded = crate::with_retries!(self.retry, "record a block write", {
-            self.metadata.record_block(write.clone())
-        });
-        match recorded {
-            Ok(()) => {
-                self.stats.record_put(&digest, stored);
-                Ok(digest)
-            }
-            Err(RecordBlockError::NotFound) => Err(ServiceError::SnapshotNotFound(id.clone())),
-            Err(RecordBlockError::NotPending(record)) => Err(not_pending(&record)),
-            Err(RecordBlockError::Store(e)) => Err(e.into()),
+        if !registered {
+            write.stored_size = Some(self.store_chunk(digest, data.as_ref()).await?);
         }
+        match self.record_write(&write).await {
+            Err(RecordBlockError::ChunkNotRegistered) => {
+                // The registry lost the chunk after the announcement (a read found it
+                // damaged, or its deletion began): store the verified bytes ourselves,
+                // once any deletion of this content is finished, and record again.
+                tracing::info!(%id, %index, chunk = %digest, "registered chunk went away during a put; storing it again");
+                let (_again, _) = self.announce(digest).await?;
+                write.stored_size = Some(self.store_chunk(digest, data.as_ref()).await?);
+                write.at_ms = self.now_ms();
+                self.record_write(&write).await
+            }
+            other => other,
+        }
+        .map_err(|error| match error {
+            RecordBlockError::NotFound => ServiceError::SnapshotNotFound(id.clone()),
+            RecordBlockError::NotPending(record) => not_pending(&record),
+            RecordBlockError::ChunkNotRegistered => ServiceError::Store(StoreError::Conflict(
+                "the chunk of this write was deleted while it was being written; send it again"
+                    .into(),
+            )),
+            RecordBlockError::Store(e) => e.into(),
+        })?;
+        self.stats.record_put(&digest, write.stored_size.is_none());
+        Ok(digest)
+    }
+
+    /// Store a verified chunk; returns its size.
+    async fn store_chunk(
+        &self,
+        digest: ChunkDigest,
+        data: Option<&Bytes>,
+    ) -> Result<u64, ServiceError> {
+        let data = data.ok_or_else(|| {
+            ServiceError::Store(StoreError::Backend(
+                "the body of new content was not kept".into(),
+            ))
+        })?;
+        crate::with_retries!(
+            self.retry,
+            "store a chunk",
+            self.chunks.put(digest, data.clone())
+        )?;
+        Ok(data.len() as u64)
+    }
+
+    async fn record_write(&self, write: &BlockWrite) -> Result<(), RecordBlockError> {
+        crate::with_retries!(self.retry, "record a block write", {
+            self.metadata.record_block(write.clone())
+        })
     }
 }

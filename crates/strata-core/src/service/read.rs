@@ -208,6 +208,13 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
         }
         // The chunk store verifies what it returns (see `ChunkStore::get`).
         let read = crate::with_retries!(self.retry, "read a chunk", self.chunks.get(digest));
+        if matches!(read, Ok(None) | Err(StoreError::Corrupt(_))) {
+            // Unregistered, so the next upload of the same content stores it again (and
+            // a Put relying on the registry right now finds out; see `put`).
+            if let Err(error) = self.metadata.forget_chunk(digest).await {
+                tracing::error!(chunk = %digest, %error, "cannot unregister a damaged chunk");
+            }
+        }
         match read {
             Ok(Some(data)) => Ok(BlockData { data, digest }),
             Ok(None) => {

@@ -174,6 +174,27 @@ impl Index {
             .collect()
     }
 
+    /// Up to `limit` entries after `after` (from the first when `None`), in digest order.
+    pub(super) fn page(
+        &self,
+        after: Option<ChunkDigest>,
+        limit: usize,
+    ) -> Result<Vec<(ChunkDigest, Location)>, StoreError> {
+        use std::ops::Bound;
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(CHUNKS).map_err(backend)?;
+        let start = after.map_or(Bound::Unbounded, |d| Bound::Excluded(d.0));
+        table
+            .range::<[u8; 32]>((start, Bound::Unbounded))
+            .map_err(backend)?
+            .take(limit)
+            .map(|entry| {
+                let (key, value) = entry.map_err(backend)?;
+                Ok((ChunkDigest(key.value()), Location::decode(&value.value())))
+            })
+            .collect()
+    }
+
     /// Store `data` (whose XXH3-64 is `checksum`) under `digest`: resolves once the bytes
     /// and the entry are durable (shared with whatever else is queued). The caller makes
     /// sure the digest is not stored already.

@@ -28,22 +28,21 @@
 //! damaged chunk's entry is dropped, so uploading the same content again stores it afresh
 //! and heals every snapshot that refers to it.
 //!
-//! # Concurrency with garbage collection
-//! [`ChunkStore::put`] of an existing chunk refreshes its modification time (kept in
-//! memory: it only has to outlive the GC plans that could see it, see `REFRESH_MEMORY`);
-//! [`ChunkStore::delete_if_idle`] deletes only chunks not stored or refreshed since its
-//! cutoff. Both hold the digest's lock (striped), so a re-upload either refreshes the chunk
-//! before the check or finds it gone and writes it again. A deletion removes the index
-//! entry durably first and only then punches the hole, so an entry never points at a hole.
+//! # Concurrency
+//! Which chunks are wanted, and when one may be deleted, is decided by the metadata store
+//! (its chunk registry, ADR 0004); this store only keeps bytes. A put of a digest that is
+//! indexed already writes nothing (its bytes were verified when stored, and a copy found
+//! damaged is dropped from the index at once); puts of one digest take the digest's lock
+//! (striped), so concurrent uploads of the same content store it once. A deletion removes
+//! the index entry durably first and only then punches the hole, so an entry never points
+//! at a hole.
 
 mod index;
 mod recovery;
 mod segments;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use strata_core::ports::{ChunkStore, StoreError, StoredChunk};
@@ -58,13 +57,9 @@ use segments::Segments;
 /// Per-digest locks, striped by the digest's first bits. Many stripes, because a put holds
 /// its stripe until its group commit is durable. They are async-aware locks: a put holds
 /// its stripe across the `await` of its group commit, on the calling task, with no thread
-/// parked for it; blocking threads (reads, listings, GC) take them with `blocking_lock`.
+/// parked for it; blocking threads (forgetting a damaged chunk) take them with
+/// `blocking_lock`.
 const LOCK_STRIPES: usize = 4096;
-
-/// How long a refresh by a re-upload is remembered. A GC plan's cutoff is at most its
-/// grace period (a minute by default) before the plan started, and a plan is executed right
-/// after it is made, so an hour leaves a wide margin.
-const REFRESH_MEMORY: Duration = Duration::from_secs(3600);
 
 /// Tunables of [`FsChunkStore`].
 #[derive(Debug, Clone, Copy)]
@@ -103,36 +98,7 @@ struct Inner {
     /// Shared with the index's committer, the only one that allocates slots.
     segments: Arc<Segments>,
     index: Index,
-    stripes: Box<[Mutex<Stripe>]>,
-}
-
-/// The chunks of one lock stripe refreshed recently.
-#[derive(Default)]
-struct Stripe {
-    refreshed: HashMap<ChunkDigest, SystemTime>,
-    /// Forget old refreshes when the map reaches this size (amortized pruning).
-    prune_at: usize,
-}
-
-impl Stripe {
-    fn refresh(&mut self, digest: ChunkDigest, now: SystemTime) {
-        if self.refreshed.len() >= self.prune_at {
-            let horizon = now
-                .checked_sub(REFRESH_MEMORY)
-                .unwrap_or(SystemTime::UNIX_EPOCH);
-            self.refreshed.retain(|_, at| *at >= horizon);
-            self.prune_at = (self.refreshed.len() * 2).max(64);
-        }
-        self.refreshed.insert(digest, now);
-    }
-
-    /// The last store or refresh of a chunk stored at `location`.
-    fn modified(&self, digest: &ChunkDigest, location: &Location) -> SystemTime {
-        let stored = location.stored_at();
-        self.refreshed
-            .get(digest)
-            .map_or(stored, |refreshed| stored.max(*refreshed))
-    }
+    stripes: Box<[Mutex<()>]>,
 }
 
 impl std::fmt::Debug for FsChunkStore {
@@ -185,9 +151,7 @@ impl FsChunkStore {
                 segments_dir,
                 segments,
                 index,
-                stripes: (0..LOCK_STRIPES)
-                    .map(|_| Mutex::new(Stripe::default()))
-                    .collect(),
+                stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             }),
         };
         store.import_legacy(&root)?;
@@ -198,6 +162,17 @@ impl FsChunkStore {
     /// taken so far: with concurrent puts, fewer than the chunks stored.
     pub fn commit_groups(&self) -> u64 {
         self.inner.index.groups()
+    }
+
+    /// Every stored chunk and its size, in digest order.
+    pub fn inventory(&self) -> Result<Vec<(ChunkDigest, u64)>, StoreError> {
+        Ok(self
+            .inner
+            .index
+            .all()?
+            .into_iter()
+            .map(|(digest, location)| (digest, u64::from(location.len)))
+            .collect())
     }
 
     /// Where the chunk `digest` is stored, if it is.
@@ -240,26 +215,17 @@ impl FsChunkStore {
 
     /// The stripe of `digest`, waiting on this thread: for blocking threads only (it
     /// panics on a runtime thread, where [`Self::stripe_async`] is the one to use).
-    fn stripe(&self, digest: &ChunkDigest) -> MutexGuard<'_, Stripe> {
+    fn stripe(&self, digest: &ChunkDigest) -> MutexGuard<'_, ()> {
         self.inner.stripes[stripe_of(digest)].blocking_lock()
     }
 
-    async fn stripe_async(&self, digest: &ChunkDigest) -> MutexGuard<'_, Stripe> {
+    async fn stripe_async(&self, digest: &ChunkDigest) -> MutexGuard<'_, ()> {
         let stripe = &self.inner.stripes[stripe_of(digest)];
         // Free nearly always: take it without going through the runtime's scheduling.
         match stripe.try_lock() {
             Ok(guard) => guard,
             Err(_) => stripe.lock().await,
         }
-    }
-
-    /// If `digest` is stored, refresh it so GC sees it as in use.
-    fn touch_locked(&self, stripe: &mut Stripe, digest: ChunkDigest) -> Result<bool, StoreError> {
-        if self.inner.index.get(&digest)?.is_none() {
-            return Ok(false);
-        }
-        stripe.refresh(digest, SystemTime::now());
-        Ok(true)
     }
 
     fn get_blocking(&self, digest: ChunkDigest) -> Result<Option<Bytes>, StoreError> {
@@ -321,11 +287,11 @@ impl FsChunkStore {
 
     /// Drop the index entry of a chunk whose bytes at `location` are damaged, so that the
     /// next put of the same content stores it again (repairing every snapshot that refers
-    /// to it) instead of being settled by `touch`. Only if the entry still points there: a
-    /// put may have stored the content again meanwhile. The slot is reclaimed at the next
+    /// to it) instead of finding it indexed. Only if the entry still points there: a put
+    /// may have stored the content again meanwhile. The slot is reclaimed at the next
     /// open, like any slot without an entry. A failure only leaves the chunk damaged.
     fn forget_damaged(&self, digest: ChunkDigest, location: &Location, why: &str) {
-        let mut stripe = self.stripe(&digest);
+        let _stripe = self.stripe(&digest);
         let forgotten = match self.inner.index.get(&digest) {
             Ok(Some(current)) if current == *location => self.inner.index.remove(vec![digest]),
             Ok(_) => return,
@@ -333,7 +299,6 @@ impl FsChunkStore {
         };
         match forgotten {
             Ok(()) => {
-                stripe.refreshed.remove(&digest);
                 tracing::error!(chunk = %digest, "damaged chunk forgotten ({why}); the next upload of its content repairs it");
             }
             Err(error) => {
@@ -342,58 +307,41 @@ impl FsChunkStore {
         }
     }
 
-    fn list_blocking(&self) -> Result<Vec<StoredChunk>, StoreError> {
-        let entries = self.inner.index.all()?;
-        Ok(entries
+    fn list_blocking(
+        &self,
+        after: Option<ChunkDigest>,
+        limit: usize,
+    ) -> Result<Vec<StoredChunk>, StoreError> {
+        Ok(self
+            .inner
+            .index
+            .page(after, limit)?
             .into_iter()
             .map(|(digest, location)| StoredChunk {
                 digest,
                 size: u64::from(location.len),
-                modified: self.stripe(&digest).modified(&digest, &location),
+                written: location.stored_at(),
             })
             .collect())
     }
 
-    fn delete_if_idle_blocking(
-        &self,
-        digests: &[ChunkDigest],
-        idle_since: SystemTime,
-    ) -> Result<Vec<Option<u64>>, StoreError> {
-        // Hold the stripes of every digest (in ascending order, so two callers cannot
-        // deadlock) from the check until the index no longer has them.
-        let mut wanted: Vec<usize> = digests.iter().map(stripe_of).collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        let mut guards: HashMap<usize, MutexGuard<'_, Stripe>> = wanted
-            .into_iter()
-            .map(|n| {
-                let guard = self.inner.stripes[n].blocking_lock();
-                (n, guard)
-            })
-            .collect();
+    fn delete_blocking(&self, digests: &[ChunkDigest]) -> Result<u64, StoreError> {
         let mut victims: Vec<(ChunkDigest, Location)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        let mut freed = Vec::with_capacity(digests.len());
         for digest in digests {
-            // The stripe is held (above): what it says cannot change under us.
-            let idle = |location: &Location| {
-                guards[&stripe_of(digest)].modified(digest, location) < idle_since
-            };
-            match self.inner.index.get(digest)? {
-                Some(location) if seen.insert(*digest) && idle(&location) => {
-                    victims.push((*digest, location));
-                    freed.push(Some(u64::from(location.len)));
-                }
-                _ => freed.push(None),
+            if !seen.insert(*digest) {
+                continue;
+            }
+            if let Some(location) = self.inner.index.get(digest)? {
+                victims.push((*digest, location));
             }
         }
         self.inner
             .index
             .remove(victims.iter().map(|(digest, _)| *digest).collect())?;
+        let mut freed = 0;
         for (digest, location) in &victims {
-            if let Some(stripe) = guards.get_mut(&stripe_of(digest)) {
-                stripe.refreshed.remove(digest);
-            }
+            freed += u64::from(location.len);
             // The entry is gone durably: the slot is garbage whatever happens next (a
             // failure here only leaves space for the next open to reclaim).
             if let Err(e) = self.punch(location) {
@@ -416,20 +364,13 @@ fn stripe_of(digest: &ChunkDigest) -> usize {
 }
 
 impl ChunkStore for FsChunkStore {
-    async fn touch(&self, digest: ChunkDigest) -> Result<bool, StoreError> {
-        // An index lookup and a refresh, on the calling task (microseconds, less than a hop
-        // to a blocking thread); a put of this digest holds the stripe until it is durable.
-        let mut stripe = self.stripe_async(&digest).await;
-        self.touch_locked(&mut stripe, digest)
-    }
-
     async fn put(&self, digest: ChunkDigest, data: Bytes) -> Result<(), StoreError> {
         // Held until the chunk is durable and indexed: a concurrent put of the same content
-        // waits here, then finds it stored; a GC deletion cannot interleave.
-        let mut stripe = self.stripe_async(&digest).await;
-        // Checked again under the lock (the caller's `touch` was not): a put of the same
-        // content may have stored it meanwhile, and it must not be stored twice.
-        if self.touch_locked(&mut stripe, digest)? {
+        // waits here, then finds it stored.
+        let _stripe = self.stripe_async(&digest).await;
+        // An index lookup, on the calling task (microseconds, less than a hop to a blocking
+        // thread). An indexed copy is intact as far as anyone knows (see the module docs).
+        if self.inner.index.get(&digest)?.is_some() {
             return Ok(());
         }
         let checksum = xxh3_64(&data);
@@ -444,18 +385,18 @@ impl ChunkStore for FsChunkStore {
         blocking(move || store.get_blocking(digest)).await
     }
 
-    async fn list(&self) -> Result<Vec<StoredChunk>, StoreError> {
+    async fn delete(&self, digests: Vec<ChunkDigest>) -> Result<u64, StoreError> {
         let store = self.clone();
-        blocking(move || store.list_blocking()).await
+        blocking(move || store.delete_blocking(&digests)).await
     }
 
-    async fn delete_if_idle(
+    async fn list(
         &self,
-        digests: Vec<ChunkDigest>,
-        idle_since: SystemTime,
-    ) -> Result<Vec<Option<u64>>, StoreError> {
+        after: Option<ChunkDigest>,
+        limit: usize,
+    ) -> Result<Vec<StoredChunk>, StoreError> {
         let store = self.clone();
-        blocking(move || store.delete_if_idle_blocking(&digests, idle_since)).await
+        blocking(move || store.list_blocking(after, limit)).await
     }
 }
 

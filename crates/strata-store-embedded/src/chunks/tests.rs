@@ -51,16 +51,16 @@ async fn chunks_round_trip_and_writes_are_idempotent() {
     for data in [Bytes::from(vec![9u8; 1000]), block(1)] {
         let digest = ChunkDigest::of(&data);
         assert_eq!(store.get(digest).await.expect("get"), None);
-        assert!(!store.touch(digest).await.expect("touch"), "not stored yet");
         store.put(digest, data.clone()).await.expect("put");
+        let first = store.locate(&digest).expect("locate");
         store.put(digest, data.clone()).await.expect("put again");
-        assert!(store.touch(digest).await.expect("touch"));
+        assert_eq!(store.locate(&digest).expect("locate"), first, "stored once");
         assert_eq!(store.get(digest).await.expect("get"), Some(data.clone()));
         let location = store.locate(&digest).expect("locate").expect("stored");
         assert_eq!(location.len, data.len() as u64);
         assert_eq!(location.offset % 4096, 0);
     }
-    assert_eq!(store.list().await.expect("list").len(), 2);
+    assert_eq!(store.list(None, 10).await.expect("list").len(), 2);
 }
 
 #[tokio::test]
@@ -120,7 +120,7 @@ async fn damaged_or_missing_bytes_are_never_returned_and_an_upload_repairs_them(
     assert_ne!(at_cut.path, at_lost.path);
 
     // Each kind of damage is reported, and the damaged chunk forgotten: a later read finds
-    // nothing, and `touch` says it is not stored, so the next upload stores it again.
+    // nothing, so the next upload stores it again.
     let file = fs::OpenOptions::new()
         .write(true)
         .open(&at_flipped.path)
@@ -137,7 +137,6 @@ async fn damaged_or_missing_bytes_are_never_returned_and_an_upload_repairs_them(
         );
         assert_eq!(store.get(digest).await.expect("get"), None, "forgotten");
         assert!(store.locate(&digest).expect("locate").is_none());
-        assert!(!store.touch(digest).await.expect("touch"));
     };
     expect_damage(&flipped, "failed its checksum").await;
     expect_damage(&cut, "ends before").await;
@@ -169,7 +168,7 @@ async fn damaged_or_missing_bytes_are_never_returned_and_an_upload_repairs_them(
 }
 
 #[tokio::test]
-async fn deletion_spares_chunks_refreshed_since_the_cutoff_and_frees_their_space() {
+async fn deletion_frees_the_space_of_what_it_names_and_a_put_stores_it_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("chunks");
     let store = FsChunkStore::open(&root).expect("open");
@@ -181,7 +180,7 @@ async fn deletion_spares_chunks_refreshed_since_the_cutoff_and_frees_their_space
             .expect("put");
     }
     let (kept_digest, doomed_digest) = (ChunkDigest::of(&kept), ChunkDigest::of(&doomed));
-    let listed = store.list().await.expect("list");
+    let listed = store.list(None, 10).await.expect("list");
     assert_eq!(listed.len(), 2);
     assert!(
         listed
@@ -189,28 +188,11 @@ async fn deletion_spares_chunks_refreshed_since_the_cutoff_and_frees_their_space
             .all(|c| c.size == strata_types::BLOCK_SIZE as u64)
     );
     let full = allocated(&root);
-    let before_refresh = SystemTime::now();
-    std::thread::sleep(Duration::from_millis(20));
-    assert!(store.touch(kept_digest).await.expect("refresh"));
-    assert!(
-        store
-            .list()
-            .await
-            .expect("list")
-            .iter()
-            .any(|c| c.digest == kept_digest && c.modified >= before_refresh)
-    );
     let freed = store
-        .delete_if_idle(
-            vec![kept_digest, doomed_digest, doomed_digest],
-            before_refresh,
-        )
+        .delete(vec![doomed_digest, doomed_digest])
         .await
         .expect("delete");
-    assert_eq!(
-        freed,
-        vec![None, Some(strata_types::BLOCK_SIZE as u64), None]
-    );
+    assert_eq!(freed, strata_types::BLOCK_SIZE as u64);
     assert_eq!(store.get(doomed_digest).await.expect("get"), None);
     assert_eq!(
         store.get(kept_digest).await.expect("get"),
@@ -223,13 +205,12 @@ async fn deletion_spares_chunks_refreshed_since_the_cutoff_and_frees_their_space
         .await
         .expect("put again");
     assert_eq!(store.get(doomed_digest).await.expect("get"), Some(doomed));
-    let later = SystemTime::now() + Duration::from_secs(1);
     let freed = store
-        .delete_if_idle(vec![kept_digest, doomed_digest], later)
+        .delete(vec![kept_digest, doomed_digest])
         .await
         .expect("delete");
-    assert_eq!(freed.iter().flatten().count(), 2);
-    assert!(store.list().await.expect("list").is_empty());
+    assert_eq!(freed, 2 * strata_types::BLOCK_SIZE as u64);
+    assert!(store.list(None, 10).await.expect("list").is_empty());
 }
 
 #[tokio::test]
@@ -249,7 +230,7 @@ async fn reopening_reclaims_interrupted_writes_and_empty_segments() {
         // Segment 1 is full; free the middle chunk, then fake an interrupted write: bytes
         // past the last entry that no entry covers, and a segment with no entry at all.
         store
-            .delete_if_idle(vec![ChunkDigest::of(&second)], SystemTime::now())
+            .delete(vec![ChunkDigest::of(&second)])
             .await
             .expect("delete");
         let location = location_of(&store, &third);
@@ -395,7 +376,7 @@ async fn concurrent_puts_share_group_commits_and_all_read_back() {
         result.expect("task").expect("put");
     }
     assert_reads_back(&store, &blocks).await;
-    assert_eq!(store.list().await.expect("list").len(), 16);
+    assert_eq!(store.list(None, 100).await.expect("list").len(), 16);
     // Each content was written once: the puts of the same content that ran concurrently
     // waited for the first and found it stored.
     assert_eq!(allocated(&root), 16 * strata_types::BLOCK_SIZE as u64);
@@ -472,7 +453,6 @@ async fn a_media_error_forgets_the_chunk_and_a_transient_error_does_not() {
         );
         faults.read_errno.store(0, SeqCst);
         assert!(store.locate(&digest).expect("locate").is_some(), "{errno}");
-        assert!(store.touch(digest).await.expect("touch"));
     }
     assert_reads_back(&store, [&kept]).await;
 
@@ -488,7 +468,6 @@ async fn a_media_error_forgets_the_chunk_and_a_transient_error_does_not() {
         store.locate(&digest).expect("locate").is_none(),
         "forgotten"
     );
-    assert!(!store.touch(digest).await.expect("touch"));
     assert_eq!(store.get(digest).await.expect("get"), None);
     store.put(digest, lost.clone()).await.expect("put again");
     assert_ne!(location_of(&store, &lost), at_first, "stored afresh");
