@@ -42,6 +42,7 @@ pub mod ports;
 pub mod retry;
 pub mod service;
 pub mod snapshot;
+pub mod stats;
 pub mod tokens;
 
 pub use clock::{Clock, SystemClock};

@@ -15,6 +15,25 @@ use crate::app::AppState;
 use crate::auth::Caller;
 use crate::dispatch::json_response;
 use crate::error::ApiError;
+use crate::metrics::GcOutcome;
+
+/// The path's segments after the admin prefix.
+fn segments(path: &str) -> Vec<&str> {
+    let path = path.strip_prefix(PREFIX).unwrap_or("");
+    path.split('/').filter(|s| !s.is_empty()).collect()
+}
+
+/// The name of the admin operation `method` and `path` ask for, for logs and metrics
+/// (one of a closed set, whatever the path holds).
+pub fn operation_name(method: &Method, path: &str) -> &'static str {
+    match (method, segments(path).as_slice()) {
+        (&Method::GET, ["snapshots"]) => "AdminListSnapshots",
+        (&Method::GET, ["snapshots", _]) => "AdminDescribeSnapshot",
+        (&Method::DELETE, ["snapshots", _]) => "AdminDeleteSnapshot",
+        (&Method::POST, ["gc"]) => "AdminCollectGarbage",
+        _ => "AdminUnknown",
+    }
+}
 
 /// Route and run an admin request.
 pub async fn handle(
@@ -22,8 +41,7 @@ pub async fn handle(
     caller: &Caller,
     parts: &Parts,
 ) -> Result<Response, ApiError> {
-    let path = parts.uri.path().strip_prefix(PREFIX).unwrap_or("");
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let segments = segments(parts.uri.path());
     match (&parts.method, segments.as_slice()) {
         (&Method::GET, ["snapshots"]) => {
             let records = state.service.list_snapshots(&caller.account).await?;
@@ -75,13 +93,25 @@ pub async fn handle(
     }
 }
 
-/// Plan a collection and, unless `dry_run`, execute it.
+/// Plan a collection and, unless `dry_run`, execute it; counted in the metrics.
 pub async fn run_gc(state: &AppState, dry_run: bool) -> Result<GcSummary, ServiceError> {
-    let Some((plan, report)) = state
+    let started = std::time::Instant::now();
+    let result = state
         .service
         .collect_garbage(&state.node_id, state.gc_options, dry_run)
-        .await?
-    else {
+        .await;
+    let outcome = match &result {
+        Ok(Some((_, report))) => GcOutcome::Done {
+            chunks_deleted: report.as_ref().map_or(0, |r| r.chunks_deleted as u64),
+            bytes_freed: report.as_ref().map_or(0, |r| r.bytes_freed),
+        },
+        Ok(None) => GcOutcome::Busy,
+        Err(_) => GcOutcome::Failed,
+    };
+    state
+        .metrics
+        .observe_gc(dry_run, started.elapsed(), outcome);
+    let Some((plan, report)) = result? else {
         return Err(ServiceError::InvalidParameter(
             "A garbage collection is running already (on this or another node); try again when it is done."
                 .into(),

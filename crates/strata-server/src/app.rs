@@ -45,6 +45,8 @@ pub struct AppState {
     pub node_id: String,
     /// Body deadline and memory budget of requests in flight.
     pub limits: crate::limits::RequestLimits,
+    /// What `/metrics` reports.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Where the first format kept the token key.
@@ -143,8 +145,10 @@ pub async fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::R
         tokens,
         Arc::clone(&clock),
     );
+    let metrics = crate::metrics::Metrics::new(service.clone());
     Ok(AppState {
         service,
+        metrics,
         keys,
         body_timeout: settings.body_timeout,
         clock,
@@ -166,8 +170,11 @@ pub fn router(state: Arc<AppState>) -> Router {
 pub struct RunningServer {
     /// The bound address.
     pub addr: SocketAddr,
-    shutdown: tokio::sync::oneshot::Sender<()>,
+    /// The bound address of the metrics listener, when `metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
+    shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    metrics_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     background: tokio::task::JoinHandle<()>,
     stop_background: tokio::sync::watch::Sender<bool>,
 }
@@ -175,9 +182,12 @@ pub struct RunningServer {
 impl RunningServer {
     /// Stop accepting, finish in-flight requests, and wait.
     pub async fn stop(self) -> anyhow::Result<()> {
-        // The receiver is gone only if the server already stopped.
-        let _ = self.shutdown.send(());
+        // The receivers are gone only if the listeners already stopped.
+        let _ = self.shutdown.send(true);
         self.task.await.context("server task failed")??;
+        if let Some(task) = self.metrics_task {
+            task.await.context("metrics listener task failed")??;
+        }
         let _ = self.stop_background.send(true);
         self.background.await.context("background task failed")?;
         Ok(())
@@ -191,23 +201,52 @@ pub async fn start(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
-    let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
+    let metrics_listener = match settings.metrics_listen {
+        Some(metrics_listen) => Some(
+            TcpListener::bind(metrics_listen)
+                .await
+                .with_context(|| format!("cannot listen on {metrics_listen} (metrics)"))?,
+        ),
+        None => None,
+    };
+    let (shutdown, signal) = tokio::sync::watch::channel(false);
     let (stop_background, stopped) = tokio::sync::watch::channel(false);
     let background = tokio::spawn(crate::background::run(
         Arc::clone(&state),
         settings.gc_interval,
         stopped,
     ));
-    let app = router(state);
+    let stopped = |mut signal: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = signal.wait_for(|stop| *stop).await;
+    };
     let limits = settings.limits;
-    let task = tokio::spawn(crate::connections::serve(listener, app, limits, async {
-        let _ = signal.await;
-    }));
+    let mut metrics_addr = None;
+    let mut metrics_task = None;
+    if let Some(metrics_listener) = metrics_listener {
+        let bound = metrics_listener.local_addr()?;
+        metrics_addr = Some(bound);
+        metrics_task = Some(tokio::spawn(crate::connections::serve(
+            metrics_listener,
+            dispatch::metrics_router(Arc::clone(&state)),
+            limits,
+            stopped(signal.clone()),
+        )));
+        tracing::info!(addr = %bound, "metrics are served without authentication");
+    }
+    let app = router(state);
+    let task = tokio::spawn(crate::connections::serve(
+        listener,
+        app,
+        limits,
+        stopped(signal),
+    ));
     tracing::info!(%addr, "strata is listening");
     Ok(RunningServer {
         addr,
+        metrics_addr,
         shutdown,
         task,
+        metrics_task,
         background,
         stop_background,
     })
@@ -215,6 +254,12 @@ pub async fn start(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
 
 /// `strata serve`: run until SIGINT or SIGTERM, then drain in-flight requests.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    tracing::info!(
+        version = crate::build::VERSION,
+        commit = crate::build::COMMIT,
+        "strata starting"
+    );
+    log_settings(&settings);
     let server = start(&settings, Arc::new(SystemClock)).await?;
     println!(
         "Strata is serving the EBS direct APIs on http://{} (data in {}; metadata: {})",
@@ -224,7 +269,44 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
-    server.stop().await
+    let stopped = server.stop().await;
+    match &stopped {
+        Ok(()) => tracing::info!("stopped"),
+        Err(error) => tracing::error!(error = %format!("{error:#}"), "stopped with an error"),
+    }
+    stopped
+}
+
+/// One log line with what the server runs with; never a secret.
+fn log_settings(settings: &Settings) {
+    let limits = &settings.limits;
+    let metrics_listen = settings
+        .metrics_listen
+        .map_or_else(|| "-".to_owned(), |addr| addr.to_string());
+    let accounts: std::collections::BTreeSet<&str> = settings
+        .extra_keys
+        .iter()
+        .map(|key| key.account.as_str())
+        .chain(std::iter::once(settings.root_account.as_str()))
+        .collect();
+    tracing::info!(
+        listen = %settings.listen,
+        metrics_listen = %metrics_listen,
+        data_dir = %settings.data_dir.display(),
+        root_account = %settings.root_account,
+        root_key = if settings.root_key_from_env.is_some() { "given" } else { "stored or generated" },
+        accounts = accounts.len(),
+        access_keys = settings.extra_keys.len() + 1,
+        gc_interval_secs = settings.gc_interval.map_or(0, |d| d.as_secs()),
+        gc_grace_secs = settings.gc_grace.as_secs(),
+        body_timeout_secs = settings.body_timeout.as_secs(),
+        body_deadline_secs = limits.body_deadline.as_secs(),
+        body_budget_mib = limits.body_budget_bytes >> 20,
+        header_read_timeout_secs = limits.header_read_timeout.as_secs(),
+        idle_timeout_secs = limits.idle_timeout.as_secs(),
+        max_connections = limits.max_connections,
+        "configuration"
+    );
 }
 
 async fn shutdown_signal() {

@@ -13,6 +13,8 @@ use crate::app::AppState;
 pub struct Caller {
     /// The account the key belongs to.
     pub account: AccountId,
+    /// The access key the request was signed with.
+    pub access_key_id: String,
     /// How the payload was signed; a hex hash must still be compared with a streamed body.
     pub payload_hash: PayloadHash,
 }
@@ -93,6 +95,7 @@ pub fn authenticate(
         .ok_or(AuthError::UnknownAccessKey)?;
     Ok(Caller {
         account,
+        access_key_id: verified.access_key_id,
         payload_hash: verified.payload_hash,
     })
 }

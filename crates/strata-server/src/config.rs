@@ -37,10 +37,28 @@ pub const DEFAULT_BODY_DEADLINE: Duration = Duration::from_secs(60);
 /// Memory for request bodies and block reads in flight (512 blocks).
 pub const DEFAULT_BODY_BUDGET_BYTES: usize = 256 << 20;
 
-/// The optional config file (`--config`).
+/// The optional config file (`--config`). Every key has a `strata serve` flag of the same
+/// name (`listen` is `--listen`, `gc_interval_secs` is `--gc-interval-secs`), except the
+/// limits and `accounts`, which only the file sets; a flag given on the command line (or
+/// its environment variable) wins over the file. `packaging/strata.toml` documents every
+/// key.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    /// Address to listen on.
+    pub listen: Option<SocketAddr>,
+    /// Where data lives.
+    pub data_dir: Option<PathBuf>,
+    /// A second address serving only `/metrics`, without authentication.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How log lines are written.
+    pub log_format: Option<LogFormat>,
+    /// The root account's id.
+    pub root_account_id: Option<String>,
+    /// The root account's access key id (with `root_secret_access_key`).
+    pub root_access_key_id: Option<String>,
+    /// The root account's secret access key (with `root_access_key_id`).
+    pub root_secret_access_key: Option<String>,
     /// Extra accounts and their keys.
     #[serde(default)]
     pub accounts: Vec<AccountConfig>,
@@ -62,6 +80,38 @@ pub struct ConfigFile {
     pub body_budget_mib: Option<usize>,
     /// Where snapshot metadata lives: `embedded`, or a `postgres://` URL.
     pub metadata: Option<String>,
+}
+
+/// How the server writes its log lines (to stderr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line of text per event, `key=value` fields; coloured only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, the event's fields at the top level.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("unknown log format '{other}' (text or json)")),
+        }
+    }
+}
+
+impl std::fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
 }
 
 /// One `[[accounts]]` entry.
@@ -136,6 +186,9 @@ pub struct Settings {
     pub limits: Limits,
     /// Where snapshot metadata lives (`--metadata`).
     pub metadata: crate::stores::MetadataBackend,
+    /// A second address serving only `/metrics`, unauthenticated (`None`: only the
+    /// SigV4-authenticated `/metrics` of the main listener).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Bounds on connections and on the time and memory requests in flight may take.
@@ -183,12 +236,53 @@ impl Settings {
             gc_grace: DEFAULT_GC_GRACE,
             limits: Limits::default(),
             metadata: crate::stores::MetadataBackend::Embedded,
+            metrics_listen: None,
         })
+    }
+
+    /// The defaults with `file` applied: what `strata serve --config FILE` starts from
+    /// before its flags.
+    pub fn from_config_file(file: &ConfigFile) -> anyhow::Result<Self> {
+        let data_dir = file
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        Self::new(data_dir)?.with_config_file(file)
     }
 
     /// Apply a config file on top of these settings.
     pub fn with_config_file(mut self, file: &ConfigFile) -> anyhow::Result<Self> {
         self.extra_keys.extend(file.access_keys()?);
+        if let Some(listen) = file.listen {
+            self.listen = listen;
+        }
+        if let Some(data_dir) = &file.data_dir {
+            anyhow::ensure!(
+                !data_dir.as_os_str().is_empty(),
+                "data_dir must not be empty"
+            );
+            self.data_dir = data_dir.clone();
+        }
+        if let Some(metrics_listen) = file.metrics_listen {
+            self.metrics_listen = Some(metrics_listen);
+        }
+        if let Some(id) = &file.root_account_id {
+            self.root_account =
+                AccountId::parse(id).map_err(|e| anyhow::anyhow!("root_account_id: {e}"))?;
+        }
+        match (&file.root_access_key_id, &file.root_secret_access_key) {
+            (Some(id), Some(secret)) => {
+                anyhow::ensure!(
+                    !id.is_empty() && !secret.is_empty(),
+                    "root_access_key_id and root_secret_access_key must not be empty"
+                );
+                self.root_key_from_env = Some((id.clone(), secret.clone()));
+            }
+            (None, None) => {}
+            _ => anyhow::bail!(
+                "root_access_key_id and root_secret_access_key go together: set both or neither"
+            ),
+        }
         if let Some(secs) = file.body_timeout_secs {
             anyhow::ensure!(secs > 0, "body_timeout_secs must be positive");
             self.body_timeout = Duration::from_secs(secs);

@@ -116,7 +116,7 @@ pub async fn serve(
         let app = app.clone();
         let mut closing = closing_seen.clone();
         connections.spawn(async move {
-            serve_connection(stream, app, limits, &mut closing).await;
+            serve_connection(stream, peer, app, limits, &mut closing).await;
             drop(slot);
         });
     }
@@ -127,16 +127,23 @@ pub async fn serve(
     Ok(())
 }
 
+/// The address a request came from: every request served here carries it as an
+/// extension (for the request log line).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 /// Serve one connection until it closes, or until shutdown once it is idle.
 async fn serve_connection(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     app: Router,
     limits: Limits,
     closing: &mut watch::Receiver<bool>,
 ) {
     let activity = Arc::new(Activity::default());
     let io = TokioIo::new(TimedIo::new(stream, &limits, Arc::clone(&activity)));
-    let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+        request.extensions_mut().insert(ClientAddr(peer));
         let request_guard = activity.begin_request();
         let app = app.clone();
         async move {

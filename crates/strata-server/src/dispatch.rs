@@ -1,7 +1,10 @@
 //! The one HTTP entry point: request id, routing, authentication, handler, error mapping,
 //! and the per-request log line.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
@@ -18,7 +21,8 @@ use strata_wire::{ErrorCode, Operation, WireError, route};
 use tracing::Instrument;
 
 use crate::app::AppState;
-use crate::auth::{BodySigning, authenticate};
+use crate::auth::{BodySigning, Caller, authenticate};
+use crate::connections::ClientAddr;
 use crate::error::ApiError;
 use crate::limits::Reservation;
 use crate::{admin, ec2, handlers};
@@ -43,6 +47,36 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn(crate::panics::catch_panics))
 }
 
+/// The router of the metrics listener (`metrics_listen`): `/metrics` without
+/// authentication, and `/health`.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(unauthenticated_metrics))
+        .with_state(state)
+        .layer(axum::middleware::from_fn(crate::panics::catch_panics))
+}
+
+async fn unauthenticated_metrics(State(state): State<Arc<AppState>>) -> Response {
+    metrics_response(&state)
+        .await
+        .unwrap_or_else(|error| error_response(&error.0))
+}
+
+/// The metrics as a `200` text answer.
+async fn metrics_response(state: &AppState) -> Result<Response, ApiError> {
+    let text = state
+        .metrics
+        .render(&state.service, state.clock.now_ms())
+        .await?;
+    let mut response = Response::new(Body::from(text));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    Ok(response)
+}
+
 async fn health() -> Response {
     let mut response = Response::new(Body::from("ok\n"));
     if let Ok(value) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
@@ -59,11 +93,16 @@ enum Api {
     Ec2,
     /// Strata's admin API.
     Admin,
+    /// `/metrics`, signed by a key of the root account.
+    Metrics,
 }
 
 fn classify(method: &http::Method, path: &str) -> Option<Api> {
     if path.starts_with(strata_wire::admin::PREFIX) {
         return Some(Api::Admin);
+    }
+    if path == "/metrics" {
+        return Some(Api::Metrics);
     }
     if path == "/" && method == http::Method::POST {
         return Some(Api::Ec2);
@@ -71,42 +110,57 @@ fn classify(method: &http::Method, path: &str) -> Option<Api> {
     route(method.as_str(), path).map(Api::Ebs)
 }
 
-/// Serve one request of any of the three APIs, with its request id and log line.
+/// Serve one request of any of the three APIs, with its request id, its log line and
+/// its metrics.
 async fn handle(State(state): State<Arc<AppState>>, request: Request<Body>) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let started = Instant::now();
     let span = tracing::info_span!("request", request_id = %request_id);
-    let (name, snapshot, mut response) = match classify(request.method(), request.uri().path()) {
+    let client = request.extensions().get::<ClientAddr>().map(|addr| addr.0);
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    // The body bytes the handler reads, whatever it was announced as.
+    let bytes_in = Arc::new(AtomicU64::new(0));
+    let request = request.map(|body| Body::new(CountingBody::new(body, Arc::clone(&bytes_in))));
+    let mut caller = None;
+    let (name, snapshot, mut response) = match classify(&method, &path) {
         Some(Api::Ebs(op)) => {
-            let name = op.name().to_owned();
+            let name = op.name();
             let snapshot = op.snapshot_label().unwrap_or("-").to_owned();
-            let result = run_ebs(&state, op, request).instrument(span.clone()).await;
+            let result = run_ebs(&state, op, request, &mut caller)
+                .instrument(span.clone())
+                .await;
             let response = result.unwrap_or_else(|error| error_response(&error.0));
             (name, snapshot, response)
         }
         Some(Api::Ec2) => {
-            let (action, response) = run_ec2(&state, request, &request_id)
+            let (action, response) = run_ec2(&state, request, &request_id, &mut caller)
                 .instrument(span.clone())
                 .await;
             (action, "-".to_owned(), response)
         }
         Some(Api::Admin) => {
-            let name = format!("Admin {}", request.uri().path());
-            let result = run_admin(&state, request).instrument(span.clone()).await;
+            let name = admin::operation_name(&method, &path);
+            let result = run_admin(&state, request, &mut caller)
+                .instrument(span.clone())
+                .await;
             let response = result.unwrap_or_else(|error| error_response(&error.0));
             (name, "-".to_owned(), response)
+        }
+        Some(Api::Metrics) => {
+            let result = run_metrics(&state, request, &mut caller)
+                .instrument(span.clone())
+                .await;
+            let response = result.unwrap_or_else(|error| error_response(&error.0));
+            ("Metrics", "-".to_owned(), response)
         }
         None => {
             let error = WireError::new(
                 ErrorCode::UnknownOperationException,
                 None,
-                format!(
-                    "No operation matches {} {}.",
-                    request.method(),
-                    request.uri().path()
-                ),
+                format!("No operation matches {method} {path}."),
             );
-            ("Unknown".to_owned(), "-".to_owned(), error_response(&error))
+            ("Unknown", "-".to_owned(), error_response(&error))
         }
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -119,17 +173,81 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request<Body>) -> R
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
         .to_owned();
+    // Every answer here is a whole buffer, so its length is known before it is sent.
+    let bytes_out = http_body::Body::size_hint(response.body())
+        .exact()
+        .unwrap_or(0);
+    let bytes_in = bytes_in.load(Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .observe_request(name, status, elapsed, bytes_in, bytes_out);
+    let (account, access_key_id) = caller.as_ref().map_or(("-", "-"), |caller: &Caller| {
+        (caller.account.as_str(), caller.access_key_id.as_str())
+    });
     span.in_scope(|| {
         tracing::info!(
+            client = %client.map_or_else(|| "-".to_owned(), |addr| addr.to_string()),
+            account = %account,
+            access_key_id = %access_key_id,
+            method = %method,
+            path = %path,
             operation = %name,
             snapshot = %snapshot,
             status,
             error = %error_type,
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            bytes_in,
+            bytes_out,
+            duration_ms = duration_ms(elapsed),
             "request"
         );
     });
     response
+}
+
+/// Milliseconds with microsecond precision, as a number that prints as such (`26.239`,
+/// not `26.239015000000002`).
+fn duration_ms(elapsed: std::time::Duration) -> f64 {
+    // Exact below 2^53 microseconds (285 years).
+    elapsed.as_micros() as f64 / 1000.0
+}
+
+/// A request body that counts the bytes read from it.
+struct CountingBody {
+    inner: Body,
+    read: Arc<AtomicU64>,
+}
+
+impl CountingBody {
+    fn new(inner: Body, read: Arc<AtomicU64>) -> Self {
+        Self { inner, read }
+    }
+}
+
+impl http_body::Body for CountingBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.read.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Authenticate an EBS request, then run the operation's handler.
@@ -137,6 +255,7 @@ async fn run_ebs(
     state: &AppState,
     op: Operation,
     request: Request<Body>,
+    who: &mut Option<Caller>,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     if let Operation::PutSnapshotBlock {
@@ -153,9 +272,10 @@ async fn run_ebs(
             EBS_SERVICE,
             BodySigning::UnsignedIfSigned(CHECKSUM),
         )?;
+        let caller = who.insert(caller);
         return handlers::put_snapshot_block::handle(
             state,
-            &caller,
+            caller,
             &snapshot_id,
             &block_index,
             &parts,
@@ -171,22 +291,23 @@ async fn run_ebs(
         EBS_SERVICE,
         BodySigning::Signed,
     )?;
+    let caller = &*who.insert(caller);
     match op {
-        Operation::StartSnapshot => handlers::start_snapshot::handle(state, &caller, &body).await,
+        Operation::StartSnapshot => handlers::start_snapshot::handle(state, caller, &body).await,
         Operation::CompleteSnapshot { snapshot_id } => {
-            handlers::complete_snapshot::handle(state, &caller, &snapshot_id, &parts).await
+            handlers::complete_snapshot::handle(state, caller, &snapshot_id, &parts).await
         }
         Operation::ListSnapshotBlocks { snapshot_id } => {
-            handlers::list_snapshot_blocks::handle(state, &caller, &snapshot_id, &parts).await
+            handlers::list_snapshot_blocks::handle(state, caller, &snapshot_id, &parts).await
         }
         Operation::ListChangedBlocks { second_snapshot_id } => {
-            handlers::list_changed_blocks::handle(state, &caller, &second_snapshot_id, &parts).await
+            handlers::list_changed_blocks::handle(state, caller, &second_snapshot_id, &parts).await
         }
         Operation::GetSnapshotBlock {
             snapshot_id,
             block_index,
         } => {
-            handlers::get_snapshot_block::handle(state, &caller, &snapshot_id, &block_index, &parts)
+            handlers::get_snapshot_block::handle(state, caller, &snapshot_id, &block_index, &parts)
                 .await
         }
         Operation::PutSnapshotBlock { .. } => Err(ApiError::internal("unreachable route")),
@@ -194,7 +315,12 @@ async fn run_ebs(
 }
 
 /// Read, authenticate and run an EC2 Query request; errors are rendered as EC2 XML.
-async fn run_ec2(state: &AppState, request: Request<Body>, request_id: &str) -> (String, Response) {
+async fn run_ec2(
+    state: &AppState,
+    request: Request<Body>,
+    request_id: &str,
+    who: &mut Option<Caller>,
+) -> (&'static str, Response) {
     let (parts, body) = request.into_parts();
     let (body, _reservation) = match read_small_body(state, body, MAX_EC2_BODY).await {
         Ok(read) => read,
@@ -205,11 +331,11 @@ async fn run_ec2(state: &AppState, request: Request<Body>, request_id: &str) -> 
                 Ec2ErrorCode::InvalidParameterValue
             };
             let error = Ec2Error::new(code, error.0.message);
-            return ("Ec2".to_owned(), ec2::error_response(&error, request_id));
+            return ("Ec2", ec2::error_response(&error, request_id));
         }
     };
     let params = Params::parse_form(&body);
-    let name = ec2::action(&params).unwrap_or("Ec2").to_owned();
+    let name = ec2::action(&params).unwrap_or("Ec2");
     let signed = authenticate(
         state,
         &parts,
@@ -218,7 +344,7 @@ async fn run_ec2(state: &AppState, request: Request<Body>, request_id: &str) -> 
         BodySigning::Signed,
     );
     let result = match signed {
-        Ok(caller) => ec2::handle(state, &caller, &params, request_id).await,
+        Ok(caller) => ec2::handle(state, who.insert(caller), &params, request_id).await,
         Err(error) => Err(ec2::auth_error(&error)),
     };
     let response = result.unwrap_or_else(|error| ec2::error_response(&error, request_id));
@@ -226,7 +352,11 @@ async fn run_ec2(state: &AppState, request: Request<Body>, request_id: &str) -> 
 }
 
 /// Authenticate and run an admin request.
-async fn run_admin(state: &AppState, request: Request<Body>) -> Result<Response, ApiError> {
+async fn run_admin(
+    state: &AppState,
+    request: Request<Body>,
+    who: &mut Option<Caller>,
+) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let (body, _reservation) = read_small_body(state, body, MAX_SMALL_BODY).await?;
     let caller = authenticate(
@@ -236,7 +366,40 @@ async fn run_admin(state: &AppState, request: Request<Body>) -> Result<Response,
         strata_wire::admin::SERVICE,
         BodySigning::Signed,
     )?;
-    admin::handle(state, &caller, &parts).await
+    admin::handle(state, who.insert(caller), &parts).await
+}
+
+/// `GET /metrics` on the API listener: signed for the admin API's service by a key of the
+/// root account, since the figures cover every account.
+async fn run_metrics(
+    state: &AppState,
+    request: Request<Body>,
+    who: &mut Option<Caller>,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    if parts.method != http::Method::GET {
+        return Err(ApiError(WireError::new(
+            ErrorCode::UnknownOperationException,
+            None,
+            format!("No operation matches {} /metrics (only GET).", parts.method),
+        )));
+    }
+    let (body, _reservation) = read_small_body(state, body, MAX_SMALL_BODY).await?;
+    let caller = authenticate(
+        state,
+        &parts,
+        Some(&sha256_hex(&body)),
+        strata_wire::admin::SERVICE,
+        BodySigning::Signed,
+    )?;
+    if who.insert(caller).account != state.root_account {
+        return Err(ApiError(WireError::new(
+            ErrorCode::AccessDeniedException,
+            Some(strata_wire::Reason::UnauthorizedAccount),
+            "Only the root account may read the metrics.",
+        )));
+    }
+    metrics_response(state).await
 }
 
 /// Read a small body whole, within the size limit and the body timeout (which bounds the

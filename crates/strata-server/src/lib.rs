@@ -12,6 +12,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod background;
+pub mod build;
 pub mod config;
 pub mod connections;
 pub mod credentials;
@@ -20,6 +21,7 @@ pub mod ec2;
 pub mod error;
 pub mod handlers;
 pub mod limits;
+pub mod metrics;
 pub mod panics;
 pub mod stores;
 

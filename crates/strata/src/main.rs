@@ -1,19 +1,20 @@
 //! `strata`: the Strata server and tools in one binary.
 
 mod admin;
+mod logging;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use strata_server::config::{ConfigFile, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_ROOT_ACCOUNT};
+use strata_server::config::{ConfigFile, LogFormat};
 use strata_server::{Settings, serve};
 use strata_types::AccountId;
 
 /// Strata: a self-hosted implementation of the Amazon EBS direct APIs.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = strata_server::build::VERSION_LINE, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,39 +53,53 @@ enum Command {
 const SERVE_EXAMPLES: &str = "Examples:
   strata serve
   strata serve --listen 0.0.0.0:9555 --data-dir /var/lib/strata --config strata.toml
+  strata serve --config /etc/strata/strata.toml --log-format json --metrics-listen 127.0.0.1:9556
 
-On its first start the server generates the root account's keys, saves them in
-DATA_DIR/root-credentials (mode 0600) and prints them once.";
+Every flag also has a key in the config file (packaging/strata.toml documents them all);
+a flag given here wins over the file. On its first start the server generates the root
+account's keys, saves them in DATA_DIR/root-credentials (mode 0600) and prints them once.";
 
 const BENCH_EXAMPLES: &str = "Examples:
   strata bench --repeat 3
   strata bench --smoke            # a few seconds of everything";
 
+/// `strata serve`'s flags. None has a clap default: an unset flag leaves the config
+/// file's key, or the built-in default, in force.
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = DEFAULT_LISTEN)]
-    listen: SocketAddr,
-    /// Seconds between background garbage collections (0: only `strata gc`).
-    #[arg(long, default_value_t = 900)]
-    gc_interval_secs: u64,
-    /// Directory holding all data (created if missing).
-    #[arg(long, default_value = DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
-    /// Optional TOML file declaring more accounts and keys.
+    /// Address to listen on [default: 127.0.0.1:9555; config: listen].
     #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Seconds between background garbage collections, 0: only `strata gc`
+    /// [default: 900; config: gc_interval_secs].
+    #[arg(long)]
+    gc_interval_secs: Option<u64>,
+    /// Directory holding all data, created if missing [default: ./strata-data; config:
+    /// data_dir].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// TOML file with settings, accounts and limits (see packaging/strata.toml).
+    #[arg(long, env = "STRATA_CONFIG")]
     config: Option<PathBuf>,
-    /// The root account's id.
-    #[arg(long, env = "STRATA_ROOT_ACCOUNT_ID", default_value = DEFAULT_ROOT_ACCOUNT)]
-    root_account_id: String,
-    /// The root account's access key id (generated on first start when unset).
+    /// Also serve /metrics, without authentication, on this address [config:
+    /// metrics_listen]. Without it, /metrics on --listen requires a root key's signature.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// Log lines as text or as JSON objects, on stderr [default: text; config: log_format].
+    #[arg(long)]
+    log_format: Option<LogFormat>,
+    /// The root account's id [default: 000000000000; config: root_account_id].
+    #[arg(long, env = "STRATA_ROOT_ACCOUNT_ID")]
+    root_account_id: Option<String>,
+    /// The root account's access key id, generated on first start when unset [config:
+    /// root_access_key_id].
     #[arg(
         long,
         env = "STRATA_ROOT_ACCESS_KEY_ID",
         requires = "root_secret_access_key"
     )]
     root_access_key_id: Option<String>,
-    /// The root account's secret access key.
+    /// The root account's secret access key [config: root_secret_access_key].
     #[arg(
         long,
         env = "STRATA_ROOT_SECRET_ACCESS_KEY",
@@ -100,31 +115,44 @@ struct ServeArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    // Client commands and `bench` print results on stdout: logs go to stderr, warnings only.
-    let client = matches!(cli.command, Command::Client(_) | Command::Bench(_));
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if client {
-            "warn,aws_config=error"
-        } else {
-            "info"
-        })
-    });
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    if client {
-        logs.with_writer(std::io::stderr).init();
-    } else {
-        logs.init();
-    }
-    match run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            // One line with the whole cause chain, as the client commands print it.
-            eprintln!("error: {error:#}");
-            let usage = error.downcast_ref::<admin::UsageError>().is_some()
-                || error.downcast_ref::<UsageError>().is_some();
-            std::process::ExitCode::from(if usage { 2 } else { 1 })
+    let result = match cli.command {
+        Command::Serve(args) => run_serve(args),
+        command => {
+            // Client commands and `bench` print results on stdout; logs go to stderr,
+            // warnings only.
+            let client = matches!(command, Command::Client(_) | Command::Bench(_));
+            let filter = if client {
+                "warn,aws_config=error"
+            } else {
+                "info"
+            };
+            logging::init(filter, LogFormat::Text);
+            run(command)
         }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => fail(&error),
     }
+}
+
+/// `strata serve`: the config file first (it may choose the log format), then logging,
+/// then the settings and the server.
+fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let input = ServeInput::load(args)?;
+    logging::init("info", input.log_format());
+    let settings = input.settings()?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(serve(settings))
+}
+
+/// Print the error chain on one line, as the client commands do; exit 2 for a usage or
+/// configuration mistake, else 1.
+fn fail(error: &anyhow::Error) -> std::process::ExitCode {
+    eprintln!("error: {error:#}");
+    let usage = error.downcast_ref::<admin::UsageError>().is_some()
+        || error.downcast_ref::<UsageError>().is_some();
+    std::process::ExitCode::from(if usage { 2 } else { 1 })
 }
 
 /// A mistake in the flags found before anything was done (exit code 2, as clap's own).
@@ -139,10 +167,10 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(command: Command) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(settings(args)?)),
+    match command {
+        Command::Serve(args) => run_serve(args),
         Command::Bench(args) => {
             strata_bench::run(&args.into_options()?, &mut |line| println!("{line}")).map(drop)
         }
@@ -161,46 +189,103 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
-    check_serve_args(&args)?;
-    let mut settings = Settings::new(args.data_dir)?;
-    settings.listen = args.listen;
-    settings.gc_interval =
-        (args.gc_interval_secs > 0).then(|| std::time::Duration::from_secs(args.gc_interval_secs));
-    settings.root_account = AccountId::parse(&args.root_account_id).map_err(anyhow::Error::msg)?;
-    settings.root_key_from_env = args.root_access_key_id.zip(args.root_secret_access_key);
-    if let Some(path) = args.config {
-        settings = settings.with_config_file(&ConfigFile::load(&path)?)?;
+/// `strata serve`'s flags with its config file, read but not yet applied.
+#[derive(Debug)]
+struct ServeInput {
+    args: ServeArgs,
+    file: ConfigFile,
+}
+
+impl ServeInput {
+    /// Read the config file, if any. A file that cannot be read or parsed is a
+    /// configuration mistake (exit 2).
+    fn load(args: ServeArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => ConfigFile::load(path).map_err(|e| UsageError(format!("{e:#}")))?,
+            None => ConfigFile::default(),
+        };
+        Ok(Self { args, file })
     }
-    // The flag over the config file.
-    if let Some(metadata) = &args.metadata {
-        settings.metadata = strata_server::stores::MetadataBackend::parse(metadata)
-            .map_err(|e| UsageError(format!("{e:#}")))?;
+
+    fn log_format(&self) -> LogFormat {
+        self.args
+            .log_format
+            .or(self.file.log_format)
+            .unwrap_or_default()
     }
-    Ok(settings)
+
+    /// The settings: the defaults, then the config file, then the flags (and their
+    /// environment variables), each overriding the one before.
+    fn settings(&self) -> anyhow::Result<Settings> {
+        let args = &self.args;
+        let mut settings =
+            Settings::from_config_file(&self.file).map_err(|e| UsageError(format!("{e:#}")))?;
+        if let Some(listen) = args.listen {
+            settings.listen = listen;
+        }
+        if let Some(data_dir) = &args.data_dir {
+            settings.data_dir = data_dir.clone();
+        }
+        if let Some(metrics_listen) = args.metrics_listen {
+            settings.metrics_listen = Some(metrics_listen);
+        }
+        if let Some(secs) = args.gc_interval_secs {
+            settings.gc_interval = (secs > 0).then(|| std::time::Duration::from_secs(secs));
+        }
+        if let Some(id) = &args.root_account_id {
+            settings.root_account =
+                AccountId::parse(id).map_err(|e| UsageError(format!("--root-account-id: {e}")))?;
+        }
+        if let Some(key) = args
+            .root_access_key_id
+            .clone()
+            .zip(args.root_secret_access_key.clone())
+        {
+            settings.root_key_from_env = Some(key);
+        }
+        if let Some(metadata) = &args.metadata {
+            settings.metadata = strata_server::stores::MetadataBackend::parse(metadata)
+                .map_err(|e| UsageError(format!("--metadata: {e:#}")))?;
+        }
+        check_serve_settings(&settings)?;
+        Ok(settings)
+    }
 }
 
 /// Refuse what would fail later, before the server creates its data directory or keys: a
 /// data directory that is a file, and a listen address already in use. (The address is
 /// bound once here and released; the server binds it again a moment later. Passing the
 /// bound listener on would need a `strata-server` entry point that takes one.)
-fn check_serve_args(args: &ServeArgs) -> anyhow::Result<()> {
-    if args.data_dir.exists() && !args.data_dir.is_dir() {
+fn check_serve_settings(settings: &Settings) -> anyhow::Result<()> {
+    let data_dir = &settings.data_dir;
+    if data_dir.exists() && !data_dir.is_dir() {
         return Err(UsageError(format!(
             "--data-dir {} is a file, not a directory; give a directory (it is created if missing)",
-            args.data_dir.display()
+            data_dir.display()
         ))
         .into());
     }
-    if let Err(error) = std::net::TcpListener::bind(args.listen) {
-        let hint = if error.kind() == std::io::ErrorKind::AddrInUse {
-            "another process listens there (another strata serve?); choose another --listen address"
-        } else {
-            "check the --listen address"
-        };
-        return Err(
-            UsageError(format!("cannot listen on {}: {error}; {hint}", args.listen)).into(),
-        );
+    let addresses = std::iter::once(("--listen", settings.listen)).chain(
+        settings
+            .metrics_listen
+            .map(|addr| ("--metrics-listen", addr)),
+    );
+    // Bound together, so the two cannot be the same address either.
+    let mut bound = Vec::new();
+    for (flag, addr) in addresses {
+        match std::net::TcpListener::bind(addr) {
+            Ok(listener) => bound.push(listener),
+            Err(error) => {
+                let hint = if error.kind() == std::io::ErrorKind::AddrInUse {
+                    format!(
+                        "another process listens there (another strata serve?); choose another {flag} address"
+                    )
+                } else {
+                    format!("check the {flag} address")
+                };
+                return Err(UsageError(format!("cannot listen on {addr}: {error}; {hint}")).into());
+            }
+        }
     }
     Ok(())
 }

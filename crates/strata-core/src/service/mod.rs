@@ -47,6 +47,7 @@ pub struct SnapshotService<M, C> {
     tokens: TokenIssuer,
     clock: Arc<dyn Clock>,
     retry: RetryPolicy,
+    stats: Arc<crate::stats::ServiceStats>,
 }
 
 impl<M, C> Clone for SnapshotService<M, C> {
@@ -57,6 +58,7 @@ impl<M, C> Clone for SnapshotService<M, C> {
             tokens: self.tokens.clone(),
             clock: Arc::clone(&self.clock),
             retry: self.retry,
+            stats: Arc::clone(&self.stats),
         }
     }
 }
@@ -75,6 +77,7 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             tokens,
             clock,
             retry: RetryPolicy::default(),
+            stats: Arc::default(),
         }
     }
 
@@ -87,6 +90,11 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
     /// The metadata store (for admin views).
     pub fn metadata(&self) -> &M {
         &self.metadata
+    }
+
+    /// What the service counted since it was built (see [`crate::stats`]).
+    pub fn stats(&self) -> &crate::stats::ServiceStats {
+        &self.stats
     }
 
     /// The service clock, Unix milliseconds.

@@ -189,6 +189,7 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             )),
             RecordBlockError::Store(e) => e.into(),
         })?;
+        self.stats.record_put(&digest, write.stored_size.is_none());
         Ok(digest)
     }
 

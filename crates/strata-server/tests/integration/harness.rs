@@ -333,6 +333,11 @@ impl SocketHarness {
         self.server.as_ref().expect("running").addr
     }
 
+    /// The metrics listener's address, when `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.server.as_ref().expect("running").metrics_addr
+    }
+
     pub fn client(&self) -> aws_sdk_ebs::Client {
         let client = HyperClient::builder(TokioExecutor::new()).build_http();
         sdk_client(

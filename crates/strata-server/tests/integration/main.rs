@@ -10,6 +10,7 @@ mod gc;
 mod harness;
 mod hostile_input;
 mod lineage;
+mod metrics;
 mod operations;
 mod overload;
 mod persistence;
