@@ -132,7 +132,8 @@ async fn root_keys(metadata: &Metadata, settings: &Settings) -> anyhow::Result<V
 /// Open the configured stores and build the shared state. Runs on the server's runtime
 /// (a remote store starts tasks on it).
 pub async fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
-    let stores = Stores::open(&settings.data_dir, &settings.metadata).await?;
+    let chunks = settings.chunks.resolve()?;
+    let stores = Stores::open(&settings.data_dir, &settings.metadata, &chunks).await?;
     let roots = root_keys(&stores.metadata, settings).await?;
     for root in &roots {
         tracing::info!(access_key_id = %root.access_key_id, account = %root.account, "root account");
@@ -262,10 +263,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     log_settings(&settings);
     let server = start(&settings, Arc::new(SystemClock)).await?;
     println!(
-        "Strata is serving the EBS direct APIs on http://{} (data in {}; metadata: {})",
+        "Strata is serving the EBS direct APIs on http://{} (data in {}; metadata: {}; chunks: {})",
         server.addr,
         settings.data_dir.display(),
-        settings.metadata.describe()
+        settings.metadata.describe(),
+        settings
+            .chunks
+            .resolve()
+            .map_or_else(|_| "?".to_owned(), |chunks| chunks.describe())
     );
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
@@ -293,6 +298,8 @@ fn log_settings(settings: &Settings) {
         listen = %settings.listen,
         metrics_listen = %metrics_listen,
         data_dir = %settings.data_dir.display(),
+        metadata = %settings.metadata.describe(),
+        chunks = %settings.chunks.resolve().map_or_else(|_| "?".to_owned(), |chunks| chunks.describe()),
         root_account = %settings.root_account,
         root_key = if settings.root_key_from_env.is_some() { "given" } else { "stored or generated" },
         accounts = accounts.len(),

@@ -80,6 +80,16 @@ pub struct ConfigFile {
     pub body_budget_mib: Option<usize>,
     /// Where snapshot metadata lives: `embedded`, or a `postgres://` URL.
     pub metadata: Option<String>,
+    /// Where chunk bytes live: `embedded`, or `s3://BUCKET[/PREFIX]`.
+    pub chunks: Option<String>,
+    /// The S3 endpoint URL (with `chunks = "s3://..."`).
+    pub s3_endpoint: Option<String>,
+    /// The S3 signing region.
+    pub s3_region: Option<String>,
+    /// The bucket's access key id (else `STRATA_S3_ACCESS_KEY_ID`).
+    pub s3_access_key_id: Option<String>,
+    /// The bucket's secret access key (else `STRATA_S3_SECRET_ACCESS_KEY`).
+    pub s3_secret_access_key: Option<String>,
 }
 
 /// How the server writes its log lines (to stderr).
@@ -186,6 +196,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Where snapshot metadata lives (`--metadata`).
     pub metadata: crate::stores::MetadataBackend,
+    /// Where chunk bytes live (`--chunks`, `--s3-*`), checked by the server at start.
+    pub chunks: crate::stores::ChunkOptions,
     /// A second address serving only `/metrics`, unauthenticated (`None`: only the
     /// SigV4-authenticated `/metrics` of the main listener).
     pub metrics_listen: Option<SocketAddr>,
@@ -236,6 +248,7 @@ impl Settings {
             gc_grace: DEFAULT_GC_GRACE,
             limits: Limits::default(),
             metadata: crate::stores::MetadataBackend::Embedded,
+            chunks: crate::stores::ChunkOptions::default(),
             metrics_listen: None,
         })
     }
@@ -314,6 +327,18 @@ impl Settings {
         if let Some(max) = file.max_connections {
             anyhow::ensure!(max > 0, "max_connections must be positive");
             limits.max_connections = max;
+        }
+        let chunks = &mut self.chunks;
+        for (setting, from_file) in [
+            (&mut chunks.chunks, &file.chunks),
+            (&mut chunks.s3_endpoint, &file.s3_endpoint),
+            (&mut chunks.s3_region, &file.s3_region),
+            (&mut chunks.s3_access_key_id, &file.s3_access_key_id),
+            (&mut chunks.s3_secret_access_key, &file.s3_secret_access_key),
+        ] {
+            if from_file.is_some() {
+                setting.clone_from(from_file);
+            }
         }
         if let Some(metadata) = &file.metadata {
             self.metadata = crate::stores::MetadataBackend::parse(metadata)?;

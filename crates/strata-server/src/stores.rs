@@ -1,5 +1,6 @@
 //! Which storage a server runs on: the embedded stores of one data directory, or engines
-//! shared by several nodes (PostgreSQL for metadata). [`Metadata`] and [`Chunks`] are the
+//! shared by several nodes (PostgreSQL for metadata, an S3-compatible object store for
+//! chunks). [`Metadata`] and [`Chunks`] are the
 //! ports over whichever adapter was configured, so the service and every handler have one
 //! concrete type whatever the deployment; each method forwards to the adapter.
 
@@ -13,6 +14,7 @@ use strata_core::ports::{
 use strata_core::snapshot::SnapshotRecord;
 use strata_store_embedded::{EmbeddedStore, FsChunkStore, RedbMetadataStore, RedbNodes};
 use strata_store_postgres::{PgNodes, PostgresMetadataStore};
+use strata_store_s3::{S3ChunkStore, S3Location, S3Settings};
 use strata_types::{AccountId, ChunkDigest, SnapshotId};
 
 /// Where snapshot metadata lives (`--metadata`).
@@ -62,6 +64,97 @@ impl MetadataBackend {
     }
 }
 
+/// `--chunks` and the `--s3-*` settings as given (flags, environment, config file), before
+/// they are checked: [`ChunkOptions::resolve`] turns them into a [`ChunkBackend`].
+#[derive(Clone, Default)]
+pub struct ChunkOptions {
+    /// `embedded` (the default) or `s3://BUCKET[/PREFIX]`.
+    pub chunks: Option<String>,
+    /// The S3 endpoint URL (`--s3-endpoint`); unset: AWS S3 of the region.
+    pub s3_endpoint: Option<String>,
+    /// The S3 signing region (`--s3-region`, default `us-east-1`).
+    pub s3_region: Option<String>,
+    /// `STRATA_S3_ACCESS_KEY_ID`.
+    pub s3_access_key_id: Option<String>,
+    /// `STRATA_S3_SECRET_ACCESS_KEY`.
+    pub s3_secret_access_key: Option<String>,
+}
+
+impl std::fmt::Debug for ChunkOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkOptions")
+            .field("chunks", &self.chunks)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_region", &self.s3_region)
+            .field("s3_access_key_id", &self.s3_access_key_id)
+            .field("s3_secret_access_key", &self.s3_secret_access_key.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+/// Where chunk bytes live (`--chunks`).
+#[derive(Debug, Clone)]
+pub enum ChunkBackend {
+    /// Segment files under `chunks/` in the data directory.
+    Embedded,
+    /// Objects in an S3 bucket, shared by every node of a cluster.
+    S3(S3Settings),
+}
+
+impl ChunkOptions {
+    /// Check the options: a location that parses, and credentials for S3. The messages
+    /// name the flag or variable to fix; they never show a secret.
+    pub fn resolve(&self) -> anyhow::Result<ChunkBackend> {
+        let given = self.chunks.as_deref().unwrap_or("embedded");
+        if given == "embedded" {
+            let stray = [
+                ("--s3-endpoint", self.s3_endpoint.is_some()),
+                ("--s3-region", self.s3_region.is_some()),
+            ];
+            if let Some((flag, _)) = stray.iter().find(|(_, set)| *set) {
+                anyhow::bail!("{flag} is given but the chunks are embedded: add --chunks s3://BUCKET[/PREFIX]");
+            }
+            return Ok(ChunkBackend::Embedded);
+        }
+        let location = S3Location::parse(given).map_err(|e| {
+            anyhow::anyhow!("--chunks must be `embedded` or s3://BUCKET[/PREFIX]: {e}")
+        })?;
+        let (Some(key_id), Some(secret)) = (&self.s3_access_key_id, &self.s3_secret_access_key)
+        else {
+            anyhow::bail!(
+                "--chunks {location} needs the bucket's credentials: set STRATA_S3_ACCESS_KEY_ID and \
+                 STRATA_S3_SECRET_ACCESS_KEY (or s3_access_key_id and s3_secret_access_key in the config file)"
+            );
+        };
+        if let Some(endpoint) = &self.s3_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            anyhow::bail!("--s3-endpoint must be an http:// or https:// URL, not {endpoint:?}");
+        }
+        Ok(ChunkBackend::S3(S3Settings::new(
+            location,
+            self.s3_endpoint.clone(),
+            self.s3_region.clone().unwrap_or_else(|| "us-east-1".to_owned()),
+            key_id.clone(),
+            secret.clone(),
+        )))
+    }
+}
+
+impl ChunkBackend {
+    /// For the startup line: the kind and place, never a credential.
+    pub fn describe(&self) -> String {
+        match self {
+            ChunkBackend::Embedded => "embedded (chunks/)".into(),
+            ChunkBackend::S3(settings) => format!(
+                "S3 {} at {}",
+                settings.location,
+                settings.endpoint.as_deref().unwrap_or("AWS")
+            ),
+        }
+    }
+}
+
 /// The metadata port over the configured adapter.
 #[derive(Clone)]
 pub enum Metadata {
@@ -76,6 +169,8 @@ pub enum Metadata {
 pub enum Chunks {
     /// Segment files in the data directory.
     Embedded(FsChunkStore),
+    /// Objects in an S3 bucket.
+    S3(S3ChunkStore),
 }
 
 /// The stores a server runs on.
@@ -88,11 +183,23 @@ pub struct Stores {
 
 impl Stores {
     /// Open (creating if needed) the configured stores. Runs on the server's runtime: the
-    /// PostgreSQL adapter starts tasks on it.
-    pub async fn open(data_dir: &Path, metadata: &MetadataBackend) -> anyhow::Result<Self> {
+    /// PostgreSQL and S3 adapters start tasks on it.
+    pub async fn open(
+        data_dir: &Path,
+        metadata: &MetadataBackend,
+        chunks: &ChunkBackend,
+    ) -> anyhow::Result<Self> {
         use anyhow::Context;
-        match metadata {
-            MetadataBackend::Embedded => {
+        let s3 = match chunks {
+            ChunkBackend::Embedded => None,
+            ChunkBackend::S3(settings) => Some(
+                S3ChunkStore::connect(settings)
+                    .await
+                    .with_context(|| format!("cannot open the chunk store {}", settings.location))?,
+            ),
+        };
+        match (metadata, s3) {
+            (MetadataBackend::Embedded, None) => {
                 let store = EmbeddedStore::open(data_dir).with_context(|| {
                     format!("cannot open the data directory {}", data_dir.display())
                 })?;
@@ -101,22 +208,69 @@ impl Stores {
                     chunks: Chunks::Embedded(store.chunks),
                 })
             }
-            MetadataBackend::Postgres(url) => {
+            (MetadataBackend::Embedded, Some(s3)) => {
+                refuse_local_chunks(data_dir)?;
+                create_dir(data_dir)?;
+                let store = RedbMetadataStore::open(&data_dir.join("metadata.redb"))
+                    .context("cannot open metadata.redb")?;
+                // The registry of a store born with S3 chunks is complete from the start.
+                store.fill_chunk_registry_once(|| Ok(Vec::new()))?;
+                sync_dir(data_dir)?;
+                Ok(Self {
+                    metadata: Metadata::Embedded(store),
+                    chunks: Chunks::S3(s3),
+                })
+            }
+            (MetadataBackend::Postgres(url), s3) => {
                 let metadata = PostgresMetadataStore::connect(url)
                     .await
                     .context("cannot open the PostgreSQL metadata store")?;
-                std::fs::create_dir_all(data_dir).with_context(|| {
-                    format!("cannot create the data directory {}", data_dir.display())
-                })?;
-                let chunks = FsChunkStore::open(data_dir.join("chunks"))
-                    .context("cannot open the chunk directory")?;
+                let chunks = match s3 {
+                    Some(s3) => Chunks::S3(s3),
+                    None => {
+                        create_dir(data_dir)?;
+                        Chunks::Embedded(
+                            FsChunkStore::open(data_dir.join("chunks"))
+                                .context("cannot open the chunk directory")?,
+                        )
+                    }
+                };
                 Ok(Self {
                     metadata: Metadata::Postgres(metadata),
-                    chunks: Chunks::Embedded(chunks),
+                    chunks,
                 })
             }
         }
     }
+}
+
+fn create_dir(data_dir: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))
+}
+
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))
+}
+
+/// A data directory whose chunks are local files cannot switch to S3 by a flag: its
+/// snapshots would name chunks the bucket does not hold. (`strata migrate` copies them.)
+fn refuse_local_chunks(data_dir: &Path) -> anyhow::Result<()> {
+    let chunks = data_dir.join("chunks");
+    let has_files = std::fs::read_dir(&chunks)
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false);
+    anyhow::ensure!(
+        !has_files,
+        "{} holds chunks of this data directory: they are not in the bucket, so it cannot \
+         start with --chunks s3://...; copy the store with `strata migrate` instead",
+        chunks.display()
+    );
+    Ok(())
 }
 
 /// A node reader of the configured metadata adapter.
@@ -276,6 +430,7 @@ macro_rules! on_chunks {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             Chunks::Embedded($store) => $call,
+            Chunks::S3($store) => $call,
         }
     };
 }
@@ -318,5 +473,38 @@ mod tests {
         assert_eq!(pg.describe(), "PostgreSQL at db.example:5432/strata");
         let error = MetadataBackend::parse("mysql://u:hunter2@h/db").expect_err("refused");
         assert!(!error.to_string().contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn chunk_options_name_what_is_missing_and_never_show_the_secret() {
+        let embedded = ChunkOptions::default().resolve().expect("default");
+        assert!(matches!(embedded, ChunkBackend::Embedded));
+        let stray = ChunkOptions {
+            s3_endpoint: Some("http://127.0.0.1:7480".into()),
+            ..ChunkOptions::default()
+        };
+        let error = stray.resolve().expect_err("endpoint without s3 chunks");
+        assert!(error.to_string().contains("--chunks s3://"), "{error}");
+        let mut options = ChunkOptions {
+            chunks: Some("s3://strata-chunks/cluster".into()),
+            s3_endpoint: Some("http://127.0.0.1:7480".into()),
+            ..ChunkOptions::default()
+        };
+        let error = options.resolve().expect_err("no credentials");
+        assert!(error.to_string().contains("STRATA_S3_ACCESS_KEY_ID"), "{error}");
+        options.s3_access_key_id = Some("AKID".into());
+        options.s3_secret_access_key = Some("hunter2".into());
+        let backend = options.resolve().expect("complete");
+        assert!(!format!("{backend:?} {options:?}").contains("hunter2"));
+        assert_eq!(
+            backend.describe(),
+            "S3 s3://strata-chunks/cluster/ at http://127.0.0.1:7480"
+        );
+        options.chunks = Some("s3://NOT_A_BUCKET".into());
+        assert!(options.resolve().is_err());
+        options.chunks = Some("s3://strata-chunks".into());
+        options.s3_endpoint = Some("127.0.0.1:7480".into());
+        let error = options.resolve().expect_err("endpoint without scheme");
+        assert!(error.to_string().contains("--s3-endpoint"), "{error}");
     }
 }

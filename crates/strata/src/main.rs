@@ -111,6 +111,22 @@ struct ServeArgs {
     /// postgres://USER[:PASSWORD]@HOST[:PORT]/DB, shared by several nodes.
     #[arg(long, env = "STRATA_METADATA", hide_env_values = true)]
     metadata: Option<String>,
+    /// Where chunk bytes live: `embedded` (chunks/ in the data directory) or
+    /// s3://BUCKET[/PREFIX], a bucket that exists, shared by several nodes [config: chunks].
+    #[arg(long, env = "STRATA_CHUNKS")]
+    chunks: Option<String>,
+    /// The S3 endpoint, e.g. http://127.0.0.1:7480 (unset: AWS S3) [config: s3_endpoint].
+    #[arg(long, env = "STRATA_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// The S3 signing region (default us-east-1) [config: s3_region].
+    #[arg(long, env = "STRATA_S3_REGION")]
+    s3_region: Option<String>,
+    /// The bucket's access key id [config: s3_access_key_id].
+    #[arg(long, env = "STRATA_S3_ACCESS_KEY_ID")]
+    s3_access_key_id: Option<String>,
+    /// The bucket's secret access key; prefer the environment [config: s3_secret_access_key].
+    #[arg(long, env = "STRATA_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    s3_secret_access_key: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -247,6 +263,23 @@ impl ServeInput {
             settings.metadata = strata_server::stores::MetadataBackend::parse(metadata)
                 .map_err(|e| UsageError(format!("--metadata: {e:#}")))?;
         }
+        let chunks = &mut settings.chunks;
+        for (setting, flag) in [
+            (&mut chunks.chunks, &args.chunks),
+            (&mut chunks.s3_endpoint, &args.s3_endpoint),
+            (&mut chunks.s3_region, &args.s3_region),
+            (&mut chunks.s3_access_key_id, &args.s3_access_key_id),
+            (&mut chunks.s3_secret_access_key, &args.s3_secret_access_key),
+        ] {
+            if flag.is_some() {
+                setting.clone_from(flag);
+            }
+        }
+        // A mistake in the chunk settings is a usage error, found before anything starts.
+        settings
+            .chunks
+            .resolve()
+            .map_err(|e| UsageError(format!("{e:#}")))?;
         check_serve_settings(&settings)?;
         Ok(settings)
     }
