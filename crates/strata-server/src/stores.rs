@@ -87,7 +87,10 @@ impl std::fmt::Debug for ChunkOptions {
             .field("s3_endpoint", &self.s3_endpoint)
             .field("s3_region", &self.s3_region)
             .field("s3_access_key_id", &self.s3_access_key_id)
-            .field("s3_secret_access_key", &self.s3_secret_access_key.as_ref().map(|_| "<hidden>"))
+            .field(
+                "s3_secret_access_key",
+                &self.s3_secret_access_key.as_ref().map(|_| "<hidden>"),
+            )
             .finish()
     }
 }
@@ -112,7 +115,9 @@ impl ChunkOptions {
                 ("--s3-region", self.s3_region.is_some()),
             ];
             if let Some((flag, _)) = stray.iter().find(|(_, set)| *set) {
-                anyhow::bail!("{flag} is given but the chunks are embedded: add --chunks s3://BUCKET[/PREFIX]");
+                anyhow::bail!(
+                    "{flag} is given but the chunks are embedded: add --chunks s3://BUCKET[/PREFIX]"
+                );
             }
             return Ok(ChunkBackend::Embedded);
         }
@@ -134,7 +139,9 @@ impl ChunkOptions {
         Ok(ChunkBackend::S3(S3Settings::new(
             location,
             self.s3_endpoint.clone(),
-            self.s3_region.clone().unwrap_or_else(|| "us-east-1".to_owned()),
+            self.s3_region
+                .clone()
+                .unwrap_or_else(|| "us-east-1".to_owned()),
             key_id.clone(),
             secret.clone(),
         )))
@@ -192,11 +199,11 @@ impl Stores {
         use anyhow::Context;
         let s3 = match chunks {
             ChunkBackend::Embedded => None,
-            ChunkBackend::S3(settings) => Some(
-                S3ChunkStore::connect(settings)
-                    .await
-                    .with_context(|| format!("cannot open the chunk store {}", settings.location))?,
-            ),
+            ChunkBackend::S3(settings) => {
+                Some(S3ChunkStore::connect(settings).await.with_context(|| {
+                    format!("cannot open the chunk store {}", settings.location)
+                })?)
+            }
         };
         match (metadata, s3) {
             (MetadataBackend::Embedded, None) => {
@@ -491,7 +498,10 @@ mod tests {
             ..ChunkOptions::default()
         };
         let error = options.resolve().expect_err("no credentials");
-        assert!(error.to_string().contains("STRATA_S3_ACCESS_KEY_ID"), "{error}");
+        assert!(
+            error.to_string().contains("STRATA_S3_ACCESS_KEY_ID"),
+            "{error}"
+        );
         options.s3_access_key_id = Some("AKID".into());
         options.s3_secret_access_key = Some("hunter2".into());
         let backend = options.resolve().expect("complete");

@@ -50,7 +50,7 @@ pub struct TestClock {
 }
 
 impl TestClock {
-    fn new() -> Arc<Self> {
+    pub fn new() -> Arc<Self> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("clock after 1970")
@@ -364,6 +364,27 @@ impl SocketHarness {
     }
 }
 
+/// An SDK client of the root account to the server listening at `addr` (one node of a
+/// cluster the test started itself).
+pub fn client_at(addr: std::net::SocketAddr, clock: &Arc<TestClock>) -> aws_sdk_ebs::Client {
+    let client = HyperClient::builder(TokioExecutor::new()).build_http();
+    sdk_client(
+        Target::Socket(Box::new(client)),
+        &format!("http://{addr}"),
+        clock,
+        ROOT_KEY,
+        ROOT_SECRET,
+    )
+}
+
+/// Sign `raw` and send it to the server listening at `addr`.
+pub async fn raw_at(addr: std::net::SocketAddr, clock: &TestClock, raw: RawRequest) -> RawResponse {
+    let client = HyperClient::builder(TokioExecutor::new()).build_http();
+    let target = Target::Socket(Box::new(client));
+    let authority = addr.to_string();
+    send_raw_to(&target, &authority, clock, raw).await
+}
+
 /// A request to sign and send by hand.
 pub struct RawRequest {
     pub method: &'static str,
@@ -517,10 +538,20 @@ impl RawResponse {
 }
 
 async fn send_raw(target: &Target, clock: &TestClock, raw: RawRequest) -> RawResponse {
+    send_raw_to(target, "strata.test", clock, raw).await
+}
+
+/// [`send_raw`] to the server named by `authority` (`HOST[:PORT]`, also the signed host).
+async fn send_raw_to(
+    target: &Target,
+    authority: &str,
+    clock: &TestClock,
+    raw: RawRequest,
+) -> RawResponse {
     let mut request = http::Request::builder()
         .method(raw.method)
-        .uri(format!("http://strata.test{}", raw.target))
-        .header("host", "strata.test")
+        .uri(format!("http://{authority}{}", raw.target))
+        .header("host", authority)
         .body(raw.body.clone())
         .expect("request");
     for (name, value) in &raw.headers {
