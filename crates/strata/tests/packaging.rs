@@ -88,6 +88,8 @@ fn the_example_config_with_its_optional_lines_names_every_key() {
         max_connections,
         body_deadline_secs,
         body_budget_mib,
+        tls_cert,
+        tls_key,
     } = file;
     let set = [
         ("listen", listen.is_some()),
@@ -110,6 +112,8 @@ fn the_example_config_with_its_optional_lines_names_every_key() {
         ("max_connections", max_connections.is_some()),
         ("body_deadline_secs", body_deadline_secs.is_some()),
         ("body_budget_mib", body_budget_mib.is_some()),
+        ("tls_cert", tls_cert.is_some()),
+        ("tls_key", tls_key.is_some()),
     ];
     for (key, present) in set {
         assert!(present, "packaging/strata.toml does not show `{key}`");

@@ -14,5 +14,6 @@ mod metrics;
 mod operations;
 mod overload;
 mod persistence;
+mod scopes;
 mod sdk;
 mod socket;
