@@ -432,6 +432,29 @@ mod tests {
             settings.expect("tls").tls.map(|files| files.key),
             Some(PathBuf::from("k.pem"))
         );
+        let scoped: ConfigFile = toml::from_str(
+            "[[accounts]]\nid = \"111122223333\"\n[[accounts.keys]]\naccess_key_id = \"A\"\n\
+             secret_access_key = \"S\"\nallow = [\"GetSnapshotBlock\"]",
+        )
+        .expect("parses");
+        assert!(scoped.holds_secrets());
+        let keys = scoped.access_keys().expect("valid scope");
+        assert!(
+            keys[0]
+                .allow
+                .as_ref()
+                .is_some_and(|a| a.contains("GetSnapshotBlock"))
+        );
+        let typo: ConfigFile = toml::from_str(
+            "[[accounts]]\nid = \"111122223333\"\n[[accounts.keys]]\naccess_key_id = \"A\"\n\
+             secret_access_key = \"S\"\nallow = [\"GetSnapshotBlocks\"]",
+        )
+        .expect("parses");
+        let error = typo.access_keys().expect_err("unknown operation");
+        assert!(
+            format!("{error:#}").contains("GetSnapshotBlocks"),
+            "{error:#}"
+        );
         let bad_account: ConfigFile =
             toml::from_str("[[accounts]]\nid = \"12\"\nkeys = []").expect("parses");
         assert!(bad_account.access_keys().is_err());

@@ -68,6 +68,10 @@ fn the_example_config_with_its_optional_lines_names_every_key() {
     assert!(settings.root_key_from_env.is_some());
     assert_eq!(settings.extra_keys.len(), 1);
     assert_eq!(settings.extra_keys[0].account.as_str(), "111122223333");
+    assert!(
+        settings.extra_keys[0].allow.is_some(),
+        "the example shows an allow list"
+    );
     // Every key of the file format is in the example: a new key does not compile here
     // until it is listed, and is not set until the example shows it.
     let ConfigFile {
