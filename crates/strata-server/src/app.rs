@@ -18,10 +18,11 @@ use tokio::net::TcpListener;
 
 use crate::config::Settings;
 use crate::credentials::{
-    AccessKey, KeyRing, RootKeySource, decode_root_key, encode_root_key, root_key,
+    AccessKey, Keys, RootKeySource, decode_root_key, encode_root_key, root_key,
 };
 use crate::dispatch;
 use crate::stores::{Chunks, Metadata, MetadataBackend, Stores};
+use crate::tls::ReloadableCert;
 
 /// The service over the configured stores.
 pub type StrataService = SnapshotService<Metadata, Chunks>;
@@ -30,8 +31,8 @@ pub type StrataService = SnapshotService<Metadata, Chunks>;
 pub struct AppState {
     /// The snapshot service.
     pub service: StrataService,
-    /// Accepted keys.
-    pub keys: KeyRing,
+    /// Accepted keys (replaced on SIGHUP).
+    pub keys: Keys,
     /// How long a request body may stall.
     pub body_timeout: Duration,
     /// The clock (shared with the service, so tests can move time).
@@ -138,7 +139,11 @@ pub async fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::R
     for root in &roots {
         tracing::info!(access_key_id = %root.access_key_id, account = %root.account, "root account");
     }
-    let keys = KeyRing::new(roots.into_iter().chain(settings.extra_keys.iter().cloned()))?;
+    let keys = Keys::new(
+        roots,
+        settings.extra_keys.clone(),
+        settings.config_file.clone(),
+    )?;
     let tokens = TokenIssuer::new(token_key(&stores.metadata, &settings.data_dir).await?);
     let service = SnapshotService::new(
         Arc::new(stores.metadata),
@@ -178,9 +183,49 @@ pub struct RunningServer {
     metrics_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     background: tokio::task::JoinHandle<()>,
     stop_background: tokio::sync::watch::Sender<bool>,
+    tls: Option<Arc<ReloadableCert>>,
+    state: Arc<AppState>,
 }
 
 impl RunningServer {
+    /// Whether the listener speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// What SIGHUP does: read the TLS certificate and key again (new connections get the
+    /// new pair), and the config file's access keys (the next request sees them). A part
+    /// that fails keeps what is in use, is logged, and makes the result an error.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let mut failed = None;
+        match self.state.keys.reload() {
+            Ok(count) => tracing::info!(access_keys = count, "reloaded the access keys"),
+            Err(error) => {
+                tracing::error!(
+                    error = %format!("{error:#}"),
+                    "access key reload failed; the keys in force stay"
+                );
+                failed = Some(error);
+            }
+        }
+        if let Some(tls) = &self.tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!(
+                    cert = %tls.files().cert.display(),
+                    "reloaded the TLS certificate and key"
+                ),
+                Err(error) => {
+                    tracing::error!(
+                        error = %format!("{error:#}"),
+                        "TLS reload failed; still serving the previous certificate"
+                    );
+                    failed = Some(error);
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
     /// Stop accepting, finish in-flight requests, and wait.
     pub async fn stop(self) -> anyhow::Result<()> {
         // The receivers are gone only if the listeners already stopped.
@@ -197,6 +242,21 @@ impl RunningServer {
 
 /// Bind `settings.listen` and serve until [`RunningServer::stop`].
 pub async fn start(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<RunningServer> {
+    // Files holding secrets first, before anything is created.
+    if let Some(path) = &settings.config_file
+        && crate::config::ConfigFile::load(path)?.holds_secrets()
+    {
+        crate::credentials::check_private(path, "the config file (it holds secret keys)")?;
+    }
+    let root_credentials = settings
+        .data_dir
+        .join(crate::credentials::ROOT_CREDENTIALS_FILE);
+    if root_credentials.exists() {
+        crate::credentials::check_private(&root_credentials, "the root credentials file")?;
+    }
+    let tls = settings.tls.clone().map(ReloadableCert::load).transpose()?;
+    let acceptor = tls.as_ref().map(ReloadableCert::acceptor).transpose()?;
+    create_data_dir(&settings.data_dir)?;
     let state = Arc::new(open_state(settings, clock).await?);
     let listener = TcpListener::bind(settings.listen)
         .await
@@ -230,18 +290,20 @@ pub async fn start(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
             metrics_listener,
             dispatch::metrics_router(Arc::clone(&state)),
             limits,
+            None,
             stopped(signal.clone()),
         )));
         tracing::info!(addr = %bound, "metrics are served without authentication");
     }
-    let app = router(state);
+    let app = router(Arc::clone(&state));
     let task = tokio::spawn(crate::connections::serve(
         listener,
         app,
         limits,
+        acceptor,
         stopped(signal),
     ));
-    tracing::info!(%addr, "strata is listening");
+    tracing::info!(%addr, tls = tls.is_some(), "strata is listening");
     Ok(RunningServer {
         addr,
         metrics_addr,
@@ -250,11 +312,49 @@ pub async fn start(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         metrics_task,
         background,
         stop_background,
+        tls,
+        state,
     })
 }
 
-/// `strata serve`: run until SIGINT or SIGTERM, then drain in-flight requests.
+/// Create the data directory, and any missing parent, with mode 0700. An existing one
+/// that others may enter is kept as it is, with a warning.
+fn create_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if !data_dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(data_dir)
+                .with_context(|| format!("cannot create {}", data_dir.display()))?;
+        }
+        let mode = std::fs::metadata(data_dir)
+            .with_context(|| format!("cannot read {}", data_dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                data_dir = %data_dir.display(),
+                mode = %format!("{:04o}", mode & 0o7777),
+                "the data directory is open to other users; chmod 700 it"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    Ok(())
+}
+
+/// `strata serve`: run until SIGINT or SIGTERM, then drain in-flight requests; reload the
+/// TLS certificate and the config file's keys on SIGHUP. Sets the process's umask to
+/// 0077 first, so every file and directory the server creates (metadata.redb, chunk
+/// segments and indexes, root-credentials) is its user's only: 0600 and 0700.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     tracing::info!(
         version = crate::build::VERSION,
         commit = crate::build::COMMIT,
@@ -263,7 +363,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     log_settings(&settings);
     let server = start(&settings, Arc::new(SystemClock)).await?;
     println!(
-        "Strata is serving the EBS direct APIs on http://{} (data in {}; metadata: {}; chunks: {})",
+        "Strata is serving the EBS direct APIs on {}://{} (data in {}; metadata: {}; chunks: {})",
+        if server.is_tls() { "https" } else { "http" },
         server.addr,
         settings.data_dir.display(),
         settings.metadata.describe(),
@@ -272,7 +373,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .resolve()
             .map_or_else(|_| "?".to_owned(), |chunks| chunks.describe())
     );
-    shutdown_signal().await;
+    run_until_shutdown(&server).await;
     tracing::info!("shutting down: finishing in-flight requests");
     let stopped = server.stop().await;
     match &stopped {
@@ -314,6 +415,36 @@ fn log_settings(settings: &Settings) {
         max_connections = limits.max_connections,
         "configuration"
     );
+}
+
+/// Wait for SIGINT or SIGTERM; reload on every SIGHUP meanwhile.
+async fn run_until_shutdown(server: &RunningServer) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangup) => {
+                let shutdown = shutdown_signal();
+                tokio::pin!(shutdown);
+                loop {
+                    tokio::select! {
+                        () = &mut shutdown => return,
+                        _ = hangup.recv() => {
+                            tracing::info!("SIGHUP: reloading");
+                            // A failure is logged by `reload` and changes nothing.
+                            let _ = server.reload();
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGHUP; reloading needs a restart");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = server;
+    shutdown_signal().await;
 }
 
 async fn shutdown_signal() {

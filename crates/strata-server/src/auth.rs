@@ -1,9 +1,13 @@
 //! SigV4 authentication of EBS requests: the bridge between the HTTP request and the
 //! pure verifier in `strata_sigv4`.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
 use http::request::Parts;
 use strata_sigv4::{AuthError, PayloadHash, verify_request};
 use strata_types::AccountId;
+use strata_wire::{ErrorCode, Reason, WireError};
 use time::OffsetDateTime;
 
 use crate::app::AppState;
@@ -17,6 +21,32 @@ pub struct Caller {
     pub access_key_id: String,
     /// How the payload was signed; a hex hash must still be compared with a streamed body.
     pub payload_hash: PayloadHash,
+    /// The operations the key may call (`None`: all of its account's).
+    pub allow: Option<Arc<BTreeSet<String>>>,
+}
+
+impl Caller {
+    /// Whether the key's scope includes `operation` (a name of
+    /// [`crate::credentials::OPERATIONS`]).
+    pub fn may(&self, operation: &str) -> bool {
+        self.allow
+            .as_ref()
+            .is_none_or(|allowed| allowed.contains(operation))
+    }
+
+    /// `AccessDeniedException` for an operation outside the key's scope, in the words AWS
+    /// uses for an IAM denial.
+    pub fn denied(&self, operation: &str) -> WireError {
+        WireError::new(
+            ErrorCode::AccessDeniedException,
+            Some(Reason::UnauthorizedAccount),
+            format!(
+                "User: {} is not authorized to perform: ebs:{operation} (the access key's \
+                 allow list does not include it)",
+                self.access_key_id
+            ),
+        )
+    }
 }
 
 /// How a request's body must be signed.
@@ -52,13 +82,15 @@ pub fn authenticate(
     {
         headers.insert(http::header::HOST, value);
     }
+    // One ring for the signature and the account: a reload cannot come in between.
+    let keys = state.keys.current();
     let verified = verify_request(
         &parts.method,
         &parts.uri,
         &headers,
         body_sha256_hex,
         now,
-        &state.keys,
+        &*keys,
     )?;
     if verified.service != service {
         return Err(AuthError::Malformed(format!(
@@ -88,13 +120,12 @@ pub fn authenticate(
             }
         }
     }
-    let account = state
-        .keys
-        .account_of(&verified.access_key_id)
-        .cloned()
+    let key = keys
+        .get(&verified.access_key_id)
         .ok_or(AuthError::UnknownAccessKey)?;
     Ok(Caller {
-        account,
+        account: key.account.clone(),
+        allow: key.allow.clone(),
         access_key_id: verified.access_key_id,
         payload_hash: verified.payload_hash,
     })

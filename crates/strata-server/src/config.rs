@@ -90,6 +90,10 @@ pub struct ConfigFile {
     pub s3_access_key_id: Option<String>,
     /// The bucket's secret access key (else `STRATA_S3_SECRET_ACCESS_KEY`).
     pub s3_secret_access_key: Option<String>,
+    /// PEM certificate chain of the listener (with `tls_key`): serve HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the listener (with `tls_cert`).
+    pub tls_key: Option<PathBuf>,
 }
 
 /// How the server writes its log lines (to stderr).
@@ -142,6 +146,10 @@ pub struct KeyConfig {
     pub access_key_id: String,
     /// Secret access key.
     pub secret_access_key: String,
+    /// The operations this key may call (e.g. a read-only key for restores:
+    /// `["ListSnapshotBlocks", "ListChangedBlocks", "GetSnapshotBlock",
+    /// "DescribeSnapshots"]`); unset, every operation of its account.
+    pub allow: Option<Vec<String>>,
 }
 
 impl ConfigFile {
@@ -150,6 +158,13 @@ impl ConfigFile {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Whether the file holds a secret (the root secret or an account's key), so that it
+    /// must not be readable by others.
+    pub fn holds_secrets(&self) -> bool {
+        self.root_secret_access_key.is_some()
+            || self.accounts.iter().any(|account| !account.keys.is_empty())
     }
 
     /// The configured keys, validated.
@@ -162,10 +177,19 @@ impl ConfigFile {
                     !key.access_key_id.is_empty() && !key.secret_access_key.is_empty(),
                     "account {id}: access keys and secrets must not be empty"
                 );
+                let allow = key
+                    .allow
+                    .as_deref()
+                    .map(crate::credentials::parse_allow_list)
+                    .transpose()
+                    .with_context(|| format!("access key {}", key.access_key_id))?;
                 keys.push(AccessKey {
-                    access_key_id: key.access_key_id.clone(),
-                    secret_access_key: key.secret_access_key.clone(),
-                    account: id.clone(),
+                    allow: allow.map(std::sync::Arc::new),
+                    ..AccessKey::new(
+                        key.access_key_id.clone(),
+                        key.secret_access_key.clone(),
+                        id.clone(),
+                    )
                 });
             }
         }
@@ -201,6 +225,10 @@ pub struct Settings {
     /// A second address serving only `/metrics`, unauthenticated (`None`: only the
     /// SigV4-authenticated `/metrics` of the main listener).
     pub metrics_listen: Option<SocketAddr>,
+    /// The listener's certificate and key (`None`: plain HTTP).
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// The config file these settings were read from, read again on SIGHUP for its keys.
+    pub config_file: Option<PathBuf>,
 }
 
 /// Bounds on connections and on the time and memory requests in flight may take.
@@ -250,6 +278,8 @@ impl Settings {
             metadata: crate::stores::MetadataBackend::Embedded,
             chunks: crate::stores::ChunkOptions::default(),
             metrics_listen: None,
+            tls: None,
+            config_file: None,
         })
     }
 
@@ -343,6 +373,16 @@ impl Settings {
         if let Some(metadata) = &file.metadata {
             self.metadata = crate::stores::MetadataBackend::parse(metadata)?;
         }
+        match (&file.tls_cert, &file.tls_key) {
+            (Some(cert), Some(key)) => {
+                self.tls = Some(crate::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                });
+            }
+            (None, None) => {}
+            _ => anyhow::bail!("tls_cert and tls_key go together: set both or neither"),
+        }
         if let Some(mib) = file.body_budget_mib {
             // One block must fit, or no PutSnapshotBlock could ever run.
             anyhow::ensure!(mib >= 1, "body_budget_mib must be at least 1");
@@ -401,6 +441,45 @@ mod tests {
         }
 
         assert!(toml::from_str::<ConfigFile>("body_timeout = 5").is_err());
+        let half_tls: ConfigFile = toml::from_str("tls_cert = \"c.pem\"").expect("parses");
+        assert!(
+            Settings::new("/tmp/x")
+                .expect("defaults")
+                .with_config_file(&half_tls)
+                .is_err()
+        );
+        let tls: ConfigFile =
+            toml::from_str("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"").expect("parses");
+        let settings = Settings::new("/tmp/x")
+            .expect("defaults")
+            .with_config_file(&tls);
+        assert_eq!(
+            settings.expect("tls").tls.map(|files| files.key),
+            Some(PathBuf::from("k.pem"))
+        );
+        let scoped: ConfigFile = toml::from_str(
+            "[[accounts]]\nid = \"111122223333\"\n[[accounts.keys]]\naccess_key_id = \"A\"\n\
+             secret_access_key = \"S\"\nallow = [\"GetSnapshotBlock\"]",
+        )
+        .expect("parses");
+        assert!(scoped.holds_secrets());
+        let keys = scoped.access_keys().expect("valid scope");
+        assert!(
+            keys[0]
+                .allow
+                .as_ref()
+                .is_some_and(|a| a.contains("GetSnapshotBlock"))
+        );
+        let typo: ConfigFile = toml::from_str(
+            "[[accounts]]\nid = \"111122223333\"\n[[accounts.keys]]\naccess_key_id = \"A\"\n\
+             secret_access_key = \"S\"\nallow = [\"GetSnapshotBlocks\"]",
+        )
+        .expect("parses");
+        let error = typo.access_keys().expect_err("unknown operation");
+        assert!(
+            format!("{error:#}").contains("GetSnapshotBlocks"),
+            "{error:#}"
+        );
         let bad_account: ConfigFile =
             toml::from_str("[[accounts]]\nid = \"12\"\nkeys = []").expect("parses");
         assert!(bad_account.access_keys().is_err());

@@ -40,6 +40,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::config::Limits;
@@ -54,11 +55,13 @@ pub const REFUSAL_TIME: Duration = Duration::from_secs(1);
 const REFUSAL_DRAIN_BYTES: usize = 64 * 1024;
 
 /// Serve `app` on `listener` until `shutdown` resolves, then stop accepting, let every
-/// connection finish its request in flight, and return.
+/// connection finish its request in flight, and return. With `tls`, every connection is
+/// a TLS connection; its handshake must complete within the head deadline.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -106,8 +109,19 @@ pub async fn serve(
             tracing::warn!(%peer, max = limits.max_connections, "connection limit reached: refusing");
             if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
                 let max = limits.max_connections;
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    refuse(stream, max).await;
+                    match tls {
+                        None => refuse(stream, max).await,
+                        // The answer goes through TLS; the handshake counts in REFUSAL_TIME.
+                        Some(tls) => {
+                            if let Ok(Ok(stream)) =
+                                tokio::time::timeout(REFUSAL_TIME, tls.accept(stream)).await
+                            {
+                                refuse(stream, max).await;
+                            }
+                        }
+                    }
                     drop(permit);
                 });
             }
@@ -115,8 +129,32 @@ pub async fn serve(
         };
         let app = app.clone();
         let mut closing = closing_seen.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            serve_connection(stream, peer, app, limits, &mut closing).await;
+            let activity = Arc::new(Activity::default());
+            let io = TimedIo::new(stream, &limits, Arc::clone(&activity));
+            match tls {
+                None => serve_connection(io, activity, peer, app, limits, &mut closing).await,
+                Some(tls) => {
+                    // The handshake reads through `TimedIo`, so it is held to the head
+                    // deadline as a request head is.
+                    let handshake = tokio::select! {
+                        accepted = tls.accept(io) => Some(accepted),
+                        () = async {
+                            let _ = closing.wait_for(|closing| *closing).await;
+                        } => None,
+                    };
+                    match handshake {
+                        Some(Ok(io)) => {
+                            serve_connection(io, activity, peer, app, limits, &mut closing).await;
+                        }
+                        Some(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                        }
+                        None => {}
+                    }
+                }
+            }
             drop(slot);
         });
     }
@@ -132,16 +170,19 @@ pub async fn serve(
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
-/// Serve one connection until it closes, or until shutdown once it is idle.
-async fn serve_connection(
-    stream: TcpStream,
+/// Serve one connection until it closes, or until shutdown once it is idle. `activity`
+/// is what the connection's [`TimedIo`] watches.
+async fn serve_connection<S>(
+    stream: S,
+    activity: Arc<Activity>,
     peer: std::net::SocketAddr,
     app: Router,
     limits: Limits,
     closing: &mut watch::Receiver<bool>,
-) {
-    let activity = Arc::new(Activity::default());
-    let io = TokioIo::new(TimedIo::new(stream, &limits, Arc::clone(&activity)));
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(stream);
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
         request.extensions_mut().insert(ClientAddr(peer));
         let request_guard = activity.begin_request();
@@ -178,7 +219,7 @@ async fn serve_connection(
 /// Answer an over-cap connection with a 503 once its request head has arrived, and close
 /// it, all within [`REFUSAL_TIME`]. (Answering before the request would be read by an
 /// HTTP client as an unsolicited message on an idle connection, not as the answer.)
-async fn refuse(mut stream: TcpStream, max_connections: usize) {
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, max_connections: usize) {
     let answer = refusal(max_connections);
     let _ = tokio::time::timeout(REFUSAL_TIME, async {
         let mut buffer = [0u8; 4096];

@@ -273,6 +273,9 @@ async fn run_ebs(
             BodySigning::UnsignedIfSigned(CHECKSUM),
         )?;
         let caller = who.insert(caller);
+        if !caller.may("PutSnapshotBlock") {
+            return Err(ApiError(caller.denied("PutSnapshotBlock")));
+        }
         return handlers::put_snapshot_block::handle(
             state,
             caller,
@@ -292,6 +295,9 @@ async fn run_ebs(
         BodySigning::Signed,
     )?;
     let caller = &*who.insert(caller);
+    if !caller.may(op.name()) {
+        return Err(ApiError(caller.denied(op.name())));
+    }
     match op {
         Operation::StartSnapshot => handlers::start_snapshot::handle(state, caller, &body).await,
         Operation::CompleteSnapshot { snapshot_id } => {
@@ -344,6 +350,18 @@ async fn run_ec2(
         BodySigning::Signed,
     );
     let result = match signed {
+        Ok(caller) if !caller.may(name) => {
+            let denied = Ec2Error::new(
+                Ec2ErrorCode::UnauthorizedOperation,
+                format!(
+                    "You are not authorized to perform this operation: the access key {} may \
+                     not call {name}.",
+                    caller.access_key_id
+                ),
+            );
+            *who = Some(caller);
+            Err(denied)
+        }
         Ok(caller) => ec2::handle(state, who.insert(caller), &params, request_id).await,
         Err(error) => Err(ec2::auth_error(&error)),
     };
@@ -366,6 +384,10 @@ async fn run_admin(
         strata_wire::admin::SERVICE,
         BodySigning::Signed,
     )?;
+    let operation = admin::operation_name(&parts.method, parts.uri.path());
+    if !caller.may(operation) {
+        return Err(ApiError(caller.denied(operation)));
+    }
     admin::handle(state, who.insert(caller), &parts).await
 }
 
@@ -392,6 +414,9 @@ async fn run_metrics(
         strata_wire::admin::SERVICE,
         BodySigning::Signed,
     )?;
+    if !caller.may("GetMetrics") {
+        return Err(ApiError(caller.denied("GetMetrics")));
+    }
     if who.insert(caller).account != state.root_account {
         return Err(ApiError(WireError::new(
             ErrorCode::AccessDeniedException,

@@ -24,6 +24,7 @@ pub mod limits;
 pub mod metrics;
 pub mod panics;
 pub mod stores;
+pub mod tls;
 
 pub use app::{RunningServer, serve, start};
 pub use config::Settings;

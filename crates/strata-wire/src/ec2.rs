@@ -108,6 +108,8 @@ pub enum Ec2ErrorCode {
     DryRunOperation,
     /// 401: unknown access key, or no authentication.
     AuthFailure,
+    /// 403: the access key may not call this action (its allow list).
+    UnauthorizedOperation,
     /// 403: the signature does not match.
     SignatureDoesNotMatch,
     /// 400: the signature is too old or from the future.
@@ -134,6 +136,7 @@ impl Ec2ErrorCode {
             Ec2ErrorCode::RequestLimitExceeded => "RequestLimitExceeded",
             Ec2ErrorCode::DryRunOperation => "DryRunOperation",
             Ec2ErrorCode::AuthFailure => "AuthFailure",
+            Ec2ErrorCode::UnauthorizedOperation => "UnauthorizedOperation",
             Ec2ErrorCode::SignatureDoesNotMatch => "SignatureDoesNotMatch",
             Ec2ErrorCode::RequestExpired => "RequestExpired",
             Ec2ErrorCode::IncompleteSignature => "IncompleteSignature",
@@ -146,7 +149,7 @@ impl Ec2ErrorCode {
         match self {
             Ec2ErrorCode::DryRunOperation => 412,
             Ec2ErrorCode::AuthFailure => 401,
-            Ec2ErrorCode::SignatureDoesNotMatch => 403,
+            Ec2ErrorCode::SignatureDoesNotMatch | Ec2ErrorCode::UnauthorizedOperation => 403,
             Ec2ErrorCode::InternalError => 500,
             Ec2ErrorCode::RequestLimitExceeded => 503,
             _ => 400,

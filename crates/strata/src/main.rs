@@ -54,6 +54,7 @@ const SERVE_EXAMPLES: &str = "Examples:
   strata serve
   strata serve --listen 0.0.0.0:9555 --data-dir /var/lib/strata --config strata.toml
   strata serve --config /etc/strata/strata.toml --log-format json --metrics-listen 127.0.0.1:9556
+  strata serve --tls-cert /etc/strata/tls.crt --tls-key /etc/strata/tls.key   # kill -HUP reloads them
 
 Every flag also has a key in the config file (packaging/strata.toml documents them all);
 a flag given here wins over the file. On its first start the server generates the root
@@ -127,6 +128,14 @@ struct ServeArgs {
     /// The bucket's secret access key; prefer the environment [config: s3_secret_access_key].
     #[arg(long, env = "STRATA_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
     s3_secret_access_key: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key); reloaded on SIGHUP
+    /// [config: tls_cert].
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert, readable by the server's user only [config:
+    /// tls_key].
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -280,6 +289,10 @@ impl ServeInput {
             .chunks
             .resolve()
             .map_err(|e| UsageError(format!("{e:#}")))?;
+        if let Some((cert, key)) = args.tls_cert.clone().zip(args.tls_key.clone()) {
+            settings.tls = Some(strata_server::tls::TlsFiles { cert, key });
+        }
+        settings.config_file.clone_from(&args.config);
         check_serve_settings(&settings)?;
         Ok(settings)
     }

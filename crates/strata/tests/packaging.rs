@@ -68,6 +68,10 @@ fn the_example_config_with_its_optional_lines_names_every_key() {
     assert!(settings.root_key_from_env.is_some());
     assert_eq!(settings.extra_keys.len(), 1);
     assert_eq!(settings.extra_keys[0].account.as_str(), "111122223333");
+    assert!(
+        settings.extra_keys[0].allow.is_some(),
+        "the example shows an allow list"
+    );
     // Every key of the file format is in the example: a new key does not compile here
     // until it is listed, and is not set until the example shows it.
     let ConfigFile {
@@ -93,6 +97,8 @@ fn the_example_config_with_its_optional_lines_names_every_key() {
         max_connections,
         body_deadline_secs,
         body_budget_mib,
+        tls_cert,
+        tls_key,
     } = file;
     let set = [
         ("listen", listen.is_some()),
@@ -120,6 +126,8 @@ fn the_example_config_with_its_optional_lines_names_every_key() {
         ("max_connections", max_connections.is_some()),
         ("body_deadline_secs", body_deadline_secs.is_some()),
         ("body_budget_mib", body_budget_mib.is_some()),
+        ("tls_cert", tls_cert.is_some()),
+        ("tls_key", tls_key.is_some()),
     ];
     for (key, present) in set {
         assert!(present, "packaging/strata.toml does not show `{key}`");

@@ -168,11 +168,11 @@ impl Harness {
         let mut settings = Settings::new(dir.path().join("data")).expect("settings");
         settings.listen = "127.0.0.1:0".parse().expect("addr");
         settings.root_key_from_env = Some((ROOT_KEY.into(), ROOT_SECRET.into()));
-        settings.extra_keys = vec![strata_server::credentials::AccessKey {
-            access_key_id: OTHER_KEY.into(),
-            secret_access_key: OTHER_SECRET.into(),
-            account: strata_types::AccountId::parse(OTHER_ACCOUNT).expect("account"),
-        }];
+        settings.extra_keys = vec![strata_server::credentials::AccessKey::new(
+            OTHER_KEY.into(),
+            OTHER_SECRET.into(),
+            strata_types::AccountId::parse(OTHER_ACCOUNT).expect("account"),
+        )];
         // Background GC would race the tests' own collections; tests that want it turn it on.
         settings.gc_interval = None;
         adjust(&mut settings);

@@ -15,5 +15,6 @@ mod metrics;
 mod operations;
 mod overload;
 mod persistence;
+mod scopes;
 mod sdk;
 mod socket;
