@@ -42,19 +42,30 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
                 self.metadata.pending_writes(id)
             )?;
             let written = pending.blocks.len() as u64;
-            if u64::try_from(changed_blocks_count).ok() != Some(written) {
-                return Err(ServiceError::ChangedBlocksCountMismatch {
+            let mismatch = if u64::try_from(changed_blocks_count).ok() != Some(written) {
+                Some(ServiceError::ChangedBlocksCountMismatch {
                     snapshot: id.clone(),
                     claimed: changed_blocks_count,
                     written,
-                });
-            }
-            if let Some(claimed) = aggregate
+                })
+            } else if let Some(claimed) = aggregate
                 && claimed.digest != linear_aggregate(&pending.blocks)
             {
-                return Err(ServiceError::AggregateChecksumMismatch {
+                Some(ServiceError::AggregateChecksumMismatch {
                     snapshot: id.clone(),
-                });
+                })
+            } else {
+                None
+            };
+            if let Some(mismatch) = mismatch {
+                // Another CompleteSnapshot (on this node or another) may have sealed the
+                // snapshot between the record read above and the pending writes read,
+                // which then finds none: that snapshot is completed, not miscounted.
+                let record = self.owned_snapshot(owner, id).await?;
+                if record.status == SnapshotStatus::Completed {
+                    return Ok(SnapshotStatus::Completed);
+                }
+                return Err(mismatch);
             }
             let parent_root = record.base_root;
             let nodes = self.metadata.nodes()?;
