@@ -35,6 +35,7 @@ macro_rules! race_scenarios {
             race_6_a_child_is_never_started_on_a_parent_deleted_meanwhile,
             race_6_tags_changed_while_a_snapshot_completes_are_kept,
             race_7_a_complete_overtaken_by_another_answers_completed,
+            race_8_a_put_finishes_the_deletion_a_dead_collection_left_behind,
             collections_and_sweeps_run_only_under_their_lease,
         );
     };
@@ -472,6 +473,86 @@ pub async fn race_7_a_complete_overtaken_by_another_answers_completed<
     assert_eq!(status, SnapshotStatus::Completed);
     let blocks = h.read_all(&id).await.expect("read back");
     assert_eq!(blocks, vec![(0, content(1))]);
+}
+
+/// Race 8 (found by the e2e test that kills a node mid-collection): a collection that
+/// dies between condemning a chunk and finalizing its deletion leaves a tombstone that
+/// refuses every Put of that content, until another collection runs: which is not before
+/// the dead holder's lease lapses, and not before the next scheduled run after that (15
+/// minutes by default). A re-upload of the content failed all that time. Fixed: a Put
+/// refused by a tombstone takes the GC lease if no live collection holds it, finishes that
+/// deletion itself (delete the object, finalize) and goes on; while a collection holds the
+/// lease, the Put is refused retryably and deletes nothing.
+pub async fn race_8_a_put_finishes_the_deletion_a_dead_collection_left_behind<
+    M: MetadataStore,
+    C: ChunkStore,
+>(
+    h: Harness<M, C>,
+) {
+    use strata_core::service::{GC_LEASE, LEASE_TTL};
+    let metadata = h.service.metadata();
+    let doomed = h.start(None, 60).await;
+    let digest = put(&h.service, &h.owner, &doomed, 0, &content(8))
+        .await
+        .expect("put");
+    h.complete(&doomed, 1).await;
+    h.service
+        .delete_snapshot(&h.owner, &doomed)
+        .await
+        .expect("delete");
+
+    // A collection condemns the chunk, then its node dies before deleting and finalizing.
+    assert!(
+        metadata
+            .acquire_lease(GC_LEASE, "dead-node", LEASE_TTL)
+            .await
+            .expect("lease")
+    );
+    let view = metadata.gc_view().await.expect("view");
+    let condemned = metadata
+        .condemn_chunks(vec![digest], view.start)
+        .await
+        .expect("condemn");
+    assert_eq!(condemned, vec![digest]);
+
+    // While its lease is alive, a Put of that content is refused retryably and deletes
+    // nothing (the collection may be deleting the object right now).
+    let reupload = h.start(None, 60).await;
+    let refused = put(&h.service, &h.owner, &reupload, 0, &content(8)).await;
+    let error = refused.expect_err("a live collection is deleting that content");
+    assert!(
+        matches!(&error, ServiceError::Store(e) if e.is_retryable()),
+        "refused retryably, not {error:?}"
+    );
+    assert!((h.probe.has)(&digest), "the Put deleted nothing");
+
+    // The lease lapses (released here: not every store's clock can be moved by a test).
+    metadata
+        .release_lease(GC_LEASE, "dead-node")
+        .await
+        .expect("release");
+    put(&h.service, &h.owner, &reupload, 0, &content(8))
+        .await
+        .expect("the Put finishes the dead collection's deletion and stores the block");
+    h.complete(&reupload, 1).await;
+    assert_eq!(
+        h.read_all(&reupload).await.expect("read"),
+        vec![(0, content(8))]
+    );
+    assert!(
+        metadata
+            .condemned_chunks()
+            .await
+            .expect("condemned")
+            .is_empty(),
+        "the tombstone is finalized"
+    );
+    // And a collection now keeps the chunk the re-upload references.
+    h.collect().await;
+    assert_eq!(
+        h.read_all(&reupload).await.expect("read"),
+        vec![(0, content(8))]
+    );
 }
 
 /// Background work that must run once per cluster runs under its lease: while another

@@ -12,10 +12,15 @@ use crate::ports::{ChunkStore, MetadataStore, StoreError, StoredChunk};
 pub const GC_LEASE: &str = "gc";
 /// The lease the timeout sweep runs under.
 pub const TIMEOUT_SWEEP_LEASE: &str = "timeout-sweep";
-/// How long a lease lasts unless renewed: far longer than a batch of deletions takes, so
-/// a holder renews it well in time; short enough that a crashed holder's work resumes
-/// elsewhere within minutes.
-pub const LEASE_TTL: Duration = Duration::from_secs(300);
+/// How long a lease lasts unless renewed. A collection renews it every
+/// [`LEASE_RENEWAL`] while it runs (and before every batch of deletions), so only a
+/// holder that stopped running — killed, or frozen for this long — loses it. Short,
+/// because a dead holder's lease blocks the next collection, and the Puts of content it
+/// condemned (race 8), until it lapses.
+pub const LEASE_TTL: Duration = Duration::from_secs(60);
+/// How often a running collection renews its lease: a few renewals fit in one TTL, so a
+/// slow store answering one renewal late does not lose it.
+pub const LEASE_RENEWAL: Duration = Duration::from_secs(15);
 
 impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
     /// Decide what garbage collection would delete. It deletes nothing, but it first
@@ -70,19 +75,43 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
         {
             return Ok(None);
         }
-        let outcome = async {
+        let work = async {
             let plan = self.plan_gc(options).await?;
             let report = match dry_run {
                 true => None,
                 false => Some(self.execute_gc_as(&plan, Some(holder)).await?),
             };
             Ok(Some((plan, report)))
-        }
-        .await;
+        };
+        // The lease is renewed while the collection runs (a plan over a large store can
+        // take longer than the TTL). A renewal that finds the lease gone stops renewing;
+        // the next batch's own renewal then stops the run before it deletes anything.
+        let heartbeat = self.renew_gc_lease_while_running(holder);
+        let outcome = tokio::select! {
+            outcome = work => outcome,
+            never = heartbeat => match never {},
+        };
         if let Err(error) = self.metadata.release_lease(GC_LEASE, holder).await {
             tracing::warn!(%error, "cannot release the GC lease; it expires by itself");
         }
         outcome
+    }
+
+    /// Renew `holder`'s GC lease every [`LEASE_RENEWAL`], for as long as the caller polls
+    /// this (it never returns). A renewal that finds the lease taken over stops renewing.
+    async fn renew_gc_lease_while_running(&self, holder: &str) -> std::convert::Infallible {
+        loop {
+            tokio::time::sleep(LEASE_RENEWAL).await;
+            match self
+                .metadata
+                .acquire_lease(GC_LEASE, holder, LEASE_TTL)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return std::future::pending().await,
+                Err(error) => tracing::warn!(%error, "cannot renew the GC lease; trying again"),
+            }
+        }
     }
 
     /// The timeout sweep under the [`TIMEOUT_SWEEP_LEASE`], as `holder`: how many

@@ -90,17 +90,67 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
     /// Announce a Put of `digest` (waiting, within the retry policy, while a collection
     /// finishes deleting that content) and learn whether it is registered as stored.
     async fn announce(&self, digest: ChunkDigest) -> Result<(Announcement, bool), ServiceError> {
-        let announced = crate::with_retries!(
+        let first = crate::with_retries!(
             self.retry,
             "announce a put",
             self.metadata.announce_put(digest)
-        )?;
+        );
+        let announced = match first {
+            // Still condemned after the retries: maybe by a collection that died before
+            // finishing (race 8). Finish it if no collection holds the lease, then ask again.
+            Err(StoreError::Conflict(_)) if self.finish_abandoned_deletion(digest).await? => {
+                crate::with_retries!(
+                    self.retry,
+                    "announce a put",
+                    self.metadata.announce_put(digest)
+                )?
+            }
+            other => other?,
+        };
         let metadata = Arc::clone(&self.metadata);
         let announcement = Announcement {
             id: announced.id,
             withdraw: Box::new(move |id| metadata.withdraw_put(id)),
         };
         Ok((announcement, announced.registered))
+    }
+
+    /// Finish deleting `digest` if it was condemned by a collection that stopped between
+    /// condemning and finalizing (its node died): under the GC lease, so never while a live
+    /// collection may be deleting that object itself (then `Ok(false)`: the Put is refused
+    /// retryably, and the collection finalizes soon). Only this digest, so the Put waits
+    /// for one delete, not for the dead collection's whole batch (the next collection
+    /// finishes the rest). `Ok(true)`: ask again.
+    async fn finish_abandoned_deletion(&self, digest: ChunkDigest) -> Result<bool, ServiceError> {
+        use super::gc::{GC_LEASE, LEASE_TTL};
+        let holder = format!("put-{:016x}", rand::random::<u64>());
+        if !self
+            .metadata
+            .acquire_lease(GC_LEASE, &holder, LEASE_TTL)
+            .await?
+        {
+            return Ok(false);
+        }
+        let finished = async {
+            if self.metadata.condemned_chunks().await?.contains(&digest) {
+                crate::with_retries!(
+                    self.retry,
+                    "delete a condemned chunk",
+                    self.chunks.delete(vec![digest])
+                )?;
+                self.metadata.finalize_chunks(vec![digest]).await?;
+                tracing::info!(
+                    %digest,
+                    "finished deleting a chunk that a stopped collection condemned"
+                );
+            }
+            Ok::<_, ServiceError>(true)
+        }
+        .await;
+        if let Err(error) = self.metadata.release_lease(GC_LEASE, &holder).await {
+            tracing::warn!(%error, "cannot release the GC lease; it expires by itself");
+        }
+        finished
     }
 
     /// The record of `id` if a block may be written at `index` now.
