@@ -6,6 +6,8 @@
 #   pg_install   # Debian's PostgreSQL, installed only when missing
 #   pg_up        # initdb + pg_ctl start in a temp dir; exports DATABASE_URL
 #   ...          # use $DATABASE_URL
+#   pg_restart   # stop the server (fast shutdown: clients are disconnected) and start it
+#                # again on the same data, port and password (the fault tests use it)
 #   pg_down      # stop the server, remove the temp dir (safe to call twice)
 #
 # Every function returns non-zero on failure, after printing why (with the tail of the
@@ -187,6 +189,29 @@ pg_down() {
   _pg_stop "$dir" || return 1
   _pg_remove "$dir" || return 1
   unset PG_CI_DIR PG_CI_PID DATABASE_URL
+  return 0
+}
+
+# Restarts the server of pg_up on the same data directory and port: every connection is
+# cut (fast shutdown), committed data stays, DATABASE_URL stays valid. Updates PG_CI_PID.
+pg_restart() {
+  local dir=${PG_CI_DIR:-} run=()
+  if [ -z "$dir" ] || [ ! -d "$dir/data" ]; then
+    echo "pg_restart: no server of pg_up (PG_CI_DIR is not set)" >&2
+    return 1
+  fi
+  _pg_stop "$dir" || return 1
+  if [ "$(id -u)" = 0 ]; then
+    run=(runuser -u "$(stat -c %U "$dir/data")" --)
+  fi
+  if ! (cd "$dir" && "${run[@]}" "${PG_CI_BIN:-$(_pg_find_bin)}/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start) \
+      >>"$dir/pg_ctl.log" 2>&1; then
+    echo "pg_restart: pg_ctl start failed; see $dir/pg_ctl.log and $dir/server.log" >&2
+    tail -n 25 "$dir/server.log" >&2 2>/dev/null || true
+    return 1
+  fi
+  PG_CI_PID=$(head -n 1 "$dir/data/postmaster.pid" 2>/dev/null) || PG_CI_PID=
+  export PG_CI_PID
   return 0
 }
 

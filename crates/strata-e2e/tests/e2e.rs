@@ -3,10 +3,14 @@
 //! `coldsnap` when they are available, and a loop device when run as root; those tests
 //! print "skipped" otherwise, visible with `--nocapture`).
 
+#[path = "shared/nodes.rs"]
+mod nodes;
+
 mod e2e {
     pub mod binary;
     pub mod block_device;
     pub mod cli;
+    pub mod cluster;
     pub mod coldsnap;
     pub mod faults;
     pub mod harness;
