@@ -16,11 +16,12 @@ pub const TIMEOUT_SWEEP_LEASE: &str = "timeout-sweep";
 /// [`LEASE_RENEWAL`] while it runs (and before every batch of deletions), so only a
 /// holder that stopped running — killed, or frozen for this long — loses it. Short,
 /// because a dead holder's lease blocks the next collection, and the Puts of content it
-/// condemned (race 8), until it lapses.
-pub const LEASE_TTL: Duration = Duration::from_secs(60);
+/// condemned (race 8), until it lapses: 20 s stays inside the retry window of a backup
+/// client (the strata client retries for about 40 s).
+pub const LEASE_TTL: Duration = Duration::from_secs(20);
 /// How often a running collection renews its lease: a few renewals fit in one TTL, so a
 /// slow store answering one renewal late does not lose it.
-pub const LEASE_RENEWAL: Duration = Duration::from_secs(15);
+pub const LEASE_RENEWAL: Duration = Duration::from_secs(5);
 
 impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
     /// Decide what garbage collection would delete. It deletes nothing, but it first
