@@ -38,6 +38,7 @@ pub mod clock;
 pub mod error;
 pub mod gc;
 pub mod leases;
+pub mod migrate;
 pub mod ports;
 pub mod retry;
 pub mod service;

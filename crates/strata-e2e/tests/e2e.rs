@@ -16,6 +16,7 @@ mod e2e {
     pub mod harness;
     pub mod images;
     pub mod incremental;
+    pub mod migrate;
     pub mod nbd;
     pub mod round_trip;
     pub mod sync;

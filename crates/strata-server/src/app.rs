@@ -53,16 +53,19 @@ pub struct AppState {
 /// Where the first format kept the token key.
 const TOKEN_KEY_FILE: &str = "token-key";
 /// The token key's name as a cluster secret of the metadata store.
-const TOKEN_KEY_SECRET: &str = "token-key";
+pub(crate) const TOKEN_KEY_SECRET: &str = "token-key";
 
 /// The root credentials' name as a cluster secret of the metadata store.
-const ROOT_CREDENTIALS_SECRET: &str = "root-credentials";
+pub(crate) const ROOT_CREDENTIALS_SECRET: &str = "root-credentials";
 
 /// The key that authenticates block and page tokens: a cluster secret of the metadata
 /// store, so tokens survive restarts and every node sharing the store accepts every
 /// node's tokens. A data directory of the first format keeps it in its `token-key` file,
 /// which then seeds the secret, so the tokens issued before stay valid.
-async fn token_key(metadata: &impl MetadataStore, data_dir: &Path) -> anyhow::Result<[u8; 32]> {
+pub(crate) async fn token_key(
+    metadata: &impl MetadataStore,
+    data_dir: &Path,
+) -> anyhow::Result<[u8; 32]> {
     let path = data_dir.join(TOKEN_KEY_FILE);
     let candidate: [u8; 32] = if path.exists() {
         let text = std::fs::read_to_string(&path)

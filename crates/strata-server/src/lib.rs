@@ -22,6 +22,7 @@ pub mod error;
 pub mod handlers;
 pub mod limits;
 pub mod metrics;
+pub mod migrate;
 pub mod panics;
 pub mod stores;
 pub mod tls;

@@ -36,6 +36,10 @@ enum Command {
         #[command(subcommand)]
         command: admin::SnapshotsCommand,
     },
+    /// Copy an embedded data directory into PostgreSQL and an S3 bucket (or any other
+    /// stores `serve` takes): resumable, verified, and idempotent when run again.
+    #[command(after_help = MIGRATE_EXAMPLES)]
+    Migrate(MigrateArgs),
     /// Collect garbage on a running Strata server now (it also runs in the background).
     #[command(after_help = admin::GC_EXAMPLES)]
     Gc {
@@ -60,9 +64,52 @@ Every flag also has a key in the config file (packaging/strata.toml documents th
 a flag given here wins over the file. On its first start the server generates the root
 account's keys, saves them in DATA_DIR/root-credentials (mode 0600) and prints them once.";
 
+const MIGRATE_EXAMPLES: &str = "Examples:
+  export STRATA_S3_ACCESS_KEY_ID=... STRATA_S3_SECRET_ACCESS_KEY=...
+  strata migrate --from-data-dir /var/lib/strata --metadata postgres://strata@db/strata \\
+      --chunks s3://backups/strata --s3-endpoint http://rgw.internal:7480
+
+Stop the server of the data directory first. Every snapshot is copied with its tags,
+client token, times and lineage; the token key and root keys come along unless the
+target cluster has its own. Run it again after an interruption: what is copied is
+skipped, an unfinished snapshot is started over, chunks in the target are not sent again.";
+
 const BENCH_EXAMPLES: &str = "Examples:
   strata bench --repeat 3
   strata bench --smoke            # a few seconds of everything";
+
+/// `strata migrate`'s flags.
+#[derive(Debug, clap::Args)]
+struct MigrateArgs {
+    /// The embedded data directory to copy.
+    #[arg(long)]
+    from_data_dir: PathBuf,
+    /// The target's metadata store: postgres://USER[:PASSWORD]@HOST[:PORT]/DB (or
+    /// `embedded`, with --data-dir).
+    #[arg(long, env = "STRATA_METADATA", hide_env_values = true)]
+    metadata: String,
+    /// The target's chunk store: s3://BUCKET[/PREFIX] (or `embedded`, with --data-dir).
+    #[arg(long, env = "STRATA_CHUNKS")]
+    chunks: String,
+    /// The S3 endpoint, e.g. http://127.0.0.1:7480 (unset: AWS S3).
+    #[arg(long, env = "STRATA_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// The S3 signing region (default us-east-1).
+    #[arg(long, env = "STRATA_S3_REGION")]
+    s3_region: Option<String>,
+    /// The bucket's access key id.
+    #[arg(long, env = "STRATA_S3_ACCESS_KEY_ID")]
+    s3_access_key_id: Option<String>,
+    /// The bucket's secret access key; prefer the environment.
+    #[arg(long, env = "STRATA_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    s3_secret_access_key: Option<String>,
+    /// The target's own data directory, when its metadata or chunks are embedded.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Blocks copied at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    concurrency: u16,
+}
 
 /// `strata serve`'s flags. None has a clap default: an unset flag leaves the config
 /// file's key, or the built-in default, in force.
@@ -205,6 +252,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             drop(runtime);
             std::process::exit(code)
         }
+        Command::Migrate(args) => runtime.block_on(run_migrate(args)),
         Command::Snapshots { command } => runtime.block_on(admin::snapshots(command)),
         Command::Gc {
             dry_run,
@@ -334,4 +382,106 @@ fn check_serve_settings(settings: &Settings) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `strata migrate`: one line per snapshot as it is done, then a summary.
+async fn run_migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    use strata_server::migrate::{MigrateSettings, Outcome, SecretOutcome, migrate};
+    use strata_server::stores::{ChunkOptions, MetadataBackend};
+
+    let usage = |flag: &str, e: anyhow::Error| UsageError(format!("{flag}: {e:#}"));
+    let metadata = MetadataBackend::parse(&args.metadata).map_err(|e| usage("--metadata", e))?;
+    let chunks = ChunkOptions {
+        chunks: Some(args.chunks.clone()),
+        s3_endpoint: args.s3_endpoint.clone(),
+        s3_region: args.s3_region.clone(),
+        s3_access_key_id: args.s3_access_key_id.clone(),
+        s3_secret_access_key: args.s3_secret_access_key.clone(),
+    }
+    .resolve()
+    .map_err(|e| UsageError(format!("{e:#}")))?;
+    if !args.from_data_dir.is_dir() {
+        return Err(UsageError(format!(
+            "--from-data-dir {} is not a directory",
+            args.from_data_dir.display()
+        ))
+        .into());
+    }
+    let settings = MigrateSettings {
+        from_data_dir: args.from_data_dir.clone(),
+        metadata,
+        chunks,
+        data_dir: args.data_dir.clone(),
+        concurrency: usize::from(args.concurrency),
+    };
+    println!(
+        "Copying {} into {} and {}",
+        settings.from_data_dir.display(),
+        settings.metadata.describe(),
+        settings.chunks.describe()
+    );
+    let started = std::time::Instant::now();
+    let migrated = migrate(&settings, |snapshot| {
+        let what = match &snapshot.outcome {
+            Outcome::Copied if snapshot.blocks == 0 => "copied (no blocks)".to_owned(),
+            Outcome::Copied => format!(
+                "copied: {}, {} stored ({}), {} already stored, {} zero",
+                count(snapshot.blocks, "block"),
+                count(snapshot.chunks_stored, "chunk"),
+                mib(snapshot.bytes_stored),
+                snapshot.chunks_present,
+                snapshot.zero_blocks
+            ),
+            Outcome::AlreadyPresent => "already in the target".to_owned(),
+            Outcome::Skipped(why) => format!("skipped: {why}"),
+            Outcome::Failed(why) => format!("FAILED: {why}"),
+        };
+        println!("{}  {:<9}  {what}", snapshot.id, snapshot.status.as_str());
+    })
+    .await?;
+    let report = &migrated.report;
+    let (chunks_stored, bytes_stored) = report.stored();
+    println!(
+        "{}: {} copied, {} already in the target, {} skipped, {} failed; \
+         {} stored ({}), each read back verified; in {:.1} s",
+        count(report.snapshots.len() as u64, "snapshot"),
+        report.count(|o| matches!(o, Outcome::Copied)),
+        report.count(|o| matches!(o, Outcome::AlreadyPresent)),
+        report.count(|o| matches!(o, Outcome::Skipped(_))),
+        report.count(|o| matches!(o, Outcome::Failed(_))),
+        count(chunks_stored, "chunk"),
+        mib(bytes_stored),
+        started.elapsed().as_secs_f64()
+    );
+    for (name, outcome) in [
+        ("token key", migrated.token_key),
+        ("root credentials", migrated.root_credentials),
+    ] {
+        let line = match outcome {
+            SecretOutcome::Copied => "the target uses the data directory's",
+            SecretOutcome::TargetKeepsItsOwn => {
+                "the target keeps its own (the data directory's do not work there)"
+            }
+            SecretOutcome::Absent => "none in the data directory",
+        };
+        println!("{name}: {line}");
+    }
+    anyhow::ensure!(
+        !report.failed(),
+        "some snapshots were not copied (see above); run the same command again to resume"
+    );
+    Ok(())
+}
+
+/// "1 block", "2 blocks".
+fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }

@@ -47,6 +47,12 @@ impl Drop for Announcement {
 }
 
 impl WritePermit {
+    /// Whether the target holds the claimed content already (registered when the Put was
+    /// announced, or the zero block): then the body's bytes are not stored again.
+    pub fn content_is_stored(&self) -> bool {
+        self.registered
+    }
+
     /// The hasher the body should be read into: one that copies the body into an aligned
     /// buffer as it arrives, kept even when the content is registered as stored, since
     /// the registry may lose it before the write is recorded (a read finding the stored

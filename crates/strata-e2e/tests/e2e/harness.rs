@@ -58,6 +58,11 @@ impl TestServer {
         }
     }
 
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.settings.data_dir
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -178,6 +178,24 @@ impl Cluster {
         format!("http://127.0.0.1:{}", self.nodes[n].port)
     }
 
+    /// Run `strata migrate --from-data-dir FROM` into this cluster's schema and prefix
+    /// (while its nodes serve).
+    pub fn migrate(&self, from: &Path) -> std::process::Output {
+        Command::new(&self.binary)
+            .arg("migrate")
+            .arg("--from-data-dir")
+            .arg(from)
+            .env("STRATA_METADATA", &self.database_url)
+            .env("STRATA_CHUNKS", &self.chunks)
+            .env("STRATA_S3_ENDPOINT", var("S3_ENDPOINT"))
+            .env("STRATA_S3_REGION", var("S3_REGION"))
+            .env("STRATA_S3_ACCESS_KEY_ID", var("S3_ACCESS_KEY"))
+            .env("STRATA_S3_SECRET_ACCESS_KEY", var("S3_SECRET_KEY"))
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("strata migrate runs")
+    }
+
     /// A client of node `n` that gives up at once: a request to a killed node fails
     /// instead of waiting for it to come back.
     pub fn impatient_client(&self, n: usize) -> SnapshotClient {

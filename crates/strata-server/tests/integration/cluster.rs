@@ -28,6 +28,33 @@ fn var(name: &str) -> String {
     })
 }
 
+/// A fresh PostgreSQL schema (its URL) and a fresh bucket prefix (the chunk options):
+/// engines no other test uses.
+pub(crate) async fn fresh_engines() -> (String, ChunkOptions) {
+    let schema = format!("c_{:016x}", rand::random::<u64>());
+    let admin_url = var("DATABASE_URL");
+    let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to DATABASE_URL");
+    let driver = tokio::spawn(connection);
+    admin
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("create schema");
+    drop(admin);
+    let _ = driver.await;
+    let separator = if admin_url.contains('?') { '&' } else { '?' };
+    let url = format!("{admin_url}{separator}options=-c%20search_path%3D{schema}");
+    let chunks = ChunkOptions {
+        chunks: Some(format!("s3://{}/cluster-{schema}", var("S3_BUCKET"))),
+        s3_endpoint: Some(var("S3_ENDPOINT")),
+        s3_region: Some(var("S3_REGION")),
+        s3_access_key_id: Some(var("S3_ACCESS_KEY")),
+        s3_secret_access_key: Some(var("S3_SECRET_KEY")),
+    };
+    (url, chunks)
+}
+
 /// Nodes sharing a fresh schema and a fresh bucket prefix.
 struct Cluster {
     _dir: TempDir,
@@ -39,21 +66,7 @@ struct Cluster {
 impl Cluster {
     /// `count` nodes, started at once (so the migrations and the first secrets race too).
     async fn start(count: usize) -> Self {
-        let schema = format!("c_{:016x}", rand::random::<u64>());
-        let admin_url = var("DATABASE_URL");
-        let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
-            .await
-            .expect("connect to DATABASE_URL");
-        let driver = tokio::spawn(connection);
-        admin
-            .batch_execute(&format!("CREATE SCHEMA {schema}"))
-            .await
-            .expect("create schema");
-        drop(admin);
-        let _ = driver.await;
-        let separator = if admin_url.contains('?') { '&' } else { '?' };
-        let url = format!("{admin_url}{separator}options=-c%20search_path%3D{schema}");
-        let prefix = format!("cluster-{schema}");
+        let (url, chunks) = fresh_engines().await;
 
         let dir = tempfile::tempdir().expect("tempdir");
         let settings: Vec<Settings> = (0..count)
@@ -64,13 +77,7 @@ impl Cluster {
                 settings.root_key_from_env = Some((ROOT_KEY.into(), ROOT_SECRET.into()));
                 settings.gc_interval = None;
                 settings.metadata = MetadataBackend::Postgres(url.clone());
-                settings.chunks = ChunkOptions {
-                    chunks: Some(format!("s3://{}/{prefix}", var("S3_BUCKET"))),
-                    s3_endpoint: Some(var("S3_ENDPOINT")),
-                    s3_region: Some(var("S3_REGION")),
-                    s3_access_key_id: Some(var("S3_ACCESS_KEY")),
-                    s3_secret_access_key: Some(var("S3_SECRET_KEY")),
-                };
+                settings.chunks = chunks.clone();
                 settings
             })
             .collect();

@@ -12,6 +12,7 @@ mod harness;
 mod hostile_input;
 mod lineage;
 mod metrics;
+mod migrate;
 mod operations;
 mod overload;
 mod persistence;
