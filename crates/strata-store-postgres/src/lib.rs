@@ -5,8 +5,8 @@
 //! # Schema (migrations/)
 //! | table | key | value |
 //! |---|---|---|
-//! | `snapshots` | `id` | `owner` (for listings), `record`: the `SnapshotRecord` as JSONB |
-//! | `client_tokens` | (`owner`, `token`) | `snapshot` (indexed, for deletion) |
+//! | `snapshots` | `id` | `owner` (for listings), `record`: the `SnapshotRecord` as JSON text (not `jsonb`, which refuses `\u0000`) |
+//! | `client_tokens` | (`owner`, `token`: its UTF-8 bytes, since text cannot hold NUL) | `snapshot` (indexed, for deletion) |
 //! | `pending_writes` | (`snapshot`, `block_index`) | `digest` (32 bytes) |
 //! | `nodes` | `hash` (32 bytes) | `stamp` of the last write, `bytes`: the encoded node |
 //! | `strata_schema_version` | `version` | `name`, `applied_at`: the migrations applied |
@@ -112,8 +112,7 @@
 //! throwaway, as `ci/postgres.sh` makes it).
 //!
 //! # PostgreSQL features relied on
-//! Plain SQL otherwise: `text`, `bigint`, `bytea`, `jsonb` (stored and cast to text only:
-//! no JSON operators), one sequence, `INSERT … ON CONFLICT`, `SELECT … FOR UPDATE / FOR
+//! Plain SQL otherwise: `text`, `bigint`, `bytea` (no JSON types or operators), one sequence, `INSERT … ON CONFLICT`, `SELECT … FOR UPDATE / FOR
 //! SHARE`, arrays as parameters (`= ANY($1)`, multi-argument `unnest` in `INSERT … SELECT`
 //! and `UPDATE … FROM`), `COLLATE "C"`, `::regclass`, READ
 //! COMMITTED and REPEATABLE READ (snapshot isolation), and advisory locks

@@ -26,6 +26,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "chunk registry",
         include_str!("../migrations/0003_chunk_registry.sql"),
     ),
+    (
+        4,
+        "any text",
+        include_str!("../migrations/0004_any_text.sql"),
+    ),
 ];
 
 /// The advisory lock that serializes migrations of one database (any value, fixed

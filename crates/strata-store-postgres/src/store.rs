@@ -226,7 +226,7 @@ async fn save_record(txn: &Transaction<'_>, record: &SnapshotRecord) -> Result<(
     let text = encode_record(record)?;
     execute(
         txn,
-        "UPDATE snapshots SET record = $2::text::jsonb WHERE id = $1",
+        "UPDATE snapshots SET record = $2 WHERE id = $1",
         &[&record.id.as_str(), &text],
     )
     .await?;
@@ -262,7 +262,11 @@ async fn create(txn: &Transaction<'_>, record: &SnapshotRecord) -> Result<Create
             txn,
             "INSERT INTO client_tokens (owner, token, snapshot) VALUES ($1, $2, $3)
              ON CONFLICT (owner, token) DO NOTHING",
-            &[&record.owner.as_str(), &token.as_str(), &record.id.as_str()],
+            &[
+                &record.owner.as_str(),
+                &token.as_bytes(),
+                &record.id.as_str(),
+            ],
         )
         .await?;
         if inserted == 0 {
@@ -270,7 +274,7 @@ async fn create(txn: &Transaction<'_>, record: &SnapshotRecord) -> Result<Create
                 txn,
                 "SELECT s.record::text FROM client_tokens t JOIN snapshots s ON s.id = t.snapshot
                  WHERE t.owner = $1 AND t.token = $2",
-                &[&record.owner.as_str(), &token.as_str()],
+                &[&record.owner.as_str(), &token.as_bytes()],
             )
             .await?;
             if let Some(row) = rows.first() {
@@ -281,7 +285,11 @@ async fn create(txn: &Transaction<'_>, record: &SnapshotRecord) -> Result<Create
             execute(
                 txn,
                 "UPDATE client_tokens SET snapshot = $3 WHERE owner = $1 AND token = $2",
-                &[&record.owner.as_str(), &token.as_str(), &record.id.as_str()],
+                &[
+                    &record.owner.as_str(),
+                    &token.as_bytes(),
+                    &record.id.as_str(),
+                ],
             )
             .await?;
         }
@@ -289,7 +297,7 @@ async fn create(txn: &Transaction<'_>, record: &SnapshotRecord) -> Result<Create
     let text = encode_record(record)?;
     execute(
         txn,
-        "INSERT INTO snapshots (id, owner, record) VALUES ($1, $2, $3::text::jsonb)",
+        "INSERT INTO snapshots (id, owner, record) VALUES ($1, $2, $3)",
         &[&record.id.as_str(), &record.owner.as_str(), &text],
     )
     .await?;

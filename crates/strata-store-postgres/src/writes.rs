@@ -267,7 +267,7 @@ async fn apply(
     if !ids.is_empty() {
         execute(
             txn,
-            "UPDATE snapshots AS s SET record = v.record::jsonb
+            "UPDATE snapshots AS s SET record = v.record
              FROM unnest($1::text[], $2::text[]) AS v (id, record) WHERE s.id = v.id",
             &[&ids, &texts],
         )

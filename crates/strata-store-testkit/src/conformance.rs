@@ -16,6 +16,7 @@ macro_rules! metadata_store_conformance {
     ($open:path) => {
         $crate::metadata_store_conformance!(@cases $open;
             created_snapshots_read_back,
+            records_keep_any_text_the_model_allows,
             client_tokens_bind_per_owner_until_the_snapshot_is_deleted,
             updates_see_the_stored_record_and_may_decline,
             deletion_removes_the_record_its_writes_and_its_token,
@@ -214,6 +215,44 @@ pub mod metadata {
             Some(record)
         );
         assert_eq!(store.snapshot(&snapshot_id(2)).await.expect("read"), None);
+    }
+
+    /// A description, tag or client token may hold any character the model allows
+    /// (`[\S\s]*`): NUL, other C0 controls, U+FFFF. Each is stored, updated, listed and
+    /// read back unchanged (PostgreSQL's `jsonb` refused `\u0000`, failing such a
+    /// StartSnapshot with a storage error).
+    pub async fn records_keep_any_text_the_model_allows<M: MetadataStore>(store: &M) {
+        let odd = "nul\u{0}esc\u{1b}[31m\rcr\ttab\u{7f}\u{ffff}\u{10ffff}end";
+        let mut record = pending(&snapshot_id(1), &account(1), T0);
+        record.description = Some(odd.into());
+        record.client_token = Some("token\u{0}\u{1b}\u{7f}\u{ffff}".into()); // no spaces: `[\S]+`
+        record.tags = vec![Tag {
+            key: format!("k{odd}"),
+            value: "\u{0}".into(),
+        }];
+        create(store, record.clone()).await;
+        assert_eq!(
+            store.snapshot(&record.id).await.expect("read"),
+            Some(record.clone())
+        );
+        let retag: RecordChange = Box::new(|stored: &SnapshotRecord| {
+            let mut changed = stored.clone();
+            changed.tags.push(Tag {
+                key: "second\u{0}".into(),
+                value: "\u{0}\u{0}".into(),
+            });
+            Some(changed)
+        });
+        let updated = store
+            .update_snapshot(&record.id, retag)
+            .await
+            .expect("update")
+            .expect("exists");
+        assert_eq!(updated.tags.len(), 2);
+        assert_eq!(
+            store.list_snapshots(Some(&account(1))).await.expect("list"),
+            vec![updated]
+        );
     }
 
     /// The same owner reusing a client token gets the snapshot it created and nothing is

@@ -10,50 +10,13 @@ use std::sync::Arc;
 use aws_sdk_ebs::Client;
 use strata_server::Settings;
 use strata_server::app::{self, RunningServer};
-use strata_server::stores::{ChunkOptions, MetadataBackend};
+use strata_server::stores::MetadataBackend;
 use tempfile::TempDir;
 
 use crate::harness::{
-    ROOT_KEY, ROOT_SECRET, RawRequest, TestClock, block, client_at, linear, raw_at,
+    ROOT_KEY, ROOT_SECRET, RawRequest, TestClock, block, client_at, fresh_engines, linear, raw_at,
 };
 use crate::sdk;
-
-fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: the cluster tests need PostgreSQL (DATABASE_URL, from \
-             `source ci/postgres.sh && pg_up`) and an S3 store (S3_ENDPOINT, S3_REGION, \
-             S3_BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY, from `source ci/ceph-rgw.sh && ceph_up`)"
-        )
-    })
-}
-
-/// A fresh PostgreSQL schema (its URL) and a fresh bucket prefix (the chunk options):
-/// engines no other test uses.
-pub(crate) async fn fresh_engines() -> (String, ChunkOptions) {
-    let schema = format!("c_{:016x}", rand::random::<u64>());
-    let admin_url = var("DATABASE_URL");
-    let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to DATABASE_URL");
-    let driver = tokio::spawn(connection);
-    admin
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .expect("create schema");
-    drop(admin);
-    let _ = driver.await;
-    let separator = if admin_url.contains('?') { '&' } else { '?' };
-    let url = format!("{admin_url}{separator}options=-c%20search_path%3D{schema}");
-    let chunks = ChunkOptions {
-        chunks: Some(format!("s3://{}/cluster-{schema}", var("S3_BUCKET"))),
-        s3_endpoint: Some(var("S3_ENDPOINT")),
-        s3_region: Some(var("S3_REGION")),
-        s3_access_key_id: Some(var("S3_ACCESS_KEY")),
-        s3_secret_access_key: Some(var("S3_SECRET_KEY")),
-    };
-    (url, chunks)
-}
 
 /// Nodes sharing a fresh schema and a fresh bucket prefix.
 struct Cluster {

@@ -309,7 +309,7 @@ async fn a_body_claiming_stored_content_must_still_match_it() {
     let first = start(&client, 1, None).await;
     put(&client, &first, 0, &stored).await;
     let id = start(&client, 1, None).await;
-    let before = crate::harness::stored_chunk_bytes(&harness.data_dir());
+    let before = crate::harness::stored_chunk_bytes(&harness);
 
     // Stored content claimed, other bytes sent; and the zero block claimed, other bytes sent.
     let zero = vec![0u8; BLOCK];
@@ -328,7 +328,7 @@ async fn a_body_claiming_stored_content_must_still_match_it() {
     // The honest put of stored content is recorded without a second copy.
     put(&client, &id, 1, &stored).await;
     assert_eq!(
-        crate::harness::stored_chunk_bytes(&harness.data_dir()),
+        crate::harness::stored_chunk_bytes(&harness),
         before,
         "nothing was written: neither the refused bodies nor the stored content again"
     );
@@ -664,10 +664,7 @@ async fn corrupt_or_missing_chunks_are_never_served_and_a_new_upload_repairs_the
             format!("/snapshots/{id}/blocks/1?blockToken={token}"),
         )
     };
-    let (path, offset) = crate::harness::find_chunk(&harness.data_dir(), &block(1));
-    let mut bytes = std::fs::read(&path).expect("segment file");
-    bytes[offset as usize + 1000] ^= 0xff;
-    std::fs::write(&path, &bytes).expect("corrupt it");
+    crate::harness::damage_chunk(&harness, &block(1));
     for _ in 0..2 {
         // The second time the damaged chunk is already forgotten: still an error.
         harness
@@ -684,13 +681,9 @@ async fn corrupt_or_missing_chunks_are_never_served_and_a_new_upload_repairs_the
     assert_eq!(response.status, 200);
     assert_eq!(response.body.as_ref(), block(1).as_slice());
 
-    // Missing bytes: the segment ends before the (new copy of the) chunk.
-    let (path, offset) = crate::harness::find_chunk(&harness.data_dir(), &block(1));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .and_then(|file| file.set_len(offset))
-        .expect("truncate");
+    // Missing bytes: the segment ends before the (new copy of the) chunk, or the object is
+    // gone.
+    crate::harness::lose_chunk(&harness, &block(1));
     harness
         .raw(get_block_1())
         .await

@@ -3,6 +3,11 @@
 //! client (real SigV4 signing and serialization) and a raw signed-request helper for
 //! inputs the SDK refuses to send. Time is a controllable clock shared by the server and
 //! the clients' signers, so tests can move it (timeouts, token expiry).
+//!
+//! The stores: the embedded ones of the data directory, or — with
+//! `STRATA_TEST_STORES=postgres-s3` — a fresh PostgreSQL schema and a fresh prefix of the
+//! CI's Ceph RGW bucket per server (`DATABASE_URL` and the `S3_*` variables), so the same
+//! suite proves the API on both. `ci/test` runs it both ways.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -31,6 +36,7 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector as HyperConnector;
 use hyper_util::rt::TokioExecutor;
 use sha2::{Digest, Sha256};
+use strata_core::ports::ChunkStore;
 use strata_server::Settings;
 use strata_server::app::{self, RunningServer};
 use tempfile::TempDir;
@@ -175,6 +181,11 @@ impl Harness {
         )];
         // Background GC would race the tests' own collections; tests that want it turn it on.
         settings.gc_interval = None;
+        if on_postgres_and_s3() {
+            let (url, chunks) = on_background_runtime(fresh_engines());
+            settings.metadata = strata_server::stores::MetadataBackend::Postgres(url);
+            settings.chunks = chunks;
+        }
         adjust(&mut settings);
         let router = open_router(&settings, &clock);
         Self {
@@ -187,6 +198,17 @@ impl Harness {
 
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.settings.data_dir.clone()
+    }
+
+    /// The S3 chunk store of this harness's server, opened beside it.
+    fn s3_chunks(&self) -> strata_store_s3::S3ChunkStore {
+        let strata_server::stores::ChunkBackend::S3(settings) =
+            self.settings.chunks.resolve().expect("chunk options")
+        else {
+            panic!("the harness's chunks are not on S3");
+        };
+        on_background_runtime(strata_store_s3::S3ChunkStore::connect(&settings))
+            .expect("connect to the bucket")
     }
 
     /// Simulate a restart: the caller must have dropped every client of this harness.
@@ -250,11 +272,27 @@ impl Harness {
     }
 }
 
-/// Bytes of 512 KiB chunks the store of `data_dir` occupies on disk: the allocated size of
-/// its segment files (GC punches holes where deleted chunks were), rounded down to whole
-/// blocks, which leaves out the file system's own few KiB of extent blocks.
-pub fn stored_chunk_bytes(data_dir: &std::path::Path) -> u64 {
+/// Bytes of 512 KiB chunks the harness's store holds. Embedded: the allocated size of its
+/// segment files (GC punches holes where deleted chunks were), rounded down to whole
+/// blocks, which leaves out the file system's own few KiB of extent blocks. On S3: the
+/// sizes of the objects under its prefix.
+pub fn stored_chunk_bytes(harness: &Harness) -> u64 {
     use std::os::unix::fs::MetadataExt;
+    if on_postgres_and_s3() {
+        let chunks = harness.s3_chunks();
+        return on_background_runtime(async move {
+            let (mut total, mut after) = (0, None);
+            loop {
+                let page = chunks.list(after, 1000).await.expect("list the bucket");
+                let Some(last) = page.last() else {
+                    return total;
+                };
+                after = Some(last.digest);
+                total += page.iter().map(|c| c.size).sum::<u64>();
+            }
+        });
+    }
+    let data_dir = harness.data_dir();
     let allocated: u64 = std::fs::read_dir(data_dir.join("chunks/segments")).map_or(0, |entries| {
         entries
             .filter_map(Result::ok)
@@ -264,8 +302,42 @@ pub fn stored_chunk_bytes(data_dir: &std::path::Path) -> u64 {
     allocated / BLOCK as u64 * BLOCK as u64
 }
 
+/// Damage the stored copy of `content`, as rot would: one byte flipped in its segment
+/// slot, or in its object (written back through the adapter, unverified).
+pub fn damage_chunk(harness: &Harness, content: &[u8]) {
+    let mut damaged = content.to_vec();
+    damaged[1000] ^= 0xff;
+    if on_postgres_and_s3() {
+        let chunks = harness.s3_chunks();
+        let digest = strata_types::ChunkDigest::of(content);
+        on_background_runtime(chunks.put(digest, damaged.into())).expect("overwrite the object");
+        return;
+    }
+    let (path, offset) = find_chunk(&harness.data_dir(), content);
+    let mut bytes = std::fs::read(&path).expect("segment file");
+    bytes[offset as usize + 1000] ^= 0xff;
+    std::fs::write(&path, &bytes).expect("corrupt it");
+}
+
+/// Lose the stored bytes of `content`: the segment cut off before its slot, or its object
+/// deleted.
+pub fn lose_chunk(harness: &Harness, content: &[u8]) {
+    if on_postgres_and_s3() {
+        let chunks = harness.s3_chunks();
+        let digest = strata_types::ChunkDigest::of(content);
+        on_background_runtime(chunks.delete(vec![digest])).expect("delete the object");
+        return;
+    }
+    let (path, offset) = find_chunk(&harness.data_dir(), content);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|file| file.set_len(offset))
+        .expect("truncate");
+}
+
 /// The segment file and offset where the chunk with exactly these bytes is stored.
-pub fn find_chunk(data_dir: &std::path::Path, content: &[u8]) -> (std::path::PathBuf, u64) {
+fn find_chunk(data_dir: &std::path::Path, content: &[u8]) -> (std::path::PathBuf, u64) {
     for entry in std::fs::read_dir(data_dir.join("chunks/segments")).expect("segments") {
         let path = entry.expect("entry").path();
         let bytes = std::fs::read(&path).expect("segment");
@@ -281,8 +353,82 @@ pub fn find_chunk(data_dir: &std::path::Path, content: &[u8]) -> (std::path::Pat
     panic!("no segment holds the chunk");
 }
 
+/// Whether this run puts every server on PostgreSQL and S3 (`STRATA_TEST_STORES`).
+pub fn on_postgres_and_s3() -> bool {
+    match std::env::var("STRATA_TEST_STORES").as_deref() {
+        Ok("postgres-s3") => true,
+        Ok("embedded") | Err(_) => false,
+        Ok(other) => {
+            panic!("STRATA_TEST_STORES must be `embedded` or `postgres-s3`, not {other:?}")
+        }
+    }
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: tests on PostgreSQL and S3 need DATABASE_URL (from \
+             `source ci/postgres.sh && pg_up`) and S3_ENDPOINT, S3_REGION, S3_BUCKET, \
+             S3_ACCESS_KEY, S3_SECRET_KEY (from `source ci/ceph-rgw.sh && ceph_up`)"
+        )
+    })
+}
+
+/// A fresh PostgreSQL schema (its URL) and a fresh bucket prefix (the chunk options):
+/// engines no other test uses.
+pub async fn fresh_engines() -> (String, strata_server::stores::ChunkOptions) {
+    let schema = format!("c_{:016x}", rand::random::<u64>());
+    let admin_url = var("DATABASE_URL");
+    let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to DATABASE_URL");
+    let driver = tokio::spawn(connection);
+    admin
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("create schema");
+    drop(admin);
+    let _ = driver.await;
+    let separator = if admin_url.contains('?') { '&' } else { '?' };
+    let url = format!("{admin_url}{separator}options=-c%20search_path%3D{schema}");
+    let chunks = strata_server::stores::ChunkOptions {
+        chunks: Some(format!("s3://{}/cluster-{schema}", var("S3_BUCKET"))),
+        s3_endpoint: Some(var("S3_ENDPOINT")),
+        s3_region: Some(var("S3_REGION")),
+        s3_access_key_id: Some(var("S3_ACCESS_KEY")),
+        s3_secret_access_key: Some(var("S3_SECRET_KEY")),
+    };
+    (url, chunks)
+}
+
+/// Run `work` to completion on a runtime that lives as long as the test process, from a
+/// thread of its own (callers are synchronous, some inside a test's runtime). The
+/// PostgreSQL and S3 adapters start tasks where they are opened: those must outlive the
+/// call, so they cannot run on a runtime made for it.
+fn on_background_runtime<T: Send>(work: impl std::future::Future<Output = T> + Send) -> T {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("background runtime")
+    });
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| runtime.block_on(work))
+            .join()
+            .expect("the background thread")
+    })
+}
+
 fn open_router(settings: &Settings, clock: &Arc<TestClock>) -> Router {
     let clock = clock.clone() as Arc<dyn strata_core::Clock>;
+    if on_postgres_and_s3() {
+        let state =
+            on_background_runtime(app::open_state(settings, clock)).expect("server state opens");
+        return app::router(Arc::new(state));
+    }
     // The embedded stores start no tasks: opening them on a runtime of their own (callers
     // are synchronous, some inside a test's runtime) leaves nothing behind.
     let state = std::thread::scope(|scope| {

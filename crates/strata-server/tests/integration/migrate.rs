@@ -16,7 +16,7 @@ use strata_server::migrate::{MigrateSettings, Outcome, SecretOutcome, migrate};
 use strata_server::stores::{ChunkBackend, MetadataBackend, Stores};
 use strata_types::{AccountId, SnapshotId};
 
-use crate::cluster::fresh_engines;
+use crate::harness::fresh_engines;
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");

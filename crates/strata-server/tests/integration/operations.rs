@@ -90,7 +90,7 @@ async fn blocks_round_trip_with_overwrites_zero_blocks_and_aggregate() {
     }
     // Identical content is stored once; zero blocks are never stored.
     assert_eq!(
-        crate::harness::stored_chunk_bytes(&harness.data_dir()),
+        crate::harness::stored_chunk_bytes(&harness),
         3 * BLOCK as u64,
         "blocks 2, 1 and 3 are distinct; zero is not stored"
     );
