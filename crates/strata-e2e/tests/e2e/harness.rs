@@ -39,11 +39,41 @@ impl TestServer {
     }
 
     /// Start with other root keys (for tests with two servers that must not share them).
+    /// The stores: a data directory, or with `STRATA_TEST_STORES=postgres-s3` a fresh
+    /// PostgreSQL schema and bucket prefix (`ci/test` runs the suite both ways).
     pub async fn start_with_keys(key: &str, secret: &str) -> Self {
+        let on_engines = match std::env::var("STRATA_TEST_STORES").as_deref() {
+            Ok("postgres-s3") => true,
+            Ok("embedded") | Err(_) => false,
+            Ok(other) => {
+                panic!("STRATA_TEST_STORES must be `embedded` or `postgres-s3`, not {other:?}")
+            }
+        };
+        Self::start_on(key, secret, on_engines).await
+    }
+
+    /// Start on a data directory whatever `STRATA_TEST_STORES` says (a test that needs
+    /// one: `strata migrate` copies from it).
+    pub async fn start_embedded() -> Self {
+        Self::start_on(KEY, SECRET, false).await
+    }
+
+    async fn start_on(key: &str, secret: &str, on_engines: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut settings = Settings::new(dir.path().join("data")).expect("settings");
         settings.listen = "127.0.0.1:0".parse().expect("addr");
         settings.root_key_from_env = Some((key.into(), secret.into()));
+        if on_engines {
+            let (url, chunks) = crate::nodes::fresh_engines().await;
+            settings.metadata = strata_server::stores::MetadataBackend::Postgres(url);
+            settings.chunks = strata_server::stores::ChunkOptions {
+                chunks: Some(chunks),
+                s3_endpoint: Some(crate::nodes::var("S3_ENDPOINT")),
+                s3_region: Some(crate::nodes::var("S3_REGION")),
+                s3_access_key_id: Some(crate::nodes::var("S3_ACCESS_KEY")),
+                s3_secret_access_key: Some(crate::nodes::var("S3_SECRET_KEY")),
+            };
+        }
         let server = app::start(&settings, Arc::new(strata_core::SystemClock))
             .await
             .expect("server starts");

@@ -23,7 +23,7 @@ fn line_of<'a>(stdout: &'a str, snapshot: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedded_store_moves_into_a_live_cluster_verified_and_a_second_run_copies_nothing() {
     let binary = strata_binary();
-    let mut server = TestServer::start().await;
+    let mut server = TestServer::start_embedded().await;
     let client = server.client();
     let dir = tempfile::tempdir().expect("tempdir");
     let (base, next, last, branch) = (

@@ -50,6 +50,28 @@ pub fn var(name: &str) -> String {
     })
 }
 
+/// A fresh PostgreSQL schema (the URL that selects it) and a fresh prefix of the S3
+/// bucket (its `s3://` location): engines no other test uses.
+pub async fn fresh_engines() -> (String, String) {
+    let schema = format!("p_{:016x}", rand::random::<u64>());
+    let admin_url = var("DATABASE_URL");
+    let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to DATABASE_URL");
+    let driver = tokio::spawn(connection);
+    admin
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("create schema");
+    drop(admin);
+    let _ = driver.await;
+    let separator = if admin_url.contains('?') { '&' } else { '?' };
+    (
+        format!("{admin_url}{separator}options=-c%20search_path%3D{schema}"),
+        format!("s3://{}/e2e-{schema}", var("S3_BUCKET")),
+    )
+}
+
 /// One `strata serve` process of the cluster, on a fixed port so a restart comes back on
 /// the same endpoint. Killed on drop.
 pub struct Node {
@@ -70,24 +92,12 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(binary: PathBuf, count: usize) -> Self {
-        let schema = format!("p_{:016x}", rand::random::<u64>());
-        let admin_url = var("DATABASE_URL");
-        let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
-            .await
-            .expect("connect to DATABASE_URL");
-        let driver = tokio::spawn(connection);
-        admin
-            .batch_execute(&format!("CREATE SCHEMA {schema}"))
-            .await
-            .expect("create schema");
-        drop(admin);
-        let _ = driver.await;
-        let separator = if admin_url.contains('?') { '&' } else { '?' };
+        let (database_url, chunks) = fresh_engines().await;
         let mut cluster = Self {
             dir: tempfile::tempdir().expect("tempdir"),
             binary,
-            database_url: format!("{admin_url}{separator}options=-c%20search_path%3D{schema}"),
-            chunks: format!("s3://{}/e2e-{schema}", var("S3_BUCKET")),
+            database_url,
+            chunks,
             nodes: Vec::new(),
         };
         for n in 0..count {
