@@ -16,6 +16,7 @@ mod migrate;
 mod operations;
 mod overload;
 mod persistence;
+mod s3_faults;
 mod scopes;
 mod sdk;
 mod socket;
