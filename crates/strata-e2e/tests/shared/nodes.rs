@@ -79,25 +79,36 @@ pub struct Node {
     port: u16,
     data_dir: PathBuf,
     log: PathBuf,
+    /// Where the current process's output starts in `log`.
+    log_start: usize,
 }
 
 /// The shared engines of a cluster: a fresh schema and a fresh bucket prefix.
 pub struct Cluster {
     dir: TempDir,
     binary: PathBuf,
-    database_url: String,
-    chunks: String,
+    /// The PostgreSQL URL and the `s3://` location; `None`: one node on its data directory.
+    engines: Option<(String, String)>,
     nodes: Vec<Node>,
 }
 
 impl Cluster {
     pub async fn start(binary: PathBuf, count: usize) -> Self {
-        let (database_url, chunks) = fresh_engines().await;
+        let engines = fresh_engines().await;
+        Self::launch_all(binary, Some(engines), count)
+    }
+
+    /// One node on the embedded stores of its data directory (no engines), restartable
+    /// on the same directory: the crash tests.
+    pub fn start_embedded(binary: PathBuf) -> Self {
+        Self::launch_all(binary, None, 1)
+    }
+
+    fn launch_all(binary: PathBuf, engines: Option<(String, String)>, count: usize) -> Self {
         let mut cluster = Self {
             dir: tempfile::tempdir().expect("tempdir"),
             binary,
-            database_url,
-            chunks,
+            engines,
             nodes: Vec::new(),
         };
         for n in 0..count {
@@ -112,6 +123,7 @@ impl Cluster {
                 port,
                 data_dir,
                 log,
+                log_start: 0,
             });
         }
         for n in 0..count {
@@ -126,18 +138,29 @@ impl Cluster {
     /// Start node `n`'s process (not waiting for it).
     pub fn launch(&mut self, n: usize) {
         let node = &mut self.nodes[n];
-        let out = std::fs::File::create(&node.log).expect("log file");
-        let child = Command::new(&self.binary)
+        // Appended: a restarted node's log follows the output of the one before.
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("log file");
+        node.log_start = std::fs::metadata(&node.log).map_or(0, |m| m.len() as usize);
+        let mut command = Command::new(&self.binary);
+        command
             .args(["serve", "--listen", &format!("127.0.0.1:{}", node.port)])
             .arg("--data-dir")
             .arg(&node.data_dir)
-            .args(["--gc-interval-secs", "0"])
-            .env("STRATA_METADATA", &self.database_url)
-            .env("STRATA_CHUNKS", &self.chunks)
-            .env("STRATA_S3_ENDPOINT", var("S3_ENDPOINT"))
-            .env("STRATA_S3_REGION", var("S3_REGION"))
-            .env("STRATA_S3_ACCESS_KEY_ID", var("S3_ACCESS_KEY"))
-            .env("STRATA_S3_SECRET_ACCESS_KEY", var("S3_SECRET_KEY"))
+            .args(["--gc-interval-secs", "0"]);
+        if let Some((database_url, chunks)) = &self.engines {
+            command
+                .env("STRATA_METADATA", database_url)
+                .env("STRATA_CHUNKS", chunks)
+                .env("STRATA_S3_ENDPOINT", var("S3_ENDPOINT"))
+                .env("STRATA_S3_REGION", var("S3_REGION"))
+                .env("STRATA_S3_ACCESS_KEY_ID", var("S3_ACCESS_KEY"))
+                .env("STRATA_S3_SECRET_ACCESS_KEY", var("S3_SECRET_KEY"));
+        }
+        let child = command
             .env("STRATA_ROOT_ACCESS_KEY_ID", KEY)
             .env("STRATA_ROOT_SECRET_ACCESS_KEY", SECRET)
             .env("RUST_LOG", "warn")
@@ -153,7 +176,8 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(60);
         let node = &mut self.nodes[n];
         loop {
-            let output = std::fs::read_to_string(&node.log).unwrap_or_default();
+            let whole = std::fs::read_to_string(&node.log).unwrap_or_default();
+            let output = whole.get(node.log_start..).unwrap_or_default();
             if output.contains("is serving") {
                 return;
             }
@@ -191,12 +215,13 @@ impl Cluster {
     /// Run `strata migrate --from-data-dir FROM` into this cluster's schema and prefix
     /// (while its nodes serve).
     pub fn migrate(&self, from: &Path) -> std::process::Output {
+        let (database_url, chunks) = self.engines.as_ref().expect("a cluster on engines");
         Command::new(&self.binary)
             .arg("migrate")
             .arg("--from-data-dir")
             .arg(from)
-            .env("STRATA_METADATA", &self.database_url)
-            .env("STRATA_CHUNKS", &self.chunks)
+            .env("STRATA_METADATA", database_url)
+            .env("STRATA_CHUNKS", chunks)
             .env("STRATA_S3_ENDPOINT", var("S3_ENDPOINT"))
             .env("STRATA_S3_REGION", var("S3_REGION"))
             .env("STRATA_S3_ACCESS_KEY_ID", var("S3_ACCESS_KEY"))
