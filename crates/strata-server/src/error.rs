@@ -63,6 +63,11 @@ pub fn client_message(error: &ServiceError) -> String {
         ServiceError::AggregateChecksumMismatch { snapshot } => format!(
             "The aggregate checksum does not match the blocks written to snapshot '{snapshot}'."
         ),
+        ServiceError::Store(store) if is_out_of_space(store) => {
+            "The server is out of storage space; nothing was stored. Retry once space is freed \
+             (delete snapshots and collect garbage) or added."
+                .into()
+        }
         ServiceError::Store(_) => {
             "The server could not complete the request because of a storage failure; retry later."
                 .into()
@@ -131,6 +136,18 @@ impl From<ServiceError> for ApiError {
             }
         };
         Self(wire)
+    }
+}
+
+/// Whether a storage failure is a full disk (ENOSPC): an I/O error of that kind, or one the
+/// database library passed on as text only (redb's storage errors keep the message, not the
+/// kind).
+fn is_out_of_space(error: &strata_core::ports::StoreError) -> bool {
+    use strata_core::ports::StoreError;
+    match error {
+        StoreError::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
+        StoreError::Backend(why) => why.contains("No space left on device"),
+        _ => false,
     }
 }
 

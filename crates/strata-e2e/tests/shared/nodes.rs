@@ -95,16 +95,26 @@ pub struct Cluster {
 impl Cluster {
     pub async fn start(binary: PathBuf, count: usize) -> Self {
         let engines = fresh_engines().await;
-        Self::launch_all(binary, Some(engines), count)
+        Self::launch_all(binary, Some(engines), count, None)
     }
 
     /// One node on the embedded stores of its data directory (no engines), restartable
     /// on the same directory: the crash tests.
     pub fn start_embedded(binary: PathBuf) -> Self {
-        Self::launch_all(binary, None, 1)
+        Self::launch_all(binary, None, 1, None)
     }
 
-    fn launch_all(binary: PathBuf, engines: Option<(String, String)>, count: usize) -> Self {
+    /// One node on the embedded stores of `data_dir` (a file system the test made).
+    pub fn start_embedded_in(binary: PathBuf, data_dir: &Path) -> Self {
+        Self::launch_all(binary, None, 1, Some(data_dir.to_path_buf()))
+    }
+
+    fn launch_all(
+        binary: PathBuf,
+        engines: Option<(String, String)>,
+        count: usize,
+        data_dir: Option<PathBuf>,
+    ) -> Self {
         let mut cluster = Self {
             dir: tempfile::tempdir().expect("tempdir"),
             binary,
@@ -116,7 +126,9 @@ impl Cluster {
                 .and_then(|l| l.local_addr())
                 .expect("free port")
                 .port();
-            let data_dir = cluster.dir.path().join(format!("node-{n}"));
+            let data_dir = data_dir
+                .clone()
+                .unwrap_or_else(|| cluster.dir.path().join(format!("node-{n}")));
             let log = cluster.dir.path().join(format!("node-{n}.out"));
             cluster.nodes.push(Node {
                 child: None,
