@@ -6,6 +6,8 @@
 //! precomputed ([`crate::payloads`]). GetSnapshotBlock bodies are hashed and compared with
 //! `x-amz-Checksum`, as a careful client would, and that cost is the client's.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
@@ -139,49 +141,78 @@ struct StartResponse {
     snapshot_id: String,
 }
 
+/// The HTTP side of both clients: one pool of keep-alive connections.
+pub(crate) type HttpPool = Client<HttpConnector, Full<Bytes>>;
+
+/// A pool of keep-alive connections, any number per host (the load decides).
+pub(crate) fn http_pool() -> HttpPool {
+    let mut connector = HttpConnector::new();
+    // Small requests (Start, Complete, List) must not wait for Nagle.
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(usize::MAX)
+        .build(connector)
+}
+
+/// The authorities of the nodes of one deployment, taken in turn: what a round-robin load
+/// balancer in front of stateless nodes would do, request by request.
+#[derive(Debug, Clone)]
+struct RoundRobin {
+    authorities: Arc<[String]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl RoundRobin {
+    fn new(authorities: Vec<String>) -> Self {
+        Self {
+            authorities: authorities.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn pick(&self) -> &str {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        &self.authorities[n % self.authorities.len()]
+    }
+}
+
 /// A signed EBS direct API client over one shared connection pool.
 #[derive(Clone)]
 pub struct EbsClient {
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: HttpPool,
     endpoint: Endpoint,
     identity: Identity,
+    nodes: RoundRobin,
 }
 
 impl std::fmt::Debug for EbsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EbsClient")
-            .field("authority", &self.endpoint.authority)
+            .field("nodes", &self.nodes.authorities)
             .finish_non_exhaustive()
     }
-}
-
-struct Response {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: Bytes,
 }
 
 impl EbsClient {
     /// A client for `endpoint`. Connections are kept alive and reused across requests.
     pub fn new(endpoint: Endpoint) -> Self {
-        let mut connector = HttpConnector::new();
-        // Small requests (Start, Complete, List) must not wait for Nagle.
-        connector.set_nodelay(true);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(usize::MAX)
-            .build(connector);
-        let identity = Credentials::new(
-            &endpoint.access_key_id,
-            &endpoint.secret_access_key,
-            None,
-            None,
-            "strata-bench",
-        )
-        .into();
+        let authorities = vec![endpoint.authority.clone()];
+        Self::round_robin(endpoint, authorities)
+    }
+
+    /// A client for the nodes at `authorities` (all sharing `endpoint`'s keys and
+    /// region), sending each request to the next node in turn. Any node may serve any
+    /// request of a deployment on shared stores, so a snapshot started on one node gets
+    /// its blocks and its completion through the others.
+    pub fn round_robin(endpoint: Endpoint, mut authorities: Vec<String>) -> Self {
+        if authorities.is_empty() {
+            authorities.push(endpoint.authority.clone());
+        }
         Self {
-            http,
+            http: http_pool(),
+            identity: identity(&endpoint),
             endpoint,
-            identity,
+            nodes: RoundRobin::new(authorities),
         }
     }
 
@@ -341,7 +372,7 @@ impl EbsClient {
         Ok(response.body.len())
     }
 
-    /// Sign and send one request, and read the whole response.
+    /// Sign and send one request to the next node, and read the whole response.
     async fn send(
         &self,
         method: Method,
@@ -350,53 +381,69 @@ impl EbsClient {
         body: Bytes,
         unsigned_payload: bool,
     ) -> Result<Response, ClientError> {
-        let uri = format!("http://{}{path_and_query}", self.endpoint.authority);
+        let authority = self.nodes.pick();
+        let uri = format!("http://{authority}{path_and_query}");
         let mut request = Request::builder()
             .method(method)
             .uri(&uri)
-            .header(http::header::HOST, &self.endpoint.authority)
+            .header(http::header::HOST, authority)
             .body(Full::new(body.clone()))
             .map_err(|e| ClientError::Request(e.to_string()))?;
         for (name, value) in headers {
             request.headers_mut().insert(name, value);
         }
-        self.sign(&mut request, &uri, &body, unsigned_payload)?;
-        let response = self
-            .http
-            .request(request)
-            .await
-            .map_err(|e| ClientError::Http(format!("{e:?}")))?;
-        let (parts, incoming) = response.into_parts();
-        // Reading the body to its end is also what returns the connection to the pool.
-        let body = incoming
-            .collect()
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?
-            .to_bytes();
-        Ok(Response {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        let mut settings = SigningSettings::default();
+        let signable_body = if unsigned_payload {
+            settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+            SignableBody::UnsignedPayload
+        } else {
+            SignableBody::Bytes(&body)
+        };
+        let signer = Signer {
+            identity: &self.identity,
+            region: &self.endpoint.region,
+            service: "ebs",
+            settings,
+        };
+        signer.sign(&mut request, &uri, signable_body)?;
+        exchange(&self.http, request).await
     }
+}
 
-    fn sign(
-        &self,
+/// The credentials of `endpoint` as the signer takes them.
+pub(crate) fn identity(endpoint: &Endpoint) -> Identity {
+    Credentials::new(
+        &endpoint.access_key_id,
+        &endpoint.secret_access_key,
+        None,
+        None,
+        "strata-bench",
+    )
+    .into()
+}
+
+/// How one request is signed: as whom, where, for which service.
+pub(crate) struct Signer<'a> {
+    pub(crate) identity: &'a Identity,
+    pub(crate) region: &'a str,
+    pub(crate) service: &'a str,
+    pub(crate) settings: SigningSettings,
+}
+
+impl Signer<'_> {
+    /// Add the SigV4 headers to `request` (sent to `uri`) for `body`.
+    pub(crate) fn sign(
+        self,
         request: &mut Request<Full<Bytes>>,
         uri: &str,
-        body: &[u8],
-        unsigned_payload: bool,
+        body: SignableBody<'_>,
     ) -> Result<(), ClientError> {
-        let mut settings = SigningSettings::default();
-        if unsigned_payload {
-            settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        }
         let params = v4::SigningParams::builder()
-            .identity(&self.identity)
-            .region(&self.endpoint.region)
-            .name("ebs")
+            .identity(self.identity)
+            .region(self.region)
+            .name(self.service)
             .time(SystemTime::now())
-            .settings(settings)
+            .settings(self.settings)
             .build()
             .map_err(|e| ClientError::Request(e.to_string()))?
             .into();
@@ -405,16 +452,11 @@ impl EbsClient {
             .iter()
             .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
             .collect();
-        let signable_body = if unsigned_payload {
-            SignableBody::UnsignedPayload
-        } else {
-            SignableBody::Bytes(body)
-        };
         let signable = SignableRequest::new(
             request.method().as_str(),
             uri,
             headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-            signable_body,
+            body,
         )
         .map_err(|e| ClientError::Request(e.to_string()))?;
         let (instructions, _) = sign(signable, &params)
@@ -425,9 +467,42 @@ impl EbsClient {
     }
 }
 
+/// A response read to its end.
+pub(crate) struct Response {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+/// Send a signed request and read the whole response.
+pub(crate) async fn exchange(
+    http: &HttpPool,
+    request: Request<Full<Bytes>>,
+) -> Result<Response, ClientError> {
+    let response = http
+        .request(request)
+        .await
+        .map_err(|e| ClientError::Http(format!("{e:?}")))?;
+    let (parts, incoming) = response.into_parts();
+    // Reading the body to its end is also what returns the connection to the pool.
+    let body = incoming
+        .collect()
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?
+        .to_bytes();
+    Ok(Response {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
 /// Any 2xx is success: Strata answers with the model's exact codes (its own tests check
 /// them), while moto answers 200 where the model says 201.
-fn expect_success(operation: &'static str, response: &Response) -> Result<(), ClientError> {
+pub(crate) fn expect_success(
+    operation: &'static str,
+    response: &Response,
+) -> Result<(), ClientError> {
     if response.status.is_success() {
         return Ok(());
     }
@@ -447,4 +522,19 @@ fn decode<T: serde::de::DeserializeOwned>(
         operation,
         detail: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_go_to_each_node_in_turn() {
+        let nodes = RoundRobin::new(vec!["a:1".into(), "b:2".into()]);
+        let shared = nodes.clone();
+        let picked: Vec<&str> = (0..5).map(|_| nodes.pick()).collect();
+        assert_eq!(picked, ["a:1", "b:2", "a:1", "b:2", "a:1"]);
+        // Clones of one client share the turn, as the workers of one scenario do.
+        assert_eq!(shared.pick(), "b:2");
+    }
 }

@@ -7,7 +7,11 @@
 //!   figures are reported as a ratio to it, because the machine is shared and noisy;
 //! - the **disk** ([`disk`]): streaming `O_DIRECT` writes (the put ceiling), and
 //!   concurrent 512 KiB `O_DIRECT` reads (what bounds gets of uncached chunks);
-//! - optionally **moto** (`--moto`), the usual emulator.
+//! - optionally **moto** (`--moto`), the usual emulator;
+//! - with `--chunks s3://…`, the **raw S3** store itself ([`s3`]): 512 KiB PUTs and GETs
+//!   straight to the bucket, the ceiling of Strata on that store. Strata then runs on it
+//!   (and on PostgreSQL with `--metadata postgres://…`), as `--nodes` nodes sharing the
+//!   stores, each run on a fresh schema and prefix ([`engines`]).
 //!
 //! The load comes from a light client ([`client`]: hyper + `aws-sigv4`, keep-alive,
 //! payloads and checksums precomputed) on its own runtime, and each report line gives the
@@ -20,10 +24,12 @@
 pub mod client;
 pub mod cpu;
 pub mod disk;
+pub mod engines;
 pub mod options;
 pub mod payloads;
 pub mod profile;
 pub mod report;
+pub mod s3;
 pub mod scenarios;
 pub mod seed;
 pub mod sink;
@@ -88,7 +94,11 @@ async fn drive(
         };
         emit(&line);
     };
-    let mut results = Results::default();
+    let mut results = Results::for_deployment(report::Deployment {
+        postgres: options.engines.postgres.is_some(),
+        s3: options.engines.s3.is_some(),
+        nodes: options.nodes,
+    });
     std::fs::create_dir_all(&options.data_parent)
         .with_context(|| format!("cannot create {}", options.data_parent.display()))?;
 
@@ -113,7 +123,8 @@ async fn drive(
         server_runtime,
         options.data_parent.clone(),
         options.endpoint.clone(),
-    );
+    )
+    .with_engines(options.engines.clone(), options.nodes);
     if options.moto {
         launcher.start_moto()?;
     }
@@ -129,6 +140,9 @@ async fn drive(
     if options.moto {
         kinds.push(TargetKind::Moto);
     }
+    if options.engines.s3.is_some() {
+        kinds.push(TargetKind::S3);
+    }
     print(&report::setup_record(options, &kinds, preparing.elapsed()));
 
     for scenario in &options.scenarios {
@@ -136,7 +150,7 @@ async fn drive(
         let targets: Vec<TargetKind> = kinds
             .iter()
             .copied()
-            .filter(|k| scenario.uses_sink() || *k != TargetKind::Sink)
+            .filter(|k| scenario.measures(*k))
             .collect();
         if scenario == Scenario::List {
             for kind in targets {

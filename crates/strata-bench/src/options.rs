@@ -4,8 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use strata_server::stores::{ChunkOptions, MetadataBackend};
 
 use crate::client::Endpoint;
+use crate::engines::{S3Bucket, SharedEngines};
 use crate::profile::PerfControl;
 use crate::scenarios::Scenario;
 use crate::targets::{TargetKind, external_endpoint};
@@ -13,6 +15,10 @@ use crate::targets::{TargetKind, external_endpoint};
 /// `strata bench`: measure Strata against a sink, the disk and optionally moto.
 ///
 /// Example: strata bench --repeat 3 --scenario put,get
+///
+/// On PostgreSQL + S3, against the raw S3 store, with two nodes:
+/// strata bench --metadata postgres://… --chunks s3://BUCKET --s3-endpoint http://HOST:PORT
+/// --nodes 2 --scenario put,put-dup,get,start
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Scenarios to run, in order (default: all).
@@ -86,6 +92,29 @@ pub struct BenchArgs {
     /// A few seconds of every scenario at tiny sizes; fails on any error (for CI).
     #[arg(long)]
     pub smoke: bool,
+    /// Run Strata's metadata on this PostgreSQL database
+    /// (postgres://USER[:PASSWORD]@HOST[:PORT]/DB), each run in a new schema, dropped after.
+    #[arg(long)]
+    pub metadata: Option<String>,
+    /// Run Strata's chunks in this bucket (s3://BUCKET[/PREFIX]), each run under a new
+    /// prefix, emptied after; also measures the raw S3 baseline there.
+    #[arg(long)]
+    pub chunks: Option<String>,
+    /// The S3 endpoint of --chunks (http://HOST:PORT: the load client speaks plain HTTP).
+    #[arg(long, env = "STRATA_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// The signing region of --chunks.
+    #[arg(long, env = "STRATA_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Access key of the --chunks bucket.
+    #[arg(long, env = "STRATA_S3_ACCESS_KEY_ID", hide_env_values = true)]
+    pub s3_access_key_id: Option<String>,
+    /// Secret key of the --chunks bucket.
+    #[arg(long, env = "STRATA_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// Strata nodes sharing --metadata and --chunks; requests go to each in turn.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
 }
 
 /// Resolved options.
@@ -131,6 +160,10 @@ pub struct BenchOptions {
     pub perf_target: Option<TargetKind>,
     /// Smoke mode: tiny sizes, no verdict on timings.
     pub smoke: bool,
+    /// The engines Strata runs on (embedded where none is named).
+    pub engines: SharedEngines,
+    /// Strata nodes (more than one only on shared engines).
+    pub nodes: usize,
 }
 
 impl BenchOptions {
@@ -158,6 +191,8 @@ impl BenchOptions {
             perf_control: None,
             perf_target: None,
             smoke: true,
+            engines: SharedEngines::default(),
+            nodes: 1,
         }
     }
 }
@@ -166,12 +201,26 @@ impl BenchArgs {
     /// Validate the flags.
     pub fn into_options(self) -> anyhow::Result<BenchOptions> {
         let data_parent = self.data_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let engines = self.engines()?;
+        anyhow::ensure!(self.nodes > 0, "--nodes must be at least 1");
+        anyhow::ensure!(
+            self.nodes == 1 || (engines.postgres.is_some() && engines.s3.is_some()),
+            "--nodes {} needs stores the nodes share: --metadata postgres://… and --chunks s3://…",
+            self.nodes
+        );
+        anyhow::ensure!(
+            self.endpoint.is_none() || engines.is_embedded(),
+            "--endpoint measures a server that is already running: --metadata and --chunks \
+             choose the stores of a self-started Strata"
+        );
         if self.smoke {
             let mut options = BenchOptions::smoke(data_parent);
             options.json = self.json;
             if !self.scenario.is_empty() {
                 options.scenarios = self.scenario;
             }
+            options.engines = engines;
+            options.nodes = self.nodes;
             return Ok(options);
         }
         anyhow::ensure!(
@@ -222,6 +271,38 @@ impl BenchArgs {
             perf_control: self.perf_control.as_deref().map(PerfControl::parse),
             perf_target: self.perf_target,
             smoke: false,
+            engines,
+            nodes: self.nodes,
         })
+    }
+
+    /// `--metadata`, `--chunks` and the `--s3-*` settings, checked as `strata serve`
+    /// checks them (the same parsers), plus what the raw S3 client needs.
+    fn engines(&self) -> anyhow::Result<SharedEngines> {
+        let postgres = match self.metadata.as_deref().map(MetadataBackend::parse) {
+            None | Some(Ok(MetadataBackend::Embedded)) => None,
+            Some(Ok(MetadataBackend::Postgres(url))) => Some(url),
+            Some(Err(error)) => return Err(error),
+        };
+        let chunk_options = ChunkOptions {
+            chunks: self.chunks.clone(),
+            s3_endpoint: self.s3_endpoint.clone(),
+            s3_region: Some(self.s3_region.clone()),
+            s3_access_key_id: self.s3_access_key_id.clone(),
+            s3_secret_access_key: self.s3_secret_access_key.clone(),
+        };
+        let s3 = match (&self.chunks, chunk_options.resolve()) {
+            (None, _) => None,
+            (Some(chunks), _) if chunks == "embedded" => None,
+            (Some(chunks), Ok(_)) => Some(S3Bucket::parse(
+                chunks,
+                self.s3_endpoint.as_deref(),
+                &self.s3_region,
+                self.s3_access_key_id.clone().unwrap_or_default(),
+                self.s3_secret_access_key.clone().unwrap_or_default(),
+            )?),
+            (Some(_), Err(error)) => return Err(error),
+        };
+        Ok(SharedEngines { postgres, s3 })
     }
 }

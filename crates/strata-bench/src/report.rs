@@ -1,6 +1,7 @@
 //! What a run measured, and how it is printed: one `key=value` line (or one JSON object
 //! with `--json`) per run, then per scenario and target the median and range over the
-//! repeats, the ratios to the sink and to moto, and the issue-5 targets checked.
+//! repeats, the ratios to the sink, to moto and to raw S3, and the targets checked: issue
+//! 5's on embedded stores, the PostgreSQL + S3 issue's on shared ones.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -303,6 +304,9 @@ pub fn setup_record(options: &BenchOptions, targets: &[TargetKind], prepared: Du
         .int("start_concurrency", to_u64(options.start_concurrency))
         .int("list_blocks", to_u64(options.list_blocks))
         .int("repeat", to_u64(options.repeat))
+        .text("metadata", options.engines.describe().0)
+        .text("chunks", options.engines.describe().1)
+        .int("nodes", to_u64(options.nodes))
         .text("data_dir", options.data_parent.display().to_string())
         .num("payload_prep_secs", prepared.as_secs_f64())
         .num("load1", crate::cpu::load_average().unwrap_or(f64::NAN))
@@ -317,15 +321,49 @@ pub fn fixture_record(target: &str, blocks: usize, took: Duration) -> Record {
         .num("secs", took.as_secs_f64())
 }
 
+/// The raw S3 target's name in reports.
+const RAW_S3: &str = "raw-s3";
+
+/// What Strata ran on, which decides the goals it is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deployment {
+    /// Metadata on PostgreSQL.
+    pub postgres: bool,
+    /// Chunks on S3.
+    pub s3: bool,
+    /// Nodes sharing the stores.
+    pub nodes: usize,
+}
+
+impl Default for Deployment {
+    /// One node on the embedded stores.
+    fn default() -> Self {
+        Self {
+            postgres: false,
+            s3: false,
+            nodes: 1,
+        }
+    }
+}
+
 /// Everything measured in one invocation, for the closing lines.
 #[derive(Debug, Default)]
 pub struct Results {
     runs: Vec<Measurement>,
     disk: Vec<DiskMeasurement>,
     failures: u64,
+    deployment: Deployment,
 }
 
 impl Results {
+    /// Results of Strata on `deployment`.
+    pub fn for_deployment(deployment: Deployment) -> Self {
+        Self {
+            deployment,
+            ..Self::default()
+        }
+    }
+
     /// Keep a run.
     pub fn add(&mut self, measurement: Measurement) {
         self.runs.push(measurement);
@@ -470,13 +508,23 @@ impl Results {
             }
         }
         for (scenario, target) in &groups {
-            if *target == "sink" || *target == "moto" {
+            if ["sink", "moto", RAW_S3].contains(target) {
                 continue;
             }
             for reference in ["sink", "moto"] {
-                if let Some(record) = self.ratio(scenario, target, reference) {
+                if let Some(record) = self.ratio(scenario, target, reference, scenario) {
                     records.push(record);
                 }
+            }
+            // Against the store under Strata; a dedup put against its put, since storing
+            // nothing new is what Strata adds there.
+            let reference_scenario = match *scenario {
+                "put" | "put-dup" => "put",
+                "get" => "get",
+                _ => continue,
+            };
+            if let Some(record) = self.ratio(scenario, target, RAW_S3, reference_scenario) {
+                records.push(record);
             }
         }
         if check_targets {
@@ -485,23 +533,49 @@ impl Results {
         records
     }
 
-    /// Per-run ratios of `target` to `reference` on the scenario's headline figure.
+    /// Per-run ratios of `target` to `reference` on `figure`, in the same scenario.
     fn ratios(&self, scenario: &str, target: &str, reference: &str, figure: &str) -> Vec<f64> {
+        self.ratios_across(scenario, target, reference, scenario, figure)
+    }
+
+    /// Per-run ratios of `target` in `scenario` to `reference` in `reference_scenario`.
+    fn ratios_across(
+        &self,
+        scenario: &str,
+        target: &str,
+        reference: &str,
+        reference_scenario: &str,
+        figure: &str,
+    ) -> Vec<f64> {
         let ours = self.figure_by_run(scenario, target, figure);
-        let theirs = self.figure_by_run(scenario, reference, figure);
+        let theirs = self.figure_by_run(reference_scenario, reference, figure);
         ours.iter()
             .filter_map(|(run, v)| theirs.get(run).filter(|t| **t > 0.0).map(|t| v / t))
             .collect()
     }
 
-    fn ratio(&self, scenario: &str, target: &str, reference: &str) -> Option<Record> {
+    /// The `ratio` line of `target` in `scenario` to `reference` in `reference_scenario`
+    /// (named `REFERENCE-SCENARIO` when the scenarios differ).
+    fn ratio(
+        &self,
+        scenario: &str,
+        target: &str,
+        reference: &str,
+        reference_scenario: &str,
+    ) -> Option<Record> {
         let figure = headline(scenario);
-        let (median, min, max) = median_range(&self.ratios(scenario, target, reference, figure))?;
+        let ratios = self.ratios_across(scenario, target, reference, reference_scenario, figure);
+        let (median, min, max) = median_range(&ratios)?;
+        let to = if scenario == reference_scenario {
+            reference.to_owned()
+        } else {
+            format!("{reference}-{reference_scenario}")
+        };
         Some(
             Record::new("ratio")
                 .text("scenario", scenario)
                 .text("target", target)
-                .text("to", reference)
+                .text("to", to)
                 .text("figure", figure)
                 .num("median", median)
                 .text("range", format!("{}..{}", format_num(min), format_num(max))),
@@ -537,6 +611,20 @@ impl Results {
             }
         };
         let ratio = |ratios: Vec<f64>| median_range(&ratios).map(|r| r.0);
+        if self.deployment != Deployment::default() {
+            // The PostgreSQL + S3 issue: against the store itself, measured alongside.
+            let put = ratio(self.ratios("put", subject, RAW_S3, "mib_s"));
+            check("put_vs_raw_s3", put, Goal::AtLeast(0.60));
+            let get = ratio(self.ratios("get", subject, RAW_S3, "mib_s"));
+            check("get_vs_raw_s3", get, Goal::AtLeast(0.60));
+            let dup = ratio(self.ratios_across("put-dup", subject, RAW_S3, "put", "mib_s"));
+            check("put_dup_vs_raw_s3_put", dup, Goal::AtLeast(2.0));
+            if self.deployment.postgres {
+                let pairs = self.median_of("start", subject, "ops_s");
+                check("start_pairs_s", pairs, Goal::AtLeast(500.0));
+            }
+            return checks;
+        }
         // Put: against min(sink, disk) of the same repeat.
         let put = ratio(self.ratios_to_ceiling("put", subject, &[DIRECT, BUFFERED]));
         check("put_vs_min_sink_disk", put, Goal::AtLeast(0.70));
@@ -629,8 +717,17 @@ mod tests {
     }
 
     fn measurement(target: &'static str, run: usize, mib: u64) -> Measurement {
+        scenario_measurement("put", target, run, mib)
+    }
+
+    fn scenario_measurement(
+        scenario: &'static str,
+        target: &'static str,
+        run: usize,
+        mib: u64,
+    ) -> Measurement {
         Measurement {
-            scenario: "put",
+            scenario,
             target,
             run,
             ops: 2 * mib,
@@ -700,5 +797,50 @@ mod tests {
             .find(|l| l.contains("figure=put_vs_min_sink_disk"))
             .expect("check line");
         assert!(check.ends_with("met=no"), "{check}");
+    }
+
+    #[test]
+    fn shared_stores_are_held_to_raw_s3_and_dedup_to_its_put() {
+        let mut results = Results::for_deployment(Deployment {
+            postgres: true,
+            s3: true,
+            nodes: 2,
+        });
+        for run in 1..=3 {
+            let n = to_u64(run);
+            results.add(scenario_measurement("put", "strata", run, 70 * n));
+            results.add(scenario_measurement("put", RAW_S3, run, 100 * n));
+            results.add(scenario_measurement("put-dup", "strata", run, 150 * n));
+            results.add(scenario_measurement("get", "strata", run, 50 * n));
+            results.add(scenario_measurement("get", RAW_S3, run, 100 * n));
+            // 2 ops per MiB in these measurements: 600 pairs/s.
+            results.add(scenario_measurement("start", "strata", run, 300));
+        }
+        let lines: Vec<String> = results.summary(true).iter().map(Record::to_line).collect();
+        let line = |start: &str| {
+            lines
+                .iter()
+                .find(|l| l.starts_with(start))
+                .unwrap_or_else(|| panic!("no `{start}` in {lines:#?}"))
+                .clone()
+        };
+        let put = line("ratio scenario=put target=strata to=raw-s3 ");
+        assert!(put.contains("median=0.7000"), "{put}");
+        // Dedup puts against raw S3's put of the same repeat, not against a raw put-dup.
+        let dup = line("ratio scenario=put-dup target=strata to=raw-s3-put ");
+        assert!(dup.contains("median=1.50"), "{dup}");
+        assert!(line("target figure=put_vs_raw_s3 ").ends_with("goal=>=0.60 met=yes"));
+        assert!(line("target figure=get_vs_raw_s3 ").ends_with("goal=>=0.60 met=no"));
+        assert!(line("target figure=put_dup_vs_raw_s3_put ").ends_with("goal=>=2 met=no"));
+        assert!(line("target figure=start_pairs_s ").ends_with("goal=>=500 met=yes"));
+        // Raw S3 is a reference, never a subject, and the embedded goals do not apply.
+        assert!(
+            !lines.iter().any(|l| l.contains("target=raw-s3 to=")),
+            "{lines:#?}"
+        );
+        assert!(
+            !lines.iter().any(|l| l.contains("put_vs_min_sink_disk")),
+            "{lines:#?}"
+        );
     }
 }

@@ -1,10 +1,13 @@
-//! The systems under test: Strata in-process, the sink, an external endpoint, and moto.
+//! The systems under test: Strata in-process (one node or several, on embedded or shared
+//! stores), the sink, an external endpoint, moto, and the raw S3 store under Strata.
 //!
 //! Strata and the sink run on the benchmark's *server runtime* (threads named
 //! [`SERVER_THREAD`](crate::cpu::SERVER_THREAD)), apart from the load client's runtime,
 //! so that their CPU can be told apart ([`crate::cpu`]). Each measured run gets a fresh
 //! instance (a new temp data directory for Strata), so runs do not inherit each other's
-//! data; only the `list` fixture, expensive to build, is kept across repeats.
+//! data; only the `list` fixture, expensive to build, is kept across repeats. On shared
+//! engines "fresh" means a new PostgreSQL schema and a new key prefix ([`EngineLease`]),
+//! removed at [`Instance::stop`].
 
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -20,6 +23,8 @@ use tempfile::TempDir;
 
 use crate::client::{EbsClient, Endpoint};
 use crate::cpu::ServerCpu;
+use crate::engines::{EngineLease, ObjectPrefix, SharedEngines};
+use crate::s3::S3Client;
 use crate::sink::Sink;
 
 /// Keys of the root account of a self-started Strata.
@@ -41,6 +46,9 @@ pub enum TargetKind {
     Endpoint,
     /// moto's server mode (`--moto`).
     Moto,
+    /// The S3 store of `--chunks`, reached straight by the same client (the ceiling of
+    /// Strata on that store).
+    S3,
 }
 
 impl TargetKind {
@@ -51,6 +59,7 @@ impl TargetKind {
             TargetKind::Sink => "sink",
             TargetKind::Endpoint => "endpoint",
             TargetKind::Moto => "moto",
+            TargetKind::S3 => "raw-s3",
         }
     }
 }
@@ -61,6 +70,8 @@ pub struct Launcher {
     data_parent: PathBuf,
     external: Option<(Endpoint, Option<u32>)>,
     moto: Option<MotoProcess>,
+    engines: SharedEngines,
+    nodes: usize,
 }
 
 impl Launcher {
@@ -76,7 +87,16 @@ impl Launcher {
             data_parent,
             external,
             moto: None,
+            engines: SharedEngines::default(),
+            nodes: 1,
         }
+    }
+
+    /// Run Strata as `nodes` nodes on `engines` (embedded stores where they name none).
+    pub fn with_engines(mut self, engines: SharedEngines, nodes: usize) -> Self {
+        self.engines = engines;
+        self.nodes = nodes.max(1);
+        self
     }
 
     /// Start moto (once per invocation; runs reset its state instead of restarting it).
@@ -100,9 +120,8 @@ impl Launcher {
         match kind {
             TargetKind::Strata => {
                 let dir = self.new_data_dir()?;
-                let settings = strata_settings(dir.path())?;
-                let server = self.start_strata(&settings).await?;
-                Ok(Instance::strata(server, dir))
+                let deployment = self.strata_deployment(dir.path()).await?;
+                self.start_deployment(deployment, dir).await
             }
             TargetKind::Sink => {
                 let sink = Sink::start(&self.server_runtime)
@@ -114,6 +133,7 @@ impl Launcher {
                     endpoint,
                     cpu: ServerCpu::InProcess,
                     rss_pid: None,
+                    nodes: Vec::new(),
                     running: Running::Sink(sink),
                 })
             }
@@ -124,6 +144,7 @@ impl Launcher {
                     endpoint,
                     cpu: pid.map_or(ServerCpu::Unknown, ServerCpu::Process),
                     rss_pid: pid,
+                    nodes: Vec::new(),
                     running: Running::External,
                 })
             }
@@ -135,10 +156,86 @@ impl Launcher {
                     endpoint: local_endpoint(moto.addr, "testing", "testing"),
                     cpu: ServerCpu::Process(moto.pid()),
                     rss_pid: Some(moto.pid()),
+                    nodes: Vec::new(),
                     running: Running::External,
                 })
             }
+            TargetKind::S3 => {
+                let bucket = self
+                    .engines
+                    .s3
+                    .as_ref()
+                    .context("no --chunks s3://… was given")?;
+                Ok(Instance {
+                    kind,
+                    endpoint: bucket.endpoint.clone(),
+                    // The store is another process, unknown to the benchmark.
+                    cpu: ServerCpu::Unknown,
+                    rss_pid: None,
+                    nodes: Vec::new(),
+                    running: Running::RawS3(bucket.fresh_prefix("raw-s3")),
+                })
+            }
         }
+    }
+
+    /// The settings of every node of a fresh Strata deployment under `dir`: one node on
+    /// embedded stores, or [`Launcher::with_engines`]'s nodes on a fresh place of the
+    /// shared engines (which the deployment owns from here on).
+    pub async fn strata_deployment(&self, dir: &Path) -> anyhow::Result<Deployment> {
+        if self.engines.is_embedded() {
+            return Ok(Deployment {
+                nodes: vec![strata_settings(dir)?],
+                lease: None,
+            });
+        }
+        let lease = EngineLease::create(&self.engines).await?;
+        let nodes = (0..self.nodes)
+            .map(|n| {
+                let mut settings = strata_settings(&dir.join(format!("node-{n}")))?;
+                settings.metadata = lease.metadata.clone();
+                settings.chunks = lease.chunks.clone();
+                Ok(settings)
+            })
+            .collect::<anyhow::Result<_>>();
+        let mut deployment = Deployment {
+            nodes: Vec::new(),
+            lease: Some(lease),
+        };
+        match nodes {
+            Ok(nodes) => {
+                deployment.nodes = nodes;
+                Ok(deployment)
+            }
+            Err(error) => {
+                deployment.abandon().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Start every node of `deployment` (on `dir`), one after the other: the first runs
+    /// the migrations and stores the cluster secrets, the others find them.
+    pub async fn start_deployment(
+        &self,
+        deployment: Deployment,
+        dir: TempDir,
+    ) -> anyhow::Result<Instance> {
+        let mut servers = Vec::with_capacity(deployment.nodes.len());
+        for settings in &deployment.nodes {
+            match self.start_strata(settings).await {
+                Ok(server) => servers.push(server),
+                Err(error) => {
+                    // Leave nothing behind: the nodes already started, then the engines.
+                    for server in servers {
+                        let _ = server.stop().await;
+                    }
+                    deployment.abandon().await;
+                    return Err(error);
+                }
+            }
+        }
+        Ok(Instance::strata_nodes(servers, dir, deployment.lease))
     }
 
     /// A new empty temp directory under the data parent (removed when dropped).
@@ -173,6 +270,25 @@ impl Launcher {
             .spawn(async move { app::open_state(&settings, Arc::new(SystemClock)).await })
             .await
             .context("the open task failed")?
+    }
+}
+
+/// The nodes of one Strata deployment, and its place on the shared engines if any.
+#[derive(Debug)]
+pub struct Deployment {
+    /// The settings of each node (the first also serves to seed fixtures).
+    pub nodes: Vec<Settings>,
+    /// The schema and prefix the nodes share (`None`: embedded, one node).
+    pub lease: Option<EngineLease>,
+}
+
+impl Deployment {
+    /// Give up a deployment that will not serve (no node running): remove its place on
+    /// the engines. The caller is already reporting a failure, so this one's is dropped.
+    pub async fn abandon(self) {
+        if let Some(lease) = self.lease {
+            let _ = lease.release().await;
+        }
     }
 }
 
@@ -217,11 +333,14 @@ pub fn external_endpoint(
 
 enum Running {
     Strata {
-        server: RunningServer,
+        servers: Vec<RunningServer>,
+        // Boxed: the settings it carries would make every instance as large.
+        lease: Option<Box<EngineLease>>,
         _dir: TempDir,
     },
     Sink(Sink),
     External,
+    RawS3(ObjectPrefix),
 }
 
 /// A running target.
@@ -234,6 +353,8 @@ pub struct Instance {
     pub cpu: ServerCpu,
     /// Whose RSS to report as the server's (`None`: only the whole process is known).
     pub rss_pid: Option<u32>,
+    /// The authorities of every node when there are several (requests go round robin).
+    nodes: Vec<String>,
     running: Running,
 }
 
@@ -241,31 +362,69 @@ impl Instance {
     /// A Strata instance started by [`Launcher::start_strata`] on a directory the
     /// instance now owns (removed at [`Instance::stop`]).
     pub fn strata(server: RunningServer, dir: TempDir) -> Self {
-        let endpoint = local_endpoint(server.addr, BENCH_KEY, BENCH_SECRET);
+        Self::strata_nodes(vec![server], dir, None)
+    }
+
+    /// The nodes of one deployment (at least one), with the engines' place they share.
+    fn strata_nodes(servers: Vec<RunningServer>, dir: TempDir, lease: Option<EngineLease>) -> Self {
+        let nodes: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
+        let first = servers.first().map_or_else(
+            || SocketAddr::from(([127, 0, 0, 1], 0)),
+            |server| server.addr,
+        );
         Self {
             kind: TargetKind::Strata,
-            endpoint,
+            endpoint: local_endpoint(first, BENCH_KEY, BENCH_SECRET),
             cpu: ServerCpu::InProcess,
             rss_pid: None,
-            running: Running::Strata { server, _dir: dir },
+            nodes,
+            running: Running::Strata {
+                servers,
+                lease: lease.map(Box::new),
+                _dir: dir,
+            },
         }
     }
 
-    /// A new client (its own connection pool) for this instance.
+    /// A new client (its own connection pool) for this instance, spreading requests
+    /// over its nodes in turn.
     pub fn client(&self) -> EbsClient {
-        EbsClient::new(self.endpoint.clone())
+        EbsClient::round_robin(self.endpoint.clone(), self.nodes.clone())
+    }
+
+    /// The S3 client and the key prefix of a raw S3 instance.
+    pub fn object_store(&self) -> anyhow::Result<(S3Client, String)> {
+        match &self.running {
+            Running::RawS3(objects) => Ok((objects.bucket.client(), objects.prefix.clone())),
+            _ => anyhow::bail!("{} is not an object store", self.kind.name()),
+        }
     }
 
     /// Stop it and remove its data. Clients must be dropped first (an idle keep-alive
     /// connection would otherwise hold the graceful shutdown).
     pub async fn stop(self) -> anyhow::Result<()> {
         match self.running {
-            Running::Strata { server, _dir } => server.stop().await,
+            Running::Strata {
+                servers,
+                lease,
+                _dir,
+            } => {
+                let mut stopped = Ok(());
+                for server in servers {
+                    stopped = stopped.and(server.stop().await);
+                }
+                // Only once no node uses them.
+                match lease {
+                    Some(lease) => stopped.and(lease.release().await),
+                    None => stopped,
+                }
+            }
             Running::Sink(sink) => {
                 sink.stop();
                 Ok(())
             }
             Running::External => Ok(()),
+            Running::RawS3(objects) => objects.remove().await,
         }
     }
 }

@@ -23,3 +23,123 @@ fn smoke_mode_runs_every_scenario_without_errors() {
         "{output}"
     );
 }
+
+/// A variable of the engines the next test needs. A missing one fails the test by name:
+/// tests that need engines never skip.
+fn engine_var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: this test needs PostgreSQL (DATABASE_URL, from \
+             `source ci/postgres.sh && pg_up`) and an S3 store (S3_ENDPOINT, S3_REGION, \
+             S3_BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY, from `source ci/ceph-rgw.sh && ceph_up`)"
+        )
+    })
+}
+
+/// The benchmark's schemas (`bench_…`) in the database.
+fn bench_schemas(runtime: &tokio::runtime::Runtime, url: &str) -> Vec<String> {
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to DATABASE_URL");
+        let driver = tokio::spawn(connection);
+        let rows = client
+            .query(
+                "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'bench\\_%'",
+                &[],
+            )
+            .await
+            .expect("list schemas");
+        drop(client);
+        let _ = driver.await;
+        rows.iter().map(|row| row.get(0)).collect()
+    })
+}
+
+/// The smoke sizes on PostgreSQL + S3 with two nodes, and the raw S3 baseline beside
+/// them: every operation succeeds, the ratios to raw S3 are reported, and each run's
+/// schema and objects are gone afterwards.
+#[test]
+fn smoke_on_postgres_and_s3_with_two_nodes_measures_raw_s3_too() {
+    use strata_bench::engines::{S3Bucket, SharedEngines};
+    use strata_bench::scenarios::Scenario;
+
+    let database = engine_var("DATABASE_URL");
+    let (endpoint, region, bucket) = (
+        engine_var("S3_ENDPOINT"),
+        engine_var("S3_REGION"),
+        engine_var("S3_BUCKET"),
+    );
+    let (key, secret) = (engine_var("S3_ACCESS_KEY"), engine_var("S3_SECRET_KEY"));
+    let prefix = format!("bench-smoke-{:016x}", rand::random::<u64>());
+    let s3 = S3Bucket::parse(
+        &format!("s3://{bucket}/{prefix}"),
+        Some(&endpoint),
+        &region,
+        key,
+        secret,
+    )
+    .expect("the S3 variables make a location");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let schemas_before = bench_schemas(&runtime, &database);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut options = strata_bench::BenchOptions::smoke(dir.path().to_path_buf());
+    options.scenarios = vec![
+        Scenario::Put,
+        Scenario::PutDup,
+        Scenario::Get,
+        Scenario::Start,
+    ];
+    options.sink = false;
+    options.disk_bytes = 0;
+    options.nodes = 2;
+    options.engines = SharedEngines {
+        postgres: Some(database.clone()),
+        s3: Some(s3.clone()),
+    };
+    let mut lines = Vec::new();
+    let results = strata_bench::run(&options, &mut |line| lines.push(line.to_owned()));
+    let output = lines.join("\n");
+    let results = results.unwrap_or_else(|e| panic!("smoke run failed: {e:#}\n{output}"));
+    assert_eq!(results.total_errors(), 0, "{output}");
+
+    assert!(
+        output.contains("metadata=postgres chunks=s3 nodes=2"),
+        "{output}"
+    );
+    for scenario in ["put", "put-dup", "get", "start"] {
+        assert!(
+            output.contains(&format!("run scenario={scenario} target=strata")),
+            "no strata run of {scenario}:\n{output}"
+        );
+    }
+    for scenario in ["put", "get"] {
+        assert!(
+            output.contains(&format!("run scenario={scenario} target=raw-s3")),
+            "no raw S3 run of {scenario}:\n{output}"
+        );
+    }
+    // Raw S3 has no dedup path: its put is the reference of Strata's put-dup.
+    assert!(
+        !output.contains("run scenario=put-dup target=raw-s3"),
+        "{output}"
+    );
+    for ratio in [
+        "ratio scenario=put target=strata to=raw-s3 ",
+        "ratio scenario=get target=strata to=raw-s3 ",
+        "ratio scenario=put-dup target=strata to=raw-s3-put ",
+    ] {
+        assert!(output.contains(ratio), "no `{ratio}`:\n{output}");
+    }
+
+    let left = runtime
+        .block_on(s3.client().list_keys(&format!("{prefix}/")))
+        .expect("list the test's prefix");
+    assert!(left.is_empty(), "objects left behind: {left:?}");
+    let stray: Vec<String> = bench_schemas(&runtime, &database)
+        .into_iter()
+        .filter(|schema| !schemas_before.contains(schema))
+        .collect();
+    assert!(stray.is_empty(), "schemas left behind: {stray:?}");
+}

@@ -16,6 +16,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use super::get::LIST_PAGE;
 use super::{RunContext, Scenario, Window, families, measurement, ms, upload};
 use crate::client::{ClientError, EbsClient};
@@ -23,7 +25,7 @@ use crate::payloads::PayloadSet;
 use crate::report::{Measurement, to_u64};
 use crate::scenarios::PoolOutcome;
 use crate::seed::{self, LineageSpec};
-use crate::targets::{Instance, Launcher, TargetKind, strata_settings};
+use crate::targets::{Deployment, Instance, Launcher, TargetKind};
 
 /// Most blocks seeded over HTTP (moto, `--endpoint`).
 pub const HTTP_SEED_LIMIT: usize = 2048;
@@ -88,29 +90,15 @@ pub async fn prepare(
             ),
         ];
         let dir = launcher.new_data_dir()?;
-        let settings = strata_settings(dir.path())?;
-        let state = launcher.open_strata_state(&settings).await?;
-        let owner = settings.root_account.clone();
-        let seeded = launcher
-            .server_runtime()
-            .spawn(async move {
-                let mut lineages = Vec::new();
-                for (label, spec) in specs {
-                    let (parent, child) = seed::lineage(&state, &owner, &pool, &spec).await?;
-                    lineages.push(Lineage {
-                        label,
-                        parent,
-                        child,
-                        changes: spec.changed_positions.len(),
-                    });
-                }
-                // Dropping the state here closes the database before the server opens it.
-                drop(state);
-                anyhow::Ok(lineages)
-            })
-            .await??;
-        let server = launcher.start_strata(&settings).await?;
-        let instance = Instance::strata(server, dir);
+        let deployment = launcher.strata_deployment(dir.path()).await?;
+        let seeded = match seed_lineages(launcher, &deployment, specs, pool).await {
+            Ok(seeded) => seeded,
+            Err(error) => {
+                deployment.abandon().await;
+                return Err(error);
+            }
+        };
+        let instance = launcher.start_deployment(deployment, dir).await?;
         return Ok((
             instance,
             ListFixture {
@@ -129,6 +117,37 @@ pub async fn prepare(
     }
     drop(client);
     Ok((instance, ListFixture { blocks, lineages }))
+}
+
+/// Seed the lineages of `specs` straight into the first node's state (before any node
+/// serves).
+async fn seed_lineages(
+    launcher: &Launcher,
+    deployment: &Deployment,
+    specs: [(&'static str, LineageSpec); 2],
+    pool: PayloadSet,
+) -> anyhow::Result<Vec<Lineage>> {
+    let settings = deployment.nodes.first().context("a deployment has nodes")?;
+    let state = launcher.open_strata_state(settings).await?;
+    let owner = settings.root_account.clone();
+    launcher
+        .server_runtime()
+        .spawn(async move {
+            let mut lineages = Vec::new();
+            for (label, spec) in specs {
+                let (parent, child) = seed::lineage(&state, &owner, &pool, &spec).await?;
+                lineages.push(Lineage {
+                    label,
+                    parent,
+                    child,
+                    changes: spec.changed_positions.len(),
+                });
+            }
+            // Dropping the state here closes the database before the server opens it.
+            drop(state);
+            anyhow::Ok(lineages)
+        })
+        .await?
 }
 
 /// Seed a lineage over HTTP: parent with every index, child with the changed ones.

@@ -10,11 +10,15 @@
 //! | `list` | ListSnapshotBlocks over a big snapshot; ListChangedBlocks over two lineages |
 //! | `start` | StartSnapshot + CompleteSnapshot(0) pairs at the start concurrency |
 //! | `mixed` | uploads to 4 snapshots and verified reads of another, at once |
+//!
+//! The raw S3 target runs only `put` and `get`, on objects instead of blocks
+//! ([`raw_s3`]).
 
 mod get;
 mod list;
 mod mixed;
 mod put;
+mod raw_s3;
 mod start;
 
 use std::future::Future;
@@ -32,7 +36,7 @@ use crate::options::BenchOptions;
 use crate::payloads::PayloadSet;
 use crate::profile::PerfControl;
 use crate::report::{Measurement, to_u64};
-use crate::targets::{Instance, Launcher};
+use crate::targets::{Instance, Launcher, TargetKind};
 
 /// The scenarios, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -74,10 +78,16 @@ impl Scenario {
         }
     }
 
-    /// Whether comparing with the sink means anything (the sink stores nothing, so its
-    /// listings are not a ceiling of Strata's).
-    pub fn uses_sink(self) -> bool {
-        self != Scenario::List
+    /// Whether the scenario is measured on `kind`. Comparing with the sink means nothing
+    /// for `list` (the sink stores nothing, so its listings are not a ceiling of
+    /// Strata's); a bare object store has only puts and gets, and a put of stored content
+    /// costs it what any put does.
+    pub fn measures(self, kind: TargetKind) -> bool {
+        match kind {
+            TargetKind::Sink => self != Scenario::List,
+            TargetKind::S3 => matches!(self, Scenario::Put | Scenario::Get),
+            TargetKind::Strata | TargetKind::Endpoint | TargetKind::Moto => true,
+        }
     }
 }
 
@@ -118,6 +128,13 @@ pub async fn run(
     context: &RunContext<'_>,
     instance: &Instance,
 ) -> anyhow::Result<Measurement> {
+    if instance.kind == TargetKind::S3 {
+        return match scenario {
+            Scenario::Put => raw_s3::put(context, instance).await,
+            Scenario::Get => raw_s3::get(context, instance).await,
+            _ => anyhow::bail!("{} does not run on raw S3", scenario.name()),
+        };
+    }
     match scenario {
         Scenario::Put => put::distinct(context, instance).await,
         Scenario::PutDup => put::duplicate(context, instance).await,
