@@ -1,7 +1,7 @@
 //! End-to-end tests: a real Strata server on a free port and a temporary data directory,
-//! driven by the strata client library (and by `qemu-img`, the `strata` binary and
-//! `coldsnap` when they are available, and a loop device when run as root; those tests
-//! print "skipped" otherwise, visible with `--nocapture`).
+//! driven by the strata client library, `qemu-img`, the `strata` binary, `coldsnap` and a
+//! loop device (as root). A test whose tool is missing fails and names it (`bash ci/test`
+//! installs everything).
 
 #[path = "shared/nodes.rs"]
 mod nodes;

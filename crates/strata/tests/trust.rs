@@ -8,8 +8,8 @@
 //!   read stops the start, naming the file and the chmod that fixes it.
 //! * Scoped keys of the config file, added and revoked by SIGHUP.
 //!
-//! boto3 and the aws CLI are skipped with a note on a developer's machine without them
-//! and required under CI (`CI=true`), where `ci/test` installs them.
+//! boto3 and the aws CLI are required (a test without them fails, naming them); `ci/test`
+//! installs them.
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -378,13 +378,10 @@ fn available(program: &str, probe: &[&str]) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var("CI").map_or(true, |ci| ci != "true"),
-            "{program} is required under CI (ci/test installs it)"
-        );
-        println!("skipped: {program} is not installed (ci/test installs it)");
-    }
+    assert!(
+        found,
+        "{program} is not installed: this test needs it (`bash ci/test` installs it)"
+    );
     found
 }
 

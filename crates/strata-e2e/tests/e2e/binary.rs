@@ -4,7 +4,7 @@
 //!
 //! Cargo only provides the path of binaries of the test's own package, so the binary is
 //! looked up next to the test executable (`target/<profile>/strata`, built by
-//! `cargo build -p strata`); without it the tests print "skipped".
+//! `cargo build -p strata`); without it the tests fail, naming it.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -22,7 +22,7 @@ fn strata_binary() -> Option<PathBuf> {
     if binary.is_file() {
         Some(binary)
     } else {
-        super::harness::skip(&format!(
+        super::harness::required(&format!(
             "the strata binary is not built ({} missing; run cargo build -p strata)",
             binary.display()
         ));

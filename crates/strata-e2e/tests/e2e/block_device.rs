@@ -1,5 +1,5 @@
 //! A block device as download target and upload source, through a loop device. Needs root
-//! and `losetup`; prints "skipped" otherwise.
+//! and `losetup`; fails, naming what is missing, otherwise.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,12 +23,12 @@ impl LoopDevice {
         {
             Ok(output) => output,
             Err(error) => {
-                super::harness::skip(&format!("losetup does not run ({error})"));
+                super::harness::required(&format!("losetup does not run ({error})"));
                 return None;
             }
         };
         if !output.status.success() {
-            super::harness::skip(&format!(
+            super::harness::required(&format!(
                 "cannot attach a loop device ({})",
                 String::from_utf8_lossy(&output.stderr).trim()
             ));

@@ -1,5 +1,5 @@
 //! Interoperability with coldsnap, both ways, when `coldsnap` is on PATH (CI installs it);
-//! otherwise each test prints "skipped: coldsnap not on PATH".
+//! otherwise each test fails, naming it.
 
 use std::process::{Command, Output};
 use std::time::Instant;
@@ -15,7 +15,7 @@ fn coldsnap_available() -> bool {
         std::env::split_paths(&paths).any(|dir| dir.join("coldsnap").is_file())
     });
     if !found {
-        super::harness::skip("coldsnap not on PATH");
+        super::harness::required("coldsnap not on PATH");
     }
     found
 }

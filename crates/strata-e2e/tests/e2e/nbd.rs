@@ -68,7 +68,7 @@ async fn uploaded(server: &TestServer, image: &Path) -> SnapshotId {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qemu_img_converts_the_export_to_an_identical_image() {
     if !on_path("qemu-img") {
-        super::harness::skip("qemu-img not on PATH");
+        super::harness::required("qemu-img not on PATH");
         return;
     }
     let server = TestServer::start().await;
