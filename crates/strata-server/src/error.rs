@@ -139,16 +139,10 @@ impl From<ServiceError> for ApiError {
     }
 }
 
-/// Whether a storage failure is a full disk (ENOSPC): an I/O error of that kind, or one the
-/// database library passed on as text only (redb's storage errors keep the message, not the
-/// kind).
+/// Whether a storage failure is a full disk (ENOSPC).
 fn is_out_of_space(error: &strata_core::ports::StoreError) -> bool {
-    use strata_core::ports::StoreError;
-    match error {
-        StoreError::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
-        StoreError::Backend(why) => why.contains("No space left on device"),
-        _ => false,
-    }
+    matches!(error, strata_core::ports::StoreError::Io { source, .. }
+        if source.kind() == std::io::ErrorKind::StorageFull)
 }
 
 /// An error with its sources, `a: b: c`, for the log.

@@ -263,7 +263,11 @@ impl<T, E: From<StoreError>> Answer<T, E> {
 }
 
 fn backend(error: impl Into<redb::Error>) -> StoreError {
-    StoreError::Backend(format!("metadata database: {}", error.into()))
+    match error.into() {
+        // The I/O error itself, not its text: a full disk stays recognisable as one.
+        redb::Error::Io(io) => StoreError::io("write the metadata database", io),
+        error => StoreError::Backend(format!("metadata database: {error}")),
+    }
 }
 
 fn decode_record(bytes: &[u8]) -> Result<SnapshotRecord, StoreError> {

@@ -318,7 +318,7 @@ fn commit_group(db: &Database, segments: &Segments, group: &[Request]) -> Result
                 .map_err(|_| StoreError::Backend(format!("a chunk of {} bytes", data.len())))?;
             let (segment, offset) = segments
                 .allocate(u64::from(len))
-                .map_err(|e| StoreError::Backend(format!("cannot allocate a chunk slot: {e}")))?;
+                .map_err(|e| StoreError::io("allocate a chunk slot", e))?;
             let location = Location {
                 segment: segment.id,
                 offset,
@@ -345,16 +345,15 @@ fn commit_group(db: &Database, segments: &Segments, group: &[Request]) -> Result
         let parts: Vec<&[u8]> = placed[start..end].iter().map(|p| p.3).collect();
         segment
             .write_all_vectored_at(first.offset, &parts)
-            .map_err(|e| {
-                StoreError::Backend(format!("cannot write {}: {e}", segment.path().display()))
-            })?;
+            // The I/O error itself, not its text: a full disk stays recognisable as one.
+            .map_err(|e| StoreError::io(format!("write {}", segment.path().display()), e))?;
         written.entry(segment.id).or_insert(segment);
         start = end;
     }
     for segment in written.values() {
-        segment.sync().map_err(|e| {
-            StoreError::Backend(format!("cannot sync {}: {e}", segment.path().display()))
-        })?;
+        segment
+            .sync()
+            .map_err(|e| StoreError::io(format!("sync {}", segment.path().display()), e))?;
     }
     let txn = db.begin_write().map_err(backend)?;
     {
@@ -432,7 +431,7 @@ mod tests {
         );
         let insert = inserted.recv().expect("answered");
         assert!(
-            matches!(&insert, Err(StoreError::Backend(why)) if why.contains("No space left")),
+            matches!(&insert, Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::StorageFull),
             "{insert:?}"
         );
         let removal = removed.recv().expect("answered");
