@@ -480,3 +480,46 @@ async fn another_snapshot_under_the_same_id_is_refused_never_overwritten() {
     assert_eq!(held, stranger);
     assert_ne!(held.owner, owner);
 }
+
+#[tokio::test]
+async fn other_content_or_a_taken_client_token_in_the_target_is_refused() {
+    let source = source().await;
+    let metadata = Arc::new(MemoryMetadataStore::new());
+    let chunks = Arc::new(MemoryChunkStore::new());
+    let originals = records(&source.metadata).await;
+    // Owner 2's snapshot (it has no parent) and owner 1's base.
+    let (_, owned_by_two) = &source.completed[5];
+    let (_, base) = &source.completed[0];
+
+    // Owner 2's id completed in the target with another root (same owner, lineage).
+    let mut other = originals
+        .iter()
+        .find(|r| r.id == *owned_by_two)
+        .expect("owner 2's")
+        .clone();
+    other.root = None;
+    metadata
+        .create_snapshot(other.clone())
+        .await
+        .expect("create");
+    // The base's client token already used by another snapshot of its owner.
+    let mut taker = pending(&snapshot_id(0xbeef), &account(1), 1);
+    taker.client_token = Some("base-token".into());
+    metadata.create_snapshot(taker).await.expect("create");
+
+    let report = migrate(&source, &metadata, &chunks).await;
+    match outcome_of(&report, owned_by_two) {
+        Outcome::Failed(why) => assert!(why.contains("other content"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    match outcome_of(&report, base) {
+        Outcome::Failed(why) => assert!(why.contains("client token already names"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        metadata.snapshot(owned_by_two).await.expect("read"),
+        Some(other),
+        "left alone"
+    );
+    assert_eq!(metadata.snapshot(base).await.expect("read"), None);
+}

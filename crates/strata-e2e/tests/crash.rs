@@ -23,7 +23,7 @@ use rand::Rng;
 use strata_cli::SnapshotClient;
 use strata_types::{BlockIndex, SnapshotId};
 
-use nodes::{Cluster, admin, aggregate, block, strata_binary};
+use nodes::{Cluster, admin, aggregate, block, strata_binary, try_start_snapshot};
 
 /// Blocks per snapshot.
 const BLOCKS: u32 = 8;
@@ -61,16 +61,7 @@ async fn upload_until_the_crash(
     let binary = strata_binary();
     for round in 0u64.. {
         let seed = (worker + round) % 3;
-        let Ok(id) = client
-            .start_snapshot(&strata_cli::api::StartRequest {
-                volume_size: strata_types::VolumeSize::from_gib(1).expect("size"),
-                parent: None,
-                description: None,
-                tags: Vec::new(),
-                timeout_minutes: None,
-            })
-            .await
-        else {
+        let Ok(id) = try_start_snapshot(&client).await else {
             return;
         };
         note(&ledger, &id, |e| e.seed = seed);

@@ -78,6 +78,24 @@ const BENCH_EXAMPLES: &str = "Examples:
   strata bench --repeat 3
   strata bench --smoke            # a few seconds of everything";
 
+/// Where the S3 bucket is and its keys: flags of `serve` (each also a config-file key of
+/// the same name) and `migrate`.
+#[derive(Debug, clap::Args)]
+struct S3Args {
+    /// The S3 endpoint, e.g. http://127.0.0.1:7480 (unset: AWS S3) [config: s3_endpoint].
+    #[arg(long, env = "STRATA_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// The S3 signing region (default us-east-1) [config: s3_region].
+    #[arg(long, env = "STRATA_S3_REGION")]
+    s3_region: Option<String>,
+    /// The bucket's access key id [config: s3_access_key_id].
+    #[arg(long, env = "STRATA_S3_ACCESS_KEY_ID")]
+    s3_access_key_id: Option<String>,
+    /// The bucket's secret access key; prefer the environment [config: s3_secret_access_key].
+    #[arg(long, env = "STRATA_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    s3_secret_access_key: Option<String>,
+}
+
 /// `strata migrate`'s flags.
 #[derive(Debug, clap::Args)]
 struct MigrateArgs {
@@ -91,18 +109,8 @@ struct MigrateArgs {
     /// The target's chunk store: s3://BUCKET[/PREFIX] (or `embedded`, with --data-dir).
     #[arg(long, env = "STRATA_CHUNKS")]
     chunks: String,
-    /// The S3 endpoint, e.g. http://127.0.0.1:7480 (unset: AWS S3).
-    #[arg(long, env = "STRATA_S3_ENDPOINT")]
-    s3_endpoint: Option<String>,
-    /// The S3 signing region (default us-east-1).
-    #[arg(long, env = "STRATA_S3_REGION")]
-    s3_region: Option<String>,
-    /// The bucket's access key id.
-    #[arg(long, env = "STRATA_S3_ACCESS_KEY_ID")]
-    s3_access_key_id: Option<String>,
-    /// The bucket's secret access key; prefer the environment.
-    #[arg(long, env = "STRATA_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
-    s3_secret_access_key: Option<String>,
+    #[command(flatten)]
+    s3: S3Args,
     /// The target's own data directory, when its metadata or chunks are embedded.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -163,18 +171,8 @@ struct ServeArgs {
     /// s3://BUCKET[/PREFIX], a bucket that exists, shared by several nodes [config: chunks].
     #[arg(long, env = "STRATA_CHUNKS")]
     chunks: Option<String>,
-    /// The S3 endpoint, e.g. http://127.0.0.1:7480 (unset: AWS S3) [config: s3_endpoint].
-    #[arg(long, env = "STRATA_S3_ENDPOINT")]
-    s3_endpoint: Option<String>,
-    /// The S3 signing region (default us-east-1) [config: s3_region].
-    #[arg(long, env = "STRATA_S3_REGION")]
-    s3_region: Option<String>,
-    /// The bucket's access key id [config: s3_access_key_id].
-    #[arg(long, env = "STRATA_S3_ACCESS_KEY_ID")]
-    s3_access_key_id: Option<String>,
-    /// The bucket's secret access key; prefer the environment [config: s3_secret_access_key].
-    #[arg(long, env = "STRATA_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
-    s3_secret_access_key: Option<String>,
+    #[command(flatten)]
+    s3: S3Args,
     /// Serve HTTPS with this PEM certificate chain (with --tls-key); reloaded on SIGHUP
     /// [config: tls_cert].
     #[arg(long, requires = "tls_key")]
@@ -323,10 +321,13 @@ impl ServeInput {
         let chunks = &mut settings.chunks;
         for (setting, flag) in [
             (&mut chunks.chunks, &args.chunks),
-            (&mut chunks.s3_endpoint, &args.s3_endpoint),
-            (&mut chunks.s3_region, &args.s3_region),
-            (&mut chunks.s3_access_key_id, &args.s3_access_key_id),
-            (&mut chunks.s3_secret_access_key, &args.s3_secret_access_key),
+            (&mut chunks.s3_endpoint, &args.s3.s3_endpoint),
+            (&mut chunks.s3_region, &args.s3.s3_region),
+            (&mut chunks.s3_access_key_id, &args.s3.s3_access_key_id),
+            (
+                &mut chunks.s3_secret_access_key,
+                &args.s3.s3_secret_access_key,
+            ),
         ] {
             if flag.is_some() {
                 setting.clone_from(flag);
@@ -393,10 +394,10 @@ async fn run_migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let metadata = MetadataBackend::parse(&args.metadata).map_err(|e| usage("--metadata", e))?;
     let chunks = ChunkOptions {
         chunks: Some(args.chunks.clone()),
-        s3_endpoint: args.s3_endpoint.clone(),
-        s3_region: args.s3_region.clone(),
-        s3_access_key_id: args.s3_access_key_id.clone(),
-        s3_secret_access_key: args.s3_secret_access_key.clone(),
+        s3_endpoint: args.s3.s3_endpoint.clone(),
+        s3_region: args.s3.s3_region.clone(),
+        s3_access_key_id: args.s3.s3_access_key_id.clone(),
+        s3_secret_access_key: args.s3.s3_secret_access_key.clone(),
     }
     .resolve()
     .map_err(|e| UsageError(format!("{e:#}")))?;

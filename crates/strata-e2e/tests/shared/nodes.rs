@@ -311,6 +311,13 @@ pub fn aggregate(seed: u64, indexes: impl IntoIterator<Item = u32>) -> ChunkDige
 }
 
 pub async fn start_snapshot(client: &SnapshotClient) -> SnapshotId {
+    try_start_snapshot(client).await.expect("StartSnapshot")
+}
+
+/// StartSnapshot of a 1 GiB volume, which may fail (the server may be gone).
+pub async fn try_start_snapshot(
+    client: &SnapshotClient,
+) -> Result<SnapshotId, strata_cli::ApiError> {
     client
         .start_snapshot(&StartRequest {
             volume_size: VolumeSize::from_gib(1).expect("size"),
@@ -320,7 +327,6 @@ pub async fn start_snapshot(client: &SnapshotClient) -> SnapshotId {
             timeout_minutes: None,
         })
         .await
-        .expect("StartSnapshot")
 }
 
 pub async fn put(client: &SnapshotClient, snapshot: &SnapshotId, seed: u64, index: u32) {

@@ -364,7 +364,7 @@ pub fn on_postgres_and_s3() -> bool {
     }
 }
 
-fn var(name: &str) -> String {
+pub fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!(
             "{name} is not set: tests on PostgreSQL and S3 need DATABASE_URL (from \

@@ -11,8 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_ebs::primitives::ByteStream;
-use aws_sdk_ebs::types::ChecksumAlgorithm;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
@@ -22,8 +20,8 @@ use strata_server::app;
 use strata_server::stores::MetadataBackend;
 use tokio::net::TcpListener;
 
-use crate::harness::{ROOT_KEY, ROOT_SECRET, TestClock, block, checksum, client_at, fresh_engines};
-use crate::sdk::{complete, start};
+use crate::harness::{ROOT_KEY, ROOT_SECRET, TestClock, block, client_at, fresh_engines, var};
+use crate::sdk::{complete, put_request, start};
 
 /// What the proxy does with the requests it receives.
 #[derive(Debug, Clone, Copy, Default)]
@@ -169,12 +167,6 @@ async fn forward(
     hyper::Response::from_parts(parts, Full::new(body))
 }
 
-fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: this test needs PostgreSQL and Ceph RGW (ci/postgres.sh, ci/ceph-rgw.sh)")
-    })
-}
-
 /// One PutSnapshotBlock, timed: its HTTP status (200 or the error's).
 async fn timed_put(
     client: &aws_sdk_ebs::Client,
@@ -183,16 +175,7 @@ async fn timed_put(
     data: &[u8],
 ) -> (u16, Duration) {
     let started = Instant::now();
-    let result = client
-        .put_snapshot_block()
-        .snapshot_id(id)
-        .block_index(index)
-        .block_data(ByteStream::from(data.to_vec()))
-        .data_length(i32::try_from(data.len()).expect("len"))
-        .checksum(checksum(data))
-        .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
-        .send()
-        .await;
+    let result = put_request(client, id, index, data).send().await;
     let status = match result {
         Ok(_) => 200,
         Err(error) => error.raw_response().map_or(0, |r| r.status().as_u16()),

@@ -34,6 +34,19 @@ pub async fn start_with_timeout(client: &Client, minutes: i32) -> String {
 }
 
 pub async fn put(client: &Client, id: &str, index: i32, data: &[u8]) {
+    put_request(client, id, index, data)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("PutSnapshotBlock {id}/{index}: {e:?}"));
+}
+
+/// A PutSnapshotBlock of `data` with its checksum, ready to send.
+pub fn put_request(
+    client: &Client,
+    id: &str,
+    index: i32,
+    data: &[u8],
+) -> aws_sdk_ebs::operation::put_snapshot_block::builders::PutSnapshotBlockFluentBuilder {
     client
         .put_snapshot_block()
         .snapshot_id(id)
@@ -42,9 +55,6 @@ pub async fn put(client: &Client, id: &str, index: i32, data: &[u8]) {
         .data_length(i32::try_from(data.len()).expect("len"))
         .checksum(checksum(data))
         .checksum_algorithm(ChecksumAlgorithm::ChecksumAlgorithmSha256)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("PutSnapshotBlock {id}/{index}: {e:?}"));
 }
 
 pub async fn complete(client: &Client, id: &str, count: i32, aggregate: Option<String>) {
