@@ -72,6 +72,8 @@ pub async fn lineage(
             at_ms: state.clock.now_ms(),
             // Re-used content: its chunk was registered by the puts above.
             stored_size: None,
+            // The bench seeds plaintext snapshots.
+            checksum: None,
         };
         let metadata = metadata.clone();
         writes.spawn(async move { metadata.record_block(write).await });

@@ -94,6 +94,13 @@ pub enum ServiceError {
     /// Block writes kept racing with CompleteSnapshot.
     #[error("{0}")]
     ConflictingBlockUpdate(String),
+    /// The KMS key is unknown, disabled, not the one the snapshot's lineage uses, or the
+    /// server has no master key to use it with.
+    #[error("{0}")]
+    InvalidCustomerKey(String),
+    /// The KMS key belongs to another account.
+    #[error("{0}")]
+    KeyAccessDenied(String),
     /// Stored data failed its checksum or is missing: never served.
     #[error("{0}")]
     CorruptData(String),

@@ -230,6 +230,7 @@ mod tests {
             tags: Vec::new(),
             encrypted: false,
             kms_key_arn: None,
+            encryption_key: None,
             timeout_minutes: 60,
             client_token: None,
             start_fingerprint: String::new(),

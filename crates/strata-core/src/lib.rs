@@ -24,6 +24,7 @@
 //! | readers see a snapshot exactly when it is `completed` | the status and the root change in the same transaction; reads require `completed` |
 //! | no wrong byte is ever served | [`ports::ChunkStore::get`] returns only bytes that match the checksum recorded when they were stored (computed from bytes whose SHA-256 was verified), else an error |
 //! | tokens cannot be forged or moved | [`tokens`]: keyed MAC over payload and context |
+//! | no block of an encrypted snapshot is stored in plaintext, and none is read without its key | the Put seals the block ([`encryption::DataKey::seal`]) before the chunk store sees it, under the key chosen at StartSnapshot; the read opens it only under that key, while the key is enabled ([`service`]'s `keys.rs`) |
 //!
 //! # Lineage
 //! Every snapshot records its `lineage`: the id of its oldest ancestor. Two snapshots are
@@ -35,6 +36,7 @@ pub mod body;
 pub mod buffers;
 pub mod checksum;
 pub mod clock;
+pub mod encryption;
 pub mod error;
 pub mod gc;
 pub mod leases;

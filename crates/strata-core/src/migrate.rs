@@ -220,6 +220,16 @@ where
     }
 
     async fn migrate(&self, source: &SnapshotRecord) -> SnapshotReport {
+        if let Some(key) = &source.encryption_key {
+            // Its blocks are sealed under a key of the source's key service, which a
+            // migration does not carry over (nor the master key that unwraps it).
+            return SnapshotReport::new(
+                source,
+                Outcome::Skipped(format!(
+                    "encrypted at rest under key {key}; encrypted snapshots are not migrated"
+                )),
+            );
+        }
         let expected = target_record(source, self.clock.now_ms());
         // Counts of a copy that fails halfway are kept: what it stored is in the target.
         let mut report = SnapshotReport::new(source, Outcome::Copied);
@@ -711,6 +721,7 @@ mod tests {
             tags: Vec::new(),
             encrypted: false,
             kms_key_arn: None,
+            encryption_key: None,
             timeout_minutes: 60,
             client_token: None,
             start_fingerprint: String::new(),

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use strata_types::{AccountId, BlockIndex, ChunkDigest, SnapshotId};
 
 use crate::block_map::{NodeHash, NodeSource};
+use crate::encryption::KeyRecord;
 use crate::retry::AsStoreError;
 use crate::snapshot::SnapshotRecord;
 
@@ -155,6 +156,12 @@ pub struct BlockWrite {
     /// ([`RecordBlockError::ChunkNotRegistered`]). Ignored for the zero block, which is
     /// never stored.
     pub stored_size: Option<u64>,
+    /// An opaque value kept with the write until the seal, replacing the previous write's
+    /// at this index (and removed by a write without one). For an encrypted snapshot: the
+    /// client's checksum of the plaintext, masked under the snapshot's key, which
+    /// CompleteSnapshot's aggregate check needs since `digest` names the ciphertext
+    /// ([`crate::encryption`]). `None` for a plaintext snapshot.
+    pub checksum: Option<[u8; 32]>,
 }
 
 /// Why a block write was not recorded.
@@ -192,6 +199,9 @@ impl AsStoreError for RecordBlockError {
 pub struct PendingWrites {
     /// Final content per written index, ascending, unique.
     pub blocks: Vec<(BlockIndex, ChunkDigest)>,
+    /// The [`BlockWrite::checksum`] of the final write per index, for the indexes whose
+    /// final write carried one; ascending, unique.
+    pub checksums: Vec<(BlockIndex, [u8; 32])>,
     /// The snapshot's write sequence number when this view was taken.
     pub sequence: u64,
 }
@@ -349,6 +359,32 @@ pub trait MetadataStore: Send + Sync + 'static {
         name: &str,
         candidate: Vec<u8>,
     ) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
+
+    /// Store a key of the local key service ([`crate::encryption`]) unless a key with its
+    /// id exists; returns the key as stored (the first stored wins, so two processes
+    /// creating an account's default key at once both get the same one). Durable on
+    /// return.
+    fn create_key(
+        &self,
+        key: KeyRecord,
+    ) -> impl Future<Output = Result<KeyRecord, StoreError>> + Send;
+
+    /// The key `id`, if it exists.
+    fn key(&self, id: &str) -> impl Future<Output = Result<Option<KeyRecord>, StoreError>> + Send;
+
+    /// Every key owned by `owner` (every key when `None`), ordered by id.
+    fn keys(
+        &self,
+        owner: Option<&AccountId>,
+    ) -> impl Future<Output = Result<Vec<KeyRecord>, StoreError>> + Send;
+
+    /// Enable or disable the key `id`, atomically; returns the key as stored now, or
+    /// `None` if there is no such key. Durable on return.
+    fn set_key_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+    ) -> impl Future<Output = Result<Option<KeyRecord>, StoreError>> + Send;
 
     /// A node reader for tree walks (which run on blocking threads).
     fn nodes(&self) -> Result<Self::Nodes, StoreError>;

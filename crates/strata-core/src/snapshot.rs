@@ -63,10 +63,16 @@ pub struct SnapshotRecord {
     pub description: Option<String>,
     /// Tags given at start.
     pub tags: Vec<Tag>,
-    /// Requested encryption flag (stored and reported; data is not yet encrypted at rest).
+    /// Whether the snapshot is reported as encrypted.
     pub encrypted: bool,
-    /// Requested KMS key.
+    /// The KMS key reported: for a snapshot encrypted at rest, the ARN of the key that
+    /// encrypts its blocks.
     pub kms_key_arn: Option<String>,
+    /// The id of the key whose data key encrypts the blocks ([`crate::encryption`]);
+    /// `None` for blocks stored in plaintext (also for the snapshots a version without
+    /// encryption at rest recorded as `encrypted`).
+    #[serde(default)]
+    pub encryption_key: Option<String>,
     /// Inactivity timeout in minutes.
     pub timeout_minutes: u32,
     /// Idempotency token given at start, if any.

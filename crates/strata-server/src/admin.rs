@@ -1,13 +1,17 @@
-//! Strata's admin API (`strata_wire::admin`): list, show and delete snapshots, and run
-//! garbage collection. JSON over SigV4 (service `strata`); GC is for the root account only.
+//! Strata's admin API (`strata_wire::admin`): list, show and delete snapshots, run
+//! garbage collection, and manage the encryption keys. JSON over SigV4 (service `strata`);
+//! GC is for the root account only.
 
 use axum::response::Response;
 use http::request::Parts;
 use http::{Method, StatusCode};
 use strata_core::ServiceError;
+use strata_core::encryption::KeyRecord;
 use strata_core::snapshot::SnapshotRecord;
-use strata_types::SnapshotId;
-use strata_wire::admin::{AdminSnapshot, AdminTag, GcSummary, PREFIX, SnapshotList};
+use strata_types::{AccountId, SnapshotId};
+use strata_wire::admin::{
+    AdminKey, AdminSnapshot, AdminTag, GcSummary, KeyList, PREFIX, SnapshotList,
+};
 use strata_wire::query::Query;
 use strata_wire::{ErrorCode, Reason, WireError};
 
@@ -31,6 +35,10 @@ pub fn operation_name(method: &Method, path: &str) -> &'static str {
         (&Method::GET, ["snapshots", _]) => "AdminDescribeSnapshot",
         (&Method::DELETE, ["snapshots", _]) => "AdminDeleteSnapshot",
         (&Method::POST, ["gc"]) => "AdminCollectGarbage",
+        (&Method::POST, ["keys"]) => "AdminCreateKey",
+        (&Method::GET, ["keys"]) => "AdminListKeys",
+        (&Method::POST, ["keys", _, "disable"]) => "AdminDisableKey",
+        (&Method::POST, ["keys", _, "enable"]) => "AdminEnableKey",
         _ => "AdminUnknown",
     }
 }
@@ -80,6 +88,60 @@ pub async fn handle(
                 .get("dryRun")
                 .is_some_and(|v| v == "true");
             json_response(200, &run_gc(state, dry_run).await?)
+        }
+        (&Method::POST, ["keys"]) => {
+            let query = Query::parse(parts.uri.query());
+            let owner = match query.get("account") {
+                Some(id) => {
+                    let id = AccountId::parse(id).map_err(|e| {
+                        ApiError(WireError::validation(
+                            Reason::InvalidParameterValue,
+                            format!("account: {e}"),
+                        ))
+                    })?;
+                    if id != caller.account && caller.account != state.root_account {
+                        return Err(root_only("create keys for another account"));
+                    }
+                    id
+                }
+                None => caller.account.clone(),
+            };
+            let description = query.get("description").map(str::to_owned);
+            let key = state.service.create_key(&owner, description).await?;
+            tracing::info!(key = %key.arn, account = %owner, "created an encryption key");
+            json_response(201, &admin_key(&key))
+        }
+        (&Method::GET, ["keys"]) => {
+            let root = caller.account == state.root_account;
+            let keys = state
+                .service
+                .list_keys((!root).then_some(&caller.account))
+                .await?;
+            json_response(
+                200,
+                &KeyList {
+                    keys: keys.iter().map(admin_key).collect(),
+                },
+            )
+        }
+        (&Method::POST, ["keys", key, verb @ ("disable" | "enable")]) => {
+            let key = percent_decoded(key);
+            let owned = state
+                .service
+                .list_keys((caller.account != state.root_account).then_some(&caller.account))
+                .await?
+                .into_iter()
+                .any(|k| k.id == key || k.arn == key);
+            if !owned {
+                return Err(ServiceError::InvalidCustomerKey(format!(
+                    "The KMS key '{key}' does not exist."
+                ))
+                .into());
+            }
+            let enabled = *verb == "enable";
+            let stored = state.service.set_key_enabled(&key, enabled).await?;
+            tracing::info!(key = %stored.arn, enabled, "changed an encryption key");
+            json_response(200, &admin_key(&stored))
         }
         _ => Err(ApiError(WireError::new(
             ErrorCode::UnknownOperationException,
@@ -140,6 +202,33 @@ pub async fn run_gc(state: &AppState, dry_run: bool) -> Result<GcSummary, Servic
 
 fn snapshot_id(text: &str) -> Result<SnapshotId, ApiError> {
     SnapshotId::parse(text).map_err(|e| ApiError::validation(Reason::InvalidSnapshotId, e.0))
+}
+
+fn admin_key(key: &KeyRecord) -> AdminKey {
+    AdminKey {
+        key_id: key.id.clone(),
+        arn: key.arn.clone(),
+        account: key.owner.to_string(),
+        description: key.description.clone(),
+        enabled: key.enabled,
+        account_default: key.account_default,
+        created_ms: key.created_ms,
+    }
+}
+
+fn root_only(what: &str) -> ApiError {
+    ApiError(WireError::new(
+        ErrorCode::AccessDeniedException,
+        Some(Reason::UnauthorizedAccount),
+        format!("Only the root account may {what}."),
+    ))
+}
+
+/// A path segment with its percent-escapes decoded (an ARN's `:` and `/` arrive escaped).
+fn percent_decoded(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn admin_snapshot(record: &SnapshotRecord) -> AdminSnapshot {

@@ -148,12 +148,38 @@ pub async fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::R
         settings.config_file.clone(),
     )?;
     let tokens = TokenIssuer::new(token_key(&stores.metadata, &settings.data_dir).await?);
-    let service = SnapshotService::new(
+    let mut service = SnapshotService::new(
         Arc::new(stores.metadata),
         Arc::new(stores.chunks),
         tokens,
         Arc::clone(&clock),
     );
+    match crate::master_key::encryption_config(settings)? {
+        Some((config, source)) => {
+            use crate::master_key::MasterKeySource;
+            match &source {
+                MasterKeySource::Generated(path) => tracing::warn!(
+                    file = %path.display(),
+                    "generated the master key that wraps the encryption keys; keep a copy \
+                     away from the data (without it encrypted snapshots cannot be read), or \
+                     give --master-key-file to keep it elsewhere"
+                ),
+                MasterKeySource::File(path) => {
+                    tracing::info!(file = %path.display(), "encryption at rest: master key from a file");
+                }
+                MasterKeySource::Environment => {
+                    tracing::info!("encryption at rest: master key from STRATA_MASTER_KEY");
+                }
+            }
+            if config.by_default {
+                tracing::info!("every new snapshot is encrypted at rest (encryption by default)");
+            }
+            service = service.with_encryption(config);
+        }
+        None => tracing::info!(
+            "no master key (--master-key-file or STRATA_MASTER_KEY): requests to encrypt are refused"
+        ),
+    }
     let metrics = crate::metrics::Metrics::new(service.clone());
     Ok(AppState {
         service,

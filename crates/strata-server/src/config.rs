@@ -94,6 +94,13 @@ pub struct ConfigFile {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of the listener (with `tls_cert`).
     pub tls_key: Option<PathBuf>,
+    /// File holding the master key that wraps the encryption keys (else
+    /// `STRATA_MASTER_KEY`, else `master.key` in the data directory of an embedded store).
+    pub master_key_file: Option<PathBuf>,
+    /// Encrypt every new snapshot at rest, asked or not (AWS's encryption by default).
+    pub encrypt_by_default: Option<bool>,
+    /// The region named in the ARNs of encryption keys.
+    pub region: Option<String>,
 }
 
 /// How the server writes its log lines (to stderr).
@@ -229,6 +236,35 @@ pub struct Settings {
     pub tls: Option<crate::tls::TlsFiles>,
     /// The config file these settings were read from, read again on SIGHUP for its keys.
     pub config_file: Option<PathBuf>,
+    /// Encryption at rest.
+    pub encryption: EncryptionSettings,
+}
+
+/// Default region named in the ARNs of encryption keys.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// Where the master key comes from, and how new snapshots are encrypted.
+#[derive(Clone, Default)]
+pub struct EncryptionSettings {
+    /// A file holding the master key (`--master-key-file`), private to the server's user.
+    pub master_key_file: Option<PathBuf>,
+    /// The master key itself (`STRATA_MASTER_KEY`); loses to the file.
+    pub master_key: Option<String>,
+    /// Encrypt every new snapshot (`--encrypt-by-default`).
+    pub by_default: bool,
+    /// The region of key ARNs (`--region`; default us-east-1).
+    pub region: Option<String>,
+}
+
+impl std::fmt::Debug for EncryptionSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncryptionSettings")
+            .field("master_key_file", &self.master_key_file)
+            .field("master_key", &self.master_key.as_ref().map(|_| "(set)"))
+            .field("by_default", &self.by_default)
+            .field("region", &self.region)
+            .finish()
+    }
 }
 
 /// Bounds on connections and on the time and memory requests in flight may take.
@@ -280,6 +316,7 @@ impl Settings {
             metrics_listen: None,
             tls: None,
             config_file: None,
+            encryption: EncryptionSettings::default(),
         })
     }
 
@@ -382,6 +419,16 @@ impl Settings {
             }
             (None, None) => {}
             _ => anyhow::bail!("tls_cert and tls_key go together: set both or neither"),
+        }
+        if let Some(path) = &file.master_key_file {
+            self.encryption.master_key_file = Some(path.clone());
+        }
+        if let Some(on) = file.encrypt_by_default {
+            self.encryption.by_default = on;
+        }
+        if let Some(region) = &file.region {
+            anyhow::ensure!(!region.is_empty(), "region must not be empty");
+            self.encryption.region = Some(region.clone());
         }
         if let Some(mib) = file.body_budget_mib {
             // One block must fit, or no PutSnapshotBlock could ever run.

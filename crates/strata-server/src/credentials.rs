@@ -70,6 +70,10 @@ pub const OPERATIONS: &[&str] = &[
     "AdminDescribeSnapshot",
     "AdminDeleteSnapshot",
     "AdminCollectGarbage",
+    "AdminCreateKey",
+    "AdminListKeys",
+    "AdminDisableKey",
+    "AdminEnableKey",
     "GetMetrics",
 ];
 

@@ -83,6 +83,8 @@ pub fn client_message(error: &ServiceError) -> String {
         | ServiceError::SnapshotNotFound(_)
         | ServiceError::IdempotencyConflict(_)
         | ServiceError::ConflictingBlockUpdate(_)
+        | ServiceError::InvalidCustomerKey(_)
+        | ServiceError::KeyAccessDenied(_)
         | ServiceError::CorruptData(_) => error.to_string(),
     }
 }
@@ -119,6 +121,14 @@ impl From<ServiceError> for ApiError {
             ServiceError::ConflictingBlockUpdate(_) => {
                 WireError::validation(Reason::ConflictingBlockUpdate, message)
             }
+            ServiceError::InvalidCustomerKey(_) => {
+                WireError::validation(Reason::InvalidCustomerKey, message)
+            }
+            ServiceError::KeyAccessDenied(_) => WireError::new(
+                ErrorCode::AccessDeniedException,
+                Some(Reason::DependencyAccessDenied),
+                message,
+            ),
             ServiceError::SnapshotNotFound(_) => WireError::new(
                 ErrorCode::ResourceNotFoundException,
                 Some(Reason::SnapshotNotFound),
@@ -291,6 +301,18 @@ mod tests {
                 400,
                 "ValidationException",
                 Some("CONFLICTING_BLOCK_UPDATE"),
+            ),
+            (
+                ServiceError::InvalidCustomerKey(text()),
+                400,
+                "ValidationException",
+                Some("INVALID_CUSTOMER_KEY"),
+            ),
+            (
+                ServiceError::KeyAccessDenied(text()),
+                403,
+                "AccessDeniedException",
+                Some("DEPENDENCY_ACCESS_DENIED"),
             ),
             (
                 ServiceError::SnapshotNotFound(id.clone()),

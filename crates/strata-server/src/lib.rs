@@ -21,6 +21,7 @@ pub mod ec2;
 pub mod error;
 pub mod handlers;
 pub mod limits;
+pub mod master_key;
 pub mod metrics;
 pub mod migrate;
 pub mod panics;

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use strata_core::block_map::{Node, NodeHash, NodeSource};
+use strata_core::encryption::KeyRecord;
 use strata_core::ports::{
     Announced, AnnouncementId, BlockWrite, ChunkStore, CreateOutcome, GcView, MetadataStore,
     PendingWrites, RecordBlockError, RecordChange, Seal, SealError, Stamp, StoreError, StoredChunk,
@@ -376,6 +377,26 @@ impl MetadataStore for Metadata {
 
     async fn secret(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         on_metadata!(self, s => s.secret(name, candidate).await)
+    }
+
+    async fn create_key(&self, key: KeyRecord) -> Result<KeyRecord, StoreError> {
+        on_metadata!(self, s => s.create_key(key).await)
+    }
+
+    async fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        on_metadata!(self, s => s.key(id).await)
+    }
+
+    async fn keys(&self, owner: Option<&AccountId>) -> Result<Vec<KeyRecord>, StoreError> {
+        on_metadata!(self, s => s.keys(owner).await)
+    }
+
+    async fn set_key_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        on_metadata!(self, s => s.set_key_enabled(id, enabled).await)
     }
 
     fn nodes(&self) -> Result<Nodes, StoreError> {

@@ -12,6 +12,13 @@
 //! | `secrets` | name (`"token-key"`, ...) | the cluster secret's bytes |
 //! | `chunks` | chunk digest (32 bytes) | (size, stamp of the last write record that stored or re-used it) |
 //! | `condemned_chunks` | chunk digest (32 bytes) | `()`: a tombstone of a chunk being deleted |
+//! | `pending_checksums` | (snapshot id, block index) | the [`BlockWrite::checksum`] of the index's final write, if it carried one (32 bytes) |
+//! | `kms_keys` | key id | `KeyRecord` as JSON text |
+//!
+//! The last two came with encryption at rest. They are tables of their own, not new
+//! fields of existing values, so a file written before them opens unchanged: every table
+//! is created on open if missing, and a missing row means what it meant before (no
+//! checksum, no key).
 //!
 //! # Stamps
 //! The store issues [`Stamp`]s: one per write group (stored when the group wrote nodes
@@ -48,6 +55,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
 use strata_core::announcements::Announcements;
 use strata_core::block_map::{Node, NodeHash, NodeSource};
+use strata_core::encryption::KeyRecord;
 use strata_core::leases::LocalLeases;
 use strata_core::ports::{
     Announced, AnnouncementId, BlockWrite, CreateOutcome, GcView, MetadataStore, PendingWrites,
@@ -63,12 +71,16 @@ const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots"
 const CLIENT_TOKENS: TableDefinition<(&str, &str), &str> = TableDefinition::new("client_tokens");
 const PENDING_BLOCKS: TableDefinition<(&str, u32), [u8; 32]> =
     TableDefinition::new("pending_blocks");
+/// Keyed like `pending_blocks`, and emptied with it (see [`Pending`]).
+const PENDING_CHECKSUMS: TableDefinition<(&str, u32), [u8; 32]> =
+    TableDefinition::new("pending_checksums");
 const NODES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("nodes");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const LAST_STAMP: &str = "last_stamp";
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 const CHUNKS: TableDefinition<[u8; 32], (u64, u64)> = TableDefinition::new("chunks");
 const CONDEMNED: TableDefinition<[u8; 32], ()> = TableDefinition::new("condemned_chunks");
+const KEYS: TableDefinition<&str, &str> = TableDefinition::new("kms_keys");
 const CHUNK_REGISTRY_FILLED: &str = "chunk_registry";
 
 /// Snapshot metadata in a redb file. Cheap to clone.
@@ -139,6 +151,12 @@ enum WriteRequest {
         Vec<u8>,
         oneshot::Sender<Result<Vec<u8>, StoreError>>,
     ),
+    CreateKey(KeyRecord, oneshot::Sender<Result<KeyRecord, StoreError>>),
+    SetKeyEnabled(
+        String,
+        bool,
+        oneshot::Sender<Result<Option<KeyRecord>, StoreError>>,
+    ),
     Condemn(
         Vec<ChunkDigest>,
         Stamp,
@@ -165,6 +183,8 @@ enum Job {
     RecordBlock(BlockWrite, Answer<(), RecordBlockError>),
     Seal(Box<Seal>, Answer<(), SealError>),
     Secret(String, Vec<u8>, Answer<Vec<u8>, StoreError>),
+    CreateKey(KeyRecord, Answer<KeyRecord, StoreError>),
+    SetKeyEnabled(String, bool, Answer<Option<KeyRecord>, StoreError>),
     /// The digests, the cutoff, and the digests this job marked condemned in memory (on
     /// its first application; a replay of the group re-uses them).
     Condemn(
@@ -203,6 +223,10 @@ impl From<WriteRequest> for Job {
             WriteRequest::Secret(name, candidate, tx) => {
                 Job::Secret(name, candidate, Answer::new(tx))
             }
+            WriteRequest::CreateKey(key, tx) => Job::CreateKey(key, Answer::new(tx)),
+            WriteRequest::SetKeyEnabled(id, enabled, tx) => {
+                Job::SetKeyEnabled(id, enabled, Answer::new(tx))
+            }
             WriteRequest::Condemn(digests, cutoff, tx) => {
                 Job::Condemn(digests, cutoff, None, Answer::new(tx))
             }
@@ -231,6 +255,8 @@ impl Job {
             Job::RecordBlock(_, answer) => answer.send(failure),
             Job::Seal(_, answer) => answer.send(failure),
             Job::Secret(_, _, answer) => answer.send(failure),
+            Job::CreateKey(_, answer) => answer.send(failure),
+            Job::SetKeyEnabled(_, _, answer) => answer.send(failure),
             Job::Condemn(_, _, _, answer) => answer.send(failure),
             Job::Finalize(_, answer) | Job::Forget(_, answer) => answer.send(failure),
         }
@@ -287,9 +313,11 @@ impl RedbMetadataStore {
         txn.open_table(SNAPSHOTS).map_err(backend)?;
         txn.open_table(CLIENT_TOKENS).map_err(backend)?;
         txn.open_table(PENDING_BLOCKS).map_err(backend)?;
+        txn.open_table(PENDING_CHECKSUMS).map_err(backend)?;
         txn.open_table(NODES).map_err(backend)?;
         txn.open_table(SECRETS).map_err(backend)?;
         txn.open_table(CHUNKS).map_err(backend)?;
+        txn.open_table(KEYS).map_err(backend)?;
         let announcements = Arc::new(Announcements::default());
         {
             // Tombstones left by a collection that stopped between its steps.
@@ -444,10 +472,16 @@ fn apply_group(
             .open_table(CLIENT_TOKENS)
             .map_err(backend)
             .map_err(whole)?;
-        let mut pending = txn
-            .open_table(PENDING_BLOCKS)
-            .map_err(backend)
-            .map_err(whole)?;
+        let mut pending = Pending {
+            blocks: txn
+                .open_table(PENDING_BLOCKS)
+                .map_err(backend)
+                .map_err(whole)?,
+            checksums: txn
+                .open_table(PENDING_CHECKSUMS)
+                .map_err(backend)
+                .map_err(whole)?,
+        };
         let mut nodes = txn.open_table(NODES).map_err(backend).map_err(whole)?;
         let mut registry = txn.open_table(CHUNKS).map_err(backend).map_err(whole)?;
         let mut stamped = false;
@@ -508,6 +542,16 @@ fn apply_group(
                     .open_table(SECRETS)
                     .map_err(backend)
                     .and_then(|mut secrets| secret(&mut secrets, name, candidate))
+                    .map(|r| answer.outcome = Some(Ok(r))),
+                Job::CreateKey(key, answer) => txn
+                    .open_table(KEYS)
+                    .map_err(backend)
+                    .and_then(|mut keys| create_key(&mut keys, key))
+                    .map(|r| answer.outcome = Some(Ok(r))),
+                Job::SetKeyEnabled(id, enabled, answer) => txn
+                    .open_table(KEYS)
+                    .map_err(backend)
+                    .and_then(|mut keys| set_key_enabled(&mut keys, id, *enabled))
                     .map(|r| answer.outcome = Some(Ok(r))),
                 Job::Seal(seal, answer) => {
                     stamped = true;
@@ -580,6 +624,7 @@ mod group_tests {
             tags: Vec::new(),
             encrypted: false,
             kms_key_arn: None,
+            encryption_key: None,
             timeout_minutes: 60,
             client_token: None,
             start_fingerprint: "f".into(),
@@ -638,6 +683,7 @@ mod group_tests {
                     progress: None,
                     at_ms: 0,
                     stored_size: Some(1),
+                    checksum: None,
                 };
                 group.push(WriteRequest::RecordBlock(write, done));
                 answers.push(answer);
@@ -791,24 +837,52 @@ fn update(
     }
 }
 
-fn remove_pending(
-    pending: &mut Table<'_, (&str, u32), [u8; 32]>,
-    id: &SnapshotId,
-) -> Result<usize, StoreError> {
-    let mut removed = 0;
-    pending
-        .retain_in((id.as_str(), 0)..=(id.as_str(), u32::MAX), |_, _| {
-            removed += 1;
-            false
-        })
-        .map_err(backend)?;
-    Ok(removed)
+/// The pending writes in a group's transaction: their digests and, apart, the checksums
+/// of those that carried one (a table of its own, see the module docs). Every change of
+/// a write goes through here, so a checksum never outlives or misses its write.
+struct Pending<'t> {
+    blocks: Table<'t, (&'static str, u32), [u8; 32]>,
+    checksums: Table<'t, (&'static str, u32), [u8; 32]>,
+}
+
+impl Pending<'_> {
+    /// Record `write`, replacing the previous write at its index, checksum included.
+    fn insert(&mut self, write: &BlockWrite) -> Result<(), StoreError> {
+        let key = (write.snapshot.as_str(), write.index.get());
+        self.blocks.insert(key, write.digest.0).map_err(backend)?;
+        match write.checksum {
+            Some(checksum) => {
+                self.checksums.insert(key, checksum).map_err(backend)?;
+            }
+            // The write it replaces may have carried one: it is no longer the final write.
+            None => {
+                self.checksums.remove(key).map_err(backend)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drop every pending write of `id` with its checksum; returns how many writes.
+    fn remove(&mut self, id: &SnapshotId) -> Result<usize, StoreError> {
+        let range = (id.as_str(), 0)..=(id.as_str(), u32::MAX);
+        let mut removed = 0;
+        self.blocks
+            .retain_in(range.clone(), |_, _| {
+                removed += 1;
+                false
+            })
+            .map_err(backend)?;
+        self.checksums
+            .retain_in(range, |_, _| false)
+            .map_err(backend)?;
+        Ok(removed)
+    }
 }
 
 fn delete(
     snapshots: &mut Records<'_>,
     tokens: &mut Table<'_, (&str, &str), &str>,
-    pending: &mut Table<'_, (&str, u32), [u8; 32]>,
+    pending: &mut Pending<'_>,
     id: &SnapshotId,
 ) -> Result<bool, StoreError> {
     let Some(record) = snapshots.load(id)? else {
@@ -819,7 +893,7 @@ fn delete(
             .remove((record.owner.as_str(), token.as_str()))
             .map_err(backend)?;
     }
-    remove_pending(pending, id)?;
+    pending.remove(id)?;
     snapshots.remove(id);
     Ok(true)
 }
@@ -843,6 +917,45 @@ fn delete_nodes(
     Ok(deleted)
 }
 
+fn decode_key(text: &str) -> Result<KeyRecord, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("key record: {e}")))
+}
+
+fn encode_key(key: &KeyRecord) -> Result<String, StoreError> {
+    serde_json::to_string(key).map_err(|e| StoreError::Backend(format!("encode key: {e}")))
+}
+
+/// The stored key with `key`'s id, or `key` stored now. In the writer's transaction, so
+/// a second create of the same id (in this group or a later one) finds the first.
+fn create_key(keys: &mut Table<'_, &str, &str>, key: &KeyRecord) -> Result<KeyRecord, StoreError> {
+    if let Some(stored) = keys.get(key.id.as_str()).map_err(backend)? {
+        return decode_key(stored.value());
+    }
+    keys.insert(key.id.as_str(), encode_key(key)?.as_str())
+        .map_err(backend)?;
+    Ok(key.clone())
+}
+
+/// The key `id` with `enabled` set, stored; `None` if there is no such key.
+fn set_key_enabled(
+    keys: &mut Table<'_, &str, &str>,
+    id: &str,
+    enabled: bool,
+) -> Result<Option<KeyRecord>, StoreError> {
+    let stored = keys
+        .get(id)
+        .map_err(backend)?
+        .map(|v| decode_key(v.value()))
+        .transpose()?;
+    let Some(mut key) = stored else {
+        return Ok(None);
+    };
+    key.enabled = enabled;
+    keys.insert(id, encode_key(&key)?.as_str())
+        .map_err(backend)?;
+    Ok(Some(key))
+}
+
 /// The stored secret `name`, or `candidate` stored now.
 fn secret(
     secrets: &mut Table<'_, &str, &[u8]>,
@@ -858,7 +971,7 @@ fn secret(
 
 fn drop_pending(
     snapshots: &mut Records<'_>,
-    pending: &mut Table<'_, (&str, u32), [u8; 32]>,
+    pending: &mut Pending<'_>,
     ids: &[SnapshotId],
 ) -> Result<usize, StoreError> {
     let mut dropped = 0;
@@ -867,7 +980,7 @@ fn drop_pending(
             .load(id)?
             .is_some_and(|r| r.status == SnapshotStatus::Error)
         {
-            dropped += remove_pending(pending, id)?;
+            dropped += pending.remove(id)?;
         }
     }
     Ok(dropped)
@@ -890,7 +1003,7 @@ struct Registry<'a, 't> {
 
 fn record_block(
     snapshots: &mut Records<'_>,
-    pending: &mut Table<'_, (&str, u32), [u8; 32]>,
+    pending: &mut Pending<'_>,
     chunks: Registry<'_, '_>,
     write: &BlockWrite,
 ) -> Result<Result<(), RecordBlockError>, StoreError> {
@@ -920,9 +1033,7 @@ fn record_block(
             .insert(write.digest.0, (size, chunks.stamp.0))
             .map_err(backend)?;
     }
-    pending
-        .insert((write.snapshot.as_str(), write.index.get()), write.digest.0)
-        .map_err(backend)?;
+    pending.insert(write)?;
     record.write_sequence += 1;
     record.last_activity_ms = record.last_activity_ms.max(write.at_ms);
     if write.progress.is_some() {
@@ -934,7 +1045,7 @@ fn record_block(
 
 fn seal_snapshot(
     snapshots: &mut Records<'_>,
-    pending: &mut Table<'_, (&str, u32), [u8; 32]>,
+    pending: &mut Pending<'_>,
     nodes: &mut Table<'_, [u8; 32], &[u8]>,
     seal: &Seal,
     stamp: Stamp,
@@ -955,7 +1066,7 @@ fn seal_snapshot(
         nodes.insert(hash.0, value.as_slice()).map_err(backend)?;
     }
     snapshots.save(&stored.completed(seal.root, seal.changed_blocks, seal.completed_at_ms));
-    remove_pending(pending, id)?;
+    pending.remove(id)?;
     Ok(Ok(()))
 }
 
@@ -1169,7 +1280,20 @@ impl MetadataStore for RedbMetadataStore {
                 let (key, value) = entry.map_err(backend)?;
                 blocks.push((BlockIndex::new(key.value().1), ChunkDigest(value.value())));
             }
-            Ok(PendingWrites { blocks, sequence })
+            let stored = txn.open_table(PENDING_CHECKSUMS).map_err(backend)?;
+            let mut checksums = Vec::new();
+            for entry in stored
+                .range((id.as_str(), 0)..=(id.as_str(), u32::MAX))
+                .map_err(backend)?
+            {
+                let (key, value) = entry.map_err(backend)?;
+                checksums.push((BlockIndex::new(key.value().1), value.value()));
+            }
+            Ok(PendingWrites {
+                blocks,
+                checksums,
+                sequence,
+            })
         })
         .await
     }
@@ -1220,6 +1344,50 @@ impl MetadataStore for RedbMetadataStore {
     async fn secret(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         let name = name.to_owned();
         self.write(|tx| WriteRequest::Secret(name, candidate, tx))
+            .await?
+    }
+
+    async fn create_key(&self, key: KeyRecord) -> Result<KeyRecord, StoreError> {
+        self.write(|tx| WriteRequest::CreateKey(key, tx)).await?
+    }
+
+    async fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let keys = txn.open_table(KEYS).map_err(backend)?;
+            let value = keys.get(id.as_str()).map_err(backend)?;
+            value.map(|v| decode_key(v.value())).transpose()
+        })
+        .await
+    }
+
+    async fn keys(&self, owner: Option<&AccountId>) -> Result<Vec<KeyRecord>, StoreError> {
+        let owner = owner.cloned();
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let keys = txn.open_table(KEYS).map_err(backend)?;
+            let mut out = Vec::new();
+            // In key order: by id, as the port asks.
+            for entry in keys.iter().map_err(backend)? {
+                let (_, value) = entry.map_err(backend)?;
+                let key = decode_key(value.value())?;
+                if owner.as_ref().is_none_or(|o| *o == key.owner) {
+                    out.push(key);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn set_key_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let id = id.to_owned();
+        self.write(|tx| WriteRequest::SetKeyEnabled(id, enabled, tx))
             .await?
     }
 

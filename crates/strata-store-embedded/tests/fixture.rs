@@ -11,7 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use strata_core::body::BlockHasher;
-use strata_core::ports::{ChunkStore, MetadataStore};
+use strata_core::encryption::{KeyRecord, MasterKey};
+use strata_core::ports::{BlockWrite, ChunkStore, MetadataStore};
 use strata_core::service::{PageRequest, StartSnapshotInput};
 use strata_core::snapshot::{SnapshotRecord, SnapshotStatus, Tag};
 use strata_core::tokens::TokenIssuer;
@@ -388,6 +389,68 @@ async fn a_data_directory_of_format_v1_opens_and_reads_back_identically() {
         SnapshotStatus::Completed
     );
     assert_blocks(&service, &pending.id, &Fixture::pending_blocks()).await;
+}
+
+/// A format-v1 `metadata.redb` predates encryption at rest: it opens with no keys and no
+/// pending checksums (its pending writes read back as they were), then takes both,
+/// durably, next to what it held.
+#[tokio::test]
+async fn a_data_directory_of_format_v1_opens_without_keys_or_checksums_and_takes_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(&fixture_dir(), dir.path());
+    let pending_id = {
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let metadata = store.metadata;
+        assert!(metadata.keys(None).await.expect("keys").is_empty());
+        let records = metadata.list_snapshots(None).await.expect("list");
+        let pending = by_description(&records, Fixture::PENDING).id.clone();
+        let writes = metadata.pending_writes(&pending).await.expect("pending");
+        let blocks: Vec<(u32, ChunkDigest)> = writes
+            .blocks
+            .iter()
+            .map(|(index, digest)| (index.get(), *digest))
+            .collect();
+        let expected: Vec<(u32, ChunkDigest)> = Fixture::pending_blocks()
+            .iter()
+            .map(|(index, content)| (*index, content.digest()))
+            .collect();
+        assert_eq!(blocks, expected);
+        assert!(writes.checksums.is_empty());
+
+        let key = KeyRecord::create(
+            &MasterKey::generate(),
+            "k1".into(),
+            "us-east-1",
+            owner(),
+            None,
+            true,
+            FIXTURE_NOW_MS,
+        );
+        assert_eq!(metadata.create_key(key.clone()).await.expect("create"), key);
+        metadata
+            .record_block(BlockWrite {
+                snapshot: pending.clone(),
+                index: BlockIndex::new(9),
+                digest: A.digest(),
+                progress: None,
+                at_ms: FIXTURE_NOW_MS,
+                // Content A is stored (the parent's block 0): registered on open.
+                stored_size: None,
+                checksum: Some([5; 32]),
+            })
+            .await
+            .expect("write");
+        pending
+    };
+    let store = EmbeddedStore::open(dir.path()).expect("reopen");
+    assert_eq!(store.metadata.keys(None).await.expect("keys").len(), 1);
+    let writes = store
+        .metadata
+        .pending_writes(&pending_id)
+        .await
+        .expect("pending");
+    assert_eq!(writes.checksums, vec![(BlockIndex::new(9), [5; 32])]);
+    assert_eq!(writes.blocks.len(), Fixture::pending_blocks().len() + 1);
 }
 
 /// Losing `metadata.redb` must not lose the chunks: the data directory is refused, with

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use strata_core::body::BlockHasher;
+use strata_core::encryption::{KeyRecord, MasterKey};
 use strata_core::ports::{BlockWrite, MetadataStore, StoreError};
 use strata_core::snapshot::{SnapshotRecord, SnapshotStatus};
 use strata_core::tokens::TokenIssuer;
@@ -30,6 +31,7 @@ fn record(id: &str, token: Option<&str>) -> SnapshotRecord {
         tags: Vec::new(),
         encrypted: false,
         kms_key_arn: None,
+        encryption_key: None,
         timeout_minutes: 60,
         client_token: token.map(str::to_owned),
         start_fingerprint: "f".into(),
@@ -53,6 +55,7 @@ fn write(id: &str, index: u32, seed: u8) -> BlockWrite {
         progress: Some(seed),
         at_ms: i64::from(seed),
         stored_size: Some(1),
+        checksum: None,
     }
 }
 
@@ -85,6 +88,69 @@ async fn concurrent_writes_are_grouped_and_all_durable_across_reopen() {
     let pending = store.pending_writes(&id).await.expect("pending");
     assert_eq!(pending.blocks.len(), 500);
     assert_eq!(pending.sequence, 500);
+}
+
+/// Keys and pending checksums are in the file, not only in memory: after a reopen the
+/// keys read back as created (a disabled one still disabled), and the pending writes
+/// carry their checksums (a rewrite without one having removed its index's).
+#[tokio::test]
+async fn keys_and_pending_checksums_survive_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m.redb");
+    let master = MasterKey::generate();
+    let key = |id: &str| {
+        KeyRecord::create(
+            &master,
+            id.into(),
+            "us-east-1",
+            account(),
+            Some(format!("key {id}")),
+            false,
+            1,
+        )
+    };
+    let (kept, disabled) = (key("k1"), key("k2"));
+    {
+        let store = RedbMetadataStore::open(&path).expect("open");
+        store
+            .create_snapshot(record("snap-0a", None))
+            .await
+            .expect("create");
+        for (index, seed, checksum) in [(3, 1, Some([7; 32])), (4, 2, Some([8; 32])), (4, 3, None)]
+        {
+            let checked = BlockWrite {
+                checksum,
+                ..write("snap-0a", index, seed)
+            };
+            store.record_block(checked).await.expect("write");
+        }
+        for created in [&kept, &disabled] {
+            store.create_key(created.clone()).await.expect("create key");
+        }
+        store
+            .set_key_enabled("k2", false)
+            .await
+            .expect("disable")
+            .expect("exists");
+    }
+    let store = RedbMetadataStore::open(&path).expect("reopen");
+    let id = SnapshotId::parse("snap-0a").expect("id");
+    let pending = store.pending_writes(&id).await.expect("pending");
+    assert_eq!(pending.blocks.len(), 2);
+    assert_eq!(pending.checksums, vec![(BlockIndex::new(3), [7; 32])]);
+    let disabled = KeyRecord {
+        enabled: false,
+        ..disabled
+    };
+    assert_eq!(
+        store.keys(None).await.expect("keys"),
+        vec![kept.clone(), disabled]
+    );
+    assert_eq!(
+        store.create_key(key("k1")).await.expect("create again"),
+        kept,
+        "the key stored before the reopen wins"
+    );
 }
 
 /// A service over `metadata` and `chunks`, with one pending 1 GiB snapshot.

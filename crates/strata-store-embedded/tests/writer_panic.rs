@@ -18,6 +18,7 @@ fn record(id: &SnapshotId) -> SnapshotRecord {
         tags: Vec::new(),
         encrypted: false,
         kms_key_arn: None,
+        encryption_key: None,
         timeout_minutes: 60,
         client_token: None,
         start_fingerprint: "f".into(),

@@ -7,8 +7,9 @@
 //! |---|---|---|
 //! | `snapshots` | `id` | `owner` (for listings), `record`: the `SnapshotRecord` as JSON text (not `jsonb`, which refuses `\u0000`) |
 //! | `client_tokens` | (`owner`, `token`: its UTF-8 bytes, since text cannot hold NUL) | `snapshot` (indexed, for deletion) |
-//! | `pending_writes` | (`snapshot`, `block_index`) | `digest` (32 bytes) |
+//! | `pending_writes` | (`snapshot`, `block_index`) | `digest` (32 bytes), `checksum` (the final write's `BlockWrite::checksum`, 32 bytes, or NULL) |
 //! | `nodes` | `hash` (32 bytes) | `stamp` of the last write, `bytes`: the encoded node |
+//! | `kms_keys` | `id` | `owner` (for listings), `record`: the `KeyRecord` as JSON text |
 //! | `strata_schema_version` | `version` | `name`, `applied_at`: the migrations applied |
 //!
 //! and the sequence `strata_stamps`. The tables live in the connection's `search_path`

@@ -31,6 +31,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "any text",
         include_str!("../migrations/0004_any_text.sql"),
     ),
+    (5, "keys", include_str!("../migrations/0005_keys.sql")),
 ];
 
 /// The advisory lock that serializes migrations of one database (any value, fixed

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use deadpool_postgres::{Pool, Transaction};
 use strata_core::block_map::NodeHash;
+use strata_core::encryption::KeyRecord;
 use strata_core::ports::{
     Announced, AnnouncementId, BlockWrite, CreateOutcome, GcView, MetadataStore, PendingWrites,
     RecordBlockError, RecordChange, RegisteredChunk, Seal, SealError, Stamp, StoreError,
@@ -103,6 +104,26 @@ pub(crate) fn decode_record(text: &str) -> Result<SnapshotRecord, StoreError> {
 
 pub(crate) fn encode_record(record: &SnapshotRecord) -> Result<String, StoreError> {
     serde_json::to_string(record).map_err(|e| StoreError::Backend(format!("encode record: {e}")))
+}
+
+fn decode_key(text: &str) -> Result<KeyRecord, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("key record: {e}")))
+}
+
+fn encode_key(key: &KeyRecord) -> Result<String, StoreError> {
+    serde_json::to_string(key).map_err(|e| StoreError::Backend(format!("encode key: {e}")))
+}
+
+fn checksum_of(bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
+    <[u8; 32]>::try_from(bytes)
+        .map_err(|b| StoreError::Corrupt(format!("a pending checksum of {} bytes", b.len())))
+}
+
+/// Whether `id` can name a stored key: a `text` column cannot hold NUL (PostgreSQL refuses
+/// the parameter), so no stored key has such an id, and a lookup of one finds nothing
+/// instead of failing.
+fn storable_key_id(id: &str) -> bool {
+    !id.contains('\0')
 }
 
 fn digest_of(bytes: Vec<u8>) -> Result<ChunkDigest, StoreError> {
@@ -598,17 +619,26 @@ impl MetadataStore for PostgresMetadataStore {
                         None => 0,
                     };
                     let mut blocks = Vec::new();
+                    let mut checksums = Vec::new();
                     for row in query(
                         txn,
-                        "SELECT block_index, digest FROM pending_writes WHERE snapshot = $1
-                         ORDER BY block_index",
+                        "SELECT block_index, digest, checksum FROM pending_writes
+                         WHERE snapshot = $1 ORDER BY block_index",
                         &[&id.as_str()],
                     )
                     .await?
                     {
-                        blocks.push((index_of(column(&row, 0)?)?, digest_of(column(&row, 1)?)?));
+                        let index = index_of(column(&row, 0)?)?;
+                        blocks.push((index, digest_of(column(&row, 1)?)?));
+                        if let Some(checksum) = column::<Option<Vec<u8>>>(&row, 2)? {
+                            checksums.push((index, checksum_of(checksum)?));
+                        }
                     }
-                    Ok(PendingWrites { blocks, sequence })
+                    Ok(PendingWrites {
+                        blocks,
+                        checksums,
+                        sequence,
+                    })
                 })
             },
         )
@@ -844,6 +874,124 @@ impl MetadataStore for PostgresMetadataStore {
             .await
             .map_err(|e| persistence::classify(e, op))?;
         column(&row, 0)
+    }
+
+    async fn create_key(&self, key: KeyRecord) -> Result<KeyRecord, StoreError> {
+        let text = encode_key(&key)?;
+        let owner = key.owner.as_str().to_owned();
+        let id = key.id;
+        transact(
+            &self.pool,
+            "create a key",
+            ReadCommitted,
+            // A rerun finds the key stored by the first run (or by whoever won) and
+            // returns it: the same answer.
+            Repeat::Safe,
+            move |txn| {
+                let (id, owner, text) = (id.clone(), owner.clone(), text.clone());
+                Box::pin(async move {
+                    // A concurrent create of the same id waits here until the first
+                    // commits, then inserts nothing; the next statement (a new snapshot,
+                    // at READ COMMITTED) sees the key that won.
+                    execute(
+                        txn,
+                        "INSERT INTO kms_keys (id, owner, record) VALUES ($1, $2, $3)
+                         ON CONFLICT (id) DO NOTHING",
+                        &[&id, &owner, &text],
+                    )
+                    .await?;
+                    let rows =
+                        query(txn, "SELECT record FROM kms_keys WHERE id = $1", &[&id]).await?;
+                    let row = rows.first().ok_or_else(|| {
+                        StoreError::Backend(format!("key {id} is not there once stored"))
+                    })?;
+                    Ok(decode_key(&column::<String>(row, 0)?)?)
+                })
+            },
+        )
+        .await
+    }
+
+    async fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        if !storable_key_id(id) {
+            return Ok(None);
+        }
+        let op = "read a key";
+        let client = persistence::connection(&self.pool).await?;
+        let row = client
+            .query_opt("SELECT record FROM kms_keys WHERE id = $1", &[&id])
+            .await
+            .map_err(|e| persistence::classify(e, op))?;
+        row.map(|row| decode_key(&column::<String>(&row, 0)?))
+            .transpose()
+    }
+
+    async fn keys(&self, owner: Option<&AccountId>) -> Result<Vec<KeyRecord>, StoreError> {
+        let op = "list keys";
+        let client = persistence::connection(&self.pool).await?;
+        // COLLATE "C": byte order, as `String`'s `Ord`, whatever the database's default
+        // collation.
+        let rows =
+            match owner {
+                Some(owner) => client
+                    .query(
+                        "SELECT record FROM kms_keys WHERE owner = $1 ORDER BY id COLLATE \"C\"",
+                        &[&owner.as_str()],
+                    )
+                    .await,
+                None => {
+                    client
+                        .query("SELECT record FROM kms_keys ORDER BY id COLLATE \"C\"", &[])
+                        .await
+                }
+            }
+            .map_err(|e| persistence::classify(e, op))?;
+        rows.iter()
+            .map(|row| decode_key(&column::<String>(row, 0)?))
+            .collect()
+    }
+
+    async fn set_key_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        if !storable_key_id(id) {
+            return Ok(None);
+        }
+        let id = id.to_owned();
+        transact(
+            &self.pool,
+            "enable or disable a key",
+            ReadCommitted,
+            // A rerun stores the same record again.
+            Repeat::Safe,
+            move |txn| {
+                let id = id.clone();
+                Box::pin(async move {
+                    // Locked: a concurrent change of the same key waits, then sees this one.
+                    let rows = query(
+                        txn,
+                        "SELECT record FROM kms_keys WHERE id = $1 FOR UPDATE",
+                        &[&id],
+                    )
+                    .await?;
+                    let Some(row) = rows.first() else {
+                        return Ok(None);
+                    };
+                    let mut key = decode_key(&column::<String>(row, 0)?)?;
+                    key.enabled = enabled;
+                    execute(
+                        txn,
+                        "UPDATE kms_keys SET record = $2 WHERE id = $1",
+                        &[&id, &encode_key(&key)?],
+                    )
+                    .await?;
+                    Ok(Some(key))
+                })
+            },
+        )
+        .await
     }
 
     async fn delete_nodes(

@@ -177,8 +177,8 @@ async fn apply(
         }
     }
     let mut outcomes = Vec::with_capacity(writes.len());
-    // The final digest per (snapshot, index): one row each in the upsert below.
-    let mut pending: BTreeMap<(&str, i64), &[u8]> = BTreeMap::new();
+    // The final write per (snapshot, index): one row each in the upsert below.
+    let mut pending: BTreeMap<(&str, i64), &BlockWrite> = BTreeMap::new();
     // Chunks to register or re-stamp, with their size.
     let mut chunks: BTreeMap<[u8; 32], i64> = BTreeMap::new();
     for write in writes {
@@ -213,7 +213,7 @@ async fn apply(
                 }
                 pending.insert(
                     (write.snapshot.as_str(), i64::from(write.index.get())),
-                    write.digest.0.as_slice(),
+                    write,
                 );
                 record.write_sequence += 1;
                 record.last_activity_ms = record.last_activity_ms.max(write.at_ms);
@@ -229,13 +229,20 @@ async fn apply(
     if !pending.is_empty() {
         let snapshots: Vec<&str> = pending.keys().map(|(s, _)| *s).collect();
         let indexes: Vec<i64> = pending.keys().map(|(_, i)| *i).collect();
-        let digests: Vec<&[u8]> = pending.values().copied().collect();
+        let digests: Vec<&[u8]> = pending.values().map(|w| w.digest.0.as_slice()).collect();
+        let checksums: Vec<Option<&[u8]>> = pending
+            .values()
+            .map(|w| w.checksum.as_ref().map(<[u8; 32]>::as_slice))
+            .collect();
+        // The checksum is replaced too, by NULL for a write without one: it belongs to
+        // the final write of the index only.
         execute(
             txn,
-            "INSERT INTO pending_writes (snapshot, block_index, digest)
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])
-             ON CONFLICT (snapshot, block_index) DO UPDATE SET digest = EXCLUDED.digest",
-            &[&snapshots, &indexes, &digests],
+            "INSERT INTO pending_writes (snapshot, block_index, digest, checksum)
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::bytea[])
+             ON CONFLICT (snapshot, block_index)
+             DO UPDATE SET digest = EXCLUDED.digest, checksum = EXCLUDED.checksum",
+            &[&snapshots, &indexes, &digests, &checksums],
         )
         .await?;
     }

@@ -1,6 +1,7 @@
 //! What the port's conformance suite cannot see: several stores on one database,
 //! serialization failures, durability across connections, the stamp fence under a
-//! concurrent seal, parallel writes to one snapshot.
+//! concurrent seal, parallel writes to one snapshot, concurrent creates of one key, an
+//! upgrade from an older schema.
 
 mod common;
 
@@ -10,7 +11,8 @@ use std::time::Duration;
 
 use common::Schema;
 use strata_core::block_map::{self, NodeSource};
-use strata_core::ports::{MetadataStore, Seal, Stamp, StoreError};
+use strata_core::encryption::{KeyRecord, MasterKey};
+use strata_core::ports::{BlockWrite, MetadataStore, Seal, Stamp, StoreError};
 use strata_core::snapshot::SnapshotStatus;
 use strata_store_postgres::testing::{ATTEMPTS, Failure, Repeat, transact};
 use strata_store_testkit::conformance::fixtures::{account, digest, pending, snapshot_id, write};
@@ -524,4 +526,156 @@ async fn a_gc_view_given_up_while_waiting_leaves_no_lock_behind() {
         .expect("a later view is not blocked either")
         .expect("view");
     assert_eq!(view.records.len(), 8);
+}
+
+/// An account's default key is created by whichever node needs it first, maybe by several
+/// at once: every create of one id, on several stores of one database at the same time
+/// and each with other key material, answers the same key, the one stored (one row).
+#[tokio::test]
+async fn creates_of_one_key_on_several_stores_at_once_all_get_the_first() {
+    let schema = Schema::create().await;
+    let stores = [
+        schema.store().await,
+        schema.store().await,
+        schema.store().await,
+    ];
+    let master = MasterKey::generate();
+    let mut creates = tokio::task::JoinSet::new();
+    for attempt in 0..24 {
+        let store = stores[attempt % stores.len()].clone();
+        // Fresh material and another description each time: the contents differ.
+        let key = KeyRecord::create(
+            &master,
+            "default-key".into(),
+            "us-east-1",
+            account(1),
+            Some(format!("attempt {attempt}")),
+            true,
+            T0,
+        );
+        creates.spawn(async move { store.create_key(key).await });
+    }
+    let mut answers = Vec::new();
+    while let Some(answer) = creates.join_next().await {
+        answers.push(answer.expect("task").expect("create"));
+    }
+    let stored = stores[0]
+        .key("default-key")
+        .await
+        .expect("read")
+        .expect("stored");
+    assert!(
+        answers.iter().all(|answer| *answer == stored),
+        "every create answered the stored key"
+    );
+    let rows: i64 = schema
+        .admin
+        .query_one("SELECT count(*) FROM kms_keys", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 1);
+}
+
+/// A database of schema version 4 (before encryption at rest) is upgraded on connect:
+/// its pending writes read back unchanged, without checksums, and take checksums from
+/// then on; it holds no keys and takes them.
+#[tokio::test]
+async fn a_schema_of_version_4_upgrades_keeping_its_pending_writes() {
+    let schema = Schema::create().await;
+    let version_4 = [
+        (1, "initial", include_str!("../migrations/0001_initial.sql")),
+        (
+            2,
+            "liveness",
+            include_str!("../migrations/0002_liveness.sql"),
+        ),
+        (
+            3,
+            "chunk registry",
+            include_str!("../migrations/0003_chunk_registry.sql"),
+        ),
+        (
+            4,
+            "any text",
+            include_str!("../migrations/0004_any_text.sql"),
+        ),
+    ];
+    schema
+        .admin
+        .batch_execute(
+            "CREATE TABLE strata_schema_version (
+                 version    integer     PRIMARY KEY,
+                 name       text        NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await
+        .expect("version table");
+    for (version, name, sql) in version_4 {
+        schema.admin.batch_execute(sql).await.expect("migration");
+        schema
+            .admin
+            .execute(
+                "INSERT INTO strata_schema_version (version, name) VALUES ($1, $2)",
+                &[&version, &name],
+            )
+            .await
+            .expect("record the migration");
+    }
+    // What version 4 wrote for a pending snapshot with one block write.
+    let id = snapshot_id(1);
+    let record = serde_json::to_string(&pending(&id, &account(1), T0)).expect("record");
+    schema
+        .admin
+        .execute(
+            "INSERT INTO snapshots (id, owner, record) VALUES ($1, $2, $3)",
+            &[&id.as_str(), &account(1).as_str(), &record],
+        )
+        .await
+        .expect("record");
+    schema
+        .admin
+        .execute(
+            "INSERT INTO pending_writes (snapshot, block_index, digest) VALUES ($1, 3, $2)",
+            &[&id.as_str(), &digest(1).0.as_slice()],
+        )
+        .await
+        .expect("pending write");
+
+    let store = schema.store().await;
+    let latest: i32 = schema
+        .admin
+        .query_one("SELECT max(version) FROM strata_schema_version", &[])
+        .await
+        .expect("version")
+        .get(0);
+    assert_eq!(
+        usize::try_from(latest).expect("version"),
+        strata_store_postgres::MIGRATION_COUNT
+    );
+    let writes = store.pending_writes(&id).await.expect("pending");
+    assert_eq!(writes.blocks, vec![(BlockIndex::new(3), digest(1))]);
+    assert!(writes.checksums.is_empty());
+    store
+        .record_block(BlockWrite {
+            checksum: Some([4; 32]),
+            ..write(&id, 4, 2, T0)
+        })
+        .await
+        .expect("write");
+    let writes = store.pending_writes(&id).await.expect("pending");
+    assert_eq!(writes.blocks.len(), 2);
+    assert_eq!(writes.checksums, vec![(BlockIndex::new(4), [4; 32])]);
+    assert!(store.keys(None).await.expect("keys").is_empty());
+    let key = KeyRecord::create(
+        &MasterKey::generate(),
+        "k1".into(),
+        "us-east-1",
+        account(1),
+        None,
+        false,
+        T0,
+    );
+    assert_eq!(store.create_key(key.clone()).await.expect("create"), key);
 }

@@ -22,6 +22,7 @@ macro_rules! metadata_store_conformance {
             deletion_removes_the_record_its_writes_and_its_token,
             writes_to_missing_or_sealed_snapshots_are_refused,
             the_last_write_wins_and_pending_writes_are_ascending_and_unique,
+            pending_checksums_follow_their_writes_and_go_with_the_seal,
             each_write_bumps_the_sequence_progress_and_activity,
             a_seal_stores_nodes_and_record_and_drops_the_writes,
             a_raced_seal_stores_nothing,
@@ -39,6 +40,7 @@ macro_rules! metadata_store_conformance {
             withdrawn_announcements_stop_protecting_their_chunk,
             leases_are_exclusive_renewable_and_expire,
             the_first_secret_stored_wins,
+            keys_are_created_once_listed_by_owner_and_enabled_or_disabled,
             pending_writes_are_dropped_only_for_snapshots_in_error,
             a_missing_node_is_corruption,
         );
@@ -105,6 +107,7 @@ pub mod fixtures {
             tags: Vec::new(),
             encrypted: false,
             kms_key_arn: None,
+            encryption_key: None,
             timeout_minutes: 60,
             client_token: None,
             start_fingerprint: String::new(),
@@ -146,6 +149,7 @@ pub mod fixtures {
             progress: None,
             at_ms,
             stored_size: Some(BLOCK_SIZE as u64),
+            checksum: None,
         }
     }
 }
@@ -153,12 +157,13 @@ pub mod fixtures {
 /// The cases of the metadata port.
 pub mod metadata {
     use strata_core::block_map::{self, NodeHash, NodeSource};
+    use strata_core::encryption::{KeyRecord, MasterKey};
     use strata_core::ports::{
         BlockWrite, CreateOutcome, MetadataStore, RecordBlockError, RecordChange, Seal, SealError,
         StoreError,
     };
     use strata_core::snapshot::{SnapshotRecord, SnapshotStatus, Tag};
-    use strata_types::{BLOCK_SIZE, BlockIndex};
+    use strata_types::{BLOCK_SIZE, BlockIndex, SnapshotId};
 
     use super::fixtures::{account, digest, pending, snapshot_id, write};
 
@@ -388,6 +393,137 @@ pub mod metadata {
             ]
         );
         assert_eq!(writes.sequence, 5);
+    }
+
+    /// A write's checksum is kept with it until the seal: a later write at the same index
+    /// replaces it, and one without a checksum removes it; other indexes and other
+    /// snapshots keep theirs; a refused write leaves none. The pending writes list them
+    /// ascending, one per index whose final write carried one. The seal,
+    /// `drop_pending_writes` and `delete_snapshot` drop them with the writes.
+    pub async fn pending_checksums_follow_their_writes_and_go_with_the_seal<M: MetadataStore>(
+        store: &M,
+    ) {
+        let checked = |id: &SnapshotId, index, seed, checksum: Option<[u8; 32]>| BlockWrite {
+            checksum,
+            ..write(id, index, seed, T0)
+        };
+        let checksums = |pairs: &[(u32, u8)]| -> Vec<(BlockIndex, [u8; 32])> {
+            pairs
+                .iter()
+                .map(|(index, fill)| (BlockIndex::new(*index), [*fill; 32]))
+                .collect()
+        };
+        let (sealed, other, dropped, deleted) = (
+            snapshot_id(1),
+            snapshot_id(2),
+            snapshot_id(3),
+            snapshot_id(4),
+        );
+        for id in [&sealed, &other, &dropped, &deleted] {
+            create(store, pending(id, &account(1), T0)).await;
+        }
+        for (index, seed, checksum) in [
+            (9, 1, Some([9; 32])),
+            (2, 2, Some([2; 32])),
+            (5, 3, None),
+            (7, 4, Some([7; 32])),
+        ] {
+            store
+                .record_block(checked(&sealed, index, seed, checksum))
+                .await
+                .expect("write");
+        }
+        for id in [&other, &dropped, &deleted] {
+            store
+                .record_block(checked(id, 2, 5, Some([42; 32])))
+                .await
+                .expect("write");
+        }
+        let writes = store.pending_writes(&sealed).await.expect("pending");
+        assert_eq!(writes.checksums, checksums(&[(2, 2), (7, 7), (9, 9)]));
+
+        // Replaced, removed, added where there was none.
+        for (index, seed, checksum) in [(9, 6, Some([10; 32])), (7, 7, None), (5, 8, Some([5; 32]))]
+        {
+            store
+                .record_block(checked(&sealed, index, seed, checksum))
+                .await
+                .expect("rewrite");
+        }
+        // Refused (it relies on a chunk nobody registered): no checksum either.
+        let refused = BlockWrite {
+            stored_size: None,
+            ..checked(&sealed, 11, 99, Some([11; 32]))
+        };
+        assert!(matches!(
+            store.record_block(refused).await,
+            Err(RecordBlockError::ChunkNotRegistered)
+        ));
+        let writes = store.pending_writes(&sealed).await.expect("pending");
+        assert_eq!(writes.checksums, checksums(&[(2, 2), (5, 5), (9, 10)]));
+        assert_eq!(writes.blocks.len(), 4, "every write is still there");
+        assert_eq!(
+            store
+                .pending_writes(&other)
+                .await
+                .expect("pending")
+                .checksums,
+            checksums(&[(2, 42)]),
+            "another snapshot's checksums are its own"
+        );
+
+        let seal = seal_of(store, &sealed).await;
+        store.seal_snapshot(seal).await.expect("seal");
+        assert!(
+            store
+                .pending_writes(&sealed)
+                .await
+                .expect("pending")
+                .checksums
+                .is_empty(),
+            "gone with the seal"
+        );
+        let to_error: RecordChange = Box::new(|r| {
+            let mut record = r.clone();
+            record.status = SnapshotStatus::Error;
+            Some(record)
+        });
+        store
+            .update_snapshot(&dropped, to_error)
+            .await
+            .expect("update");
+        store
+            .drop_pending_writes(vec![dropped.clone()])
+            .await
+            .expect("drop");
+        assert!(
+            store
+                .pending_writes(&dropped)
+                .await
+                .expect("pending")
+                .checksums
+                .is_empty(),
+            "dropped with the writes"
+        );
+        assert!(store.delete_snapshot(&deleted).await.expect("delete"));
+        assert!(
+            store
+                .pending_writes(&deleted)
+                .await
+                .expect("pending")
+                .checksums
+                .is_empty(),
+            "deleted with the snapshot"
+        );
+        assert_eq!(
+            store
+                .pending_writes(&other)
+                .await
+                .expect("pending")
+                .checksums,
+            checksums(&[(2, 42)]),
+            "untouched by the others' seal, drop and delete"
+        );
     }
 
     /// Every recorded write bumps the write sequence, keeps the latest activity time and
@@ -997,6 +1133,114 @@ pub mod metadata {
         );
         let other = store.secret("other", vec![3]).await.expect("secret");
         assert_eq!(other, vec![3]);
+    }
+
+    /// `create_key` stores a key unless one with its id exists and returns the key as
+    /// stored (the first wins, whatever the second holds); `key` reads it back; `keys`
+    /// lists one owner's keys (everyone's for `None`) in id order, by bytes (ids differ
+    /// in case and punctuation here, which a locale's collation orders otherwise);
+    /// `set_key_enabled` changes only `enabled`, keeps it, and is `None` for an unknown id.
+    pub async fn keys_are_created_once_listed_by_owner_and_enabled_or_disabled<M: MetadataStore>(
+        store: &M,
+    ) {
+        let master = MasterKey::generate();
+        let key = |id: &str, owner| {
+            KeyRecord::create(
+                &master,
+                id.into(),
+                "us-east-1",
+                account(owner),
+                Some(format!("key {id}\u{0}")),
+                false,
+                T0,
+            )
+        };
+        let first = key("k-b", 1);
+        assert_eq!(
+            store.create_key(first.clone()).await.expect("create"),
+            first
+        );
+        let rival = KeyRecord {
+            description: Some("the rival".into()),
+            account_default: true,
+            created_ms: T0 + 1,
+            ..key("k-b", 2)
+        };
+        assert_ne!(rival, first);
+        assert_eq!(
+            store.create_key(rival).await.expect("create again"),
+            first,
+            "the first stored wins"
+        );
+        assert_eq!(store.key("k-b").await.expect("read"), Some(first.clone()));
+        let (upper, after, other) = (key("kA", 1), key("k-c", 1), key("kz", 2));
+        for created in [&upper, &after, &other] {
+            assert_eq!(
+                &store.create_key(created.clone()).await.expect("create"),
+                created
+            );
+        }
+        // By bytes: '-' < 'A' < 'z'.
+        assert_eq!(
+            store.keys(Some(&account(1))).await.expect("list"),
+            vec![first.clone(), after.clone(), upper.clone()]
+        );
+        assert_eq!(
+            store.keys(Some(&account(2))).await.expect("list"),
+            vec![other.clone()],
+            "the refused rival left nothing under its owner"
+        );
+        assert!(
+            store
+                .keys(Some(&account(3)))
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        assert_eq!(
+            store.keys(None).await.expect("list"),
+            vec![first.clone(), after.clone(), upper.clone(), other.clone()]
+        );
+
+        let disabled = KeyRecord {
+            enabled: false,
+            ..first.clone()
+        };
+        assert_eq!(
+            store.set_key_enabled("k-b", false).await.expect("disable"),
+            Some(disabled.clone())
+        );
+        assert_eq!(
+            store.set_key_enabled("k-b", false).await.expect("again"),
+            Some(disabled.clone())
+        );
+        assert_eq!(
+            store.key("k-b").await.expect("read"),
+            Some(disabled.clone())
+        );
+        assert_eq!(
+            store.keys(Some(&account(1))).await.expect("list"),
+            vec![disabled, after.clone(), upper.clone()],
+            "only that key changed"
+        );
+        assert_eq!(
+            store.set_key_enabled("k-b", true).await.expect("enable"),
+            Some(first.clone())
+        );
+        assert_eq!(store.key("k-b").await.expect("read"), Some(first));
+        assert_eq!(
+            store
+                .set_key_enabled("k-none", false)
+                .await
+                .expect("unknown"),
+            None
+        );
+        assert_eq!(store.key("k-none").await.expect("read"), None);
+        assert_eq!(
+            store.keys(None).await.expect("list").len(),
+            4,
+            "none created"
+        );
     }
 
     /// Loading a node that is not stored is corruption, never a silent gap.

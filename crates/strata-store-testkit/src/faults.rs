@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use strata_core::block_map::NodeHash;
+use strata_core::encryption::KeyRecord;
 use strata_core::ports::{
     Announced, AnnouncementId, BlockWrite, ChunkStore, CreateOutcome, GcView, MetadataStore,
     PendingWrites, RecordBlockError, RecordChange, Seal, SealError, Stamp, StoreError, StoredChunk,
@@ -43,6 +44,10 @@ pub enum Op {
     AcquireLease,
     ReleaseLease,
     Secret,
+    CreateKey,
+    Key,
+    Keys,
+    SetKeyEnabled,
     Nodes,
     ListSnapshots,
     GcView,
@@ -324,6 +329,30 @@ impl<M: MetadataStore> MetadataStore for FaultyMetadata<M> {
     async fn secret(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         let call = self.inner.secret(name, candidate);
         self.faults.around(Op::Secret, same, call).await
+    }
+
+    async fn create_key(&self, key: KeyRecord) -> Result<KeyRecord, StoreError> {
+        let call = self.inner.create_key(key);
+        self.faults.around(Op::CreateKey, same, call).await
+    }
+
+    async fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let call = self.inner.key(id);
+        self.faults.around(Op::Key, same, call).await
+    }
+
+    async fn keys(&self, owner: Option<&AccountId>) -> Result<Vec<KeyRecord>, StoreError> {
+        let call = self.inner.keys(owner);
+        self.faults.around(Op::Keys, same, call).await
+    }
+
+    async fn set_key_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let call = self.inner.set_key_enabled(id, enabled);
+        self.faults.around(Op::SetKeyEnabled, same, call).await
     }
 
     fn nodes(&self) -> Result<Self::Nodes, StoreError> {

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use strata_core::announcements::Announcements;
 use strata_core::block_map::{Node, NodeHash, NodeSource};
+use strata_core::encryption::KeyRecord;
 use strata_core::leases::LocalLeases;
 use strata_core::ports::{
     Announced, AnnouncementId, BlockWrite, ChunkStore, CreateOutcome, GcView, MetadataStore,
@@ -23,14 +24,24 @@ use xxhash_rust::xxh3::xxh3_64;
 /// with the readers handed out, so a reader is a consistent view at no cost.
 type NodeMap = Arc<BTreeMap<NodeHash, (Stamp, Arc<[u8]>)>>;
 
+/// One pending write: its content and checksum together, so whatever drops a write drops
+/// its checksum.
+struct PendingWrite {
+    digest: ChunkDigest,
+    checksum: Option<[u8; 32]>,
+}
+
 #[derive(Default)]
 struct Metadata {
     last_stamp: u64,
     snapshots: BTreeMap<SnapshotId, SnapshotRecord>,
     tokens: HashMap<(AccountId, String), SnapshotId>,
-    pending: BTreeMap<(SnapshotId, BlockIndex), ChunkDigest>,
+    /// The final write per index of each pending snapshot.
+    pending: BTreeMap<(SnapshotId, BlockIndex), PendingWrite>,
     nodes: NodeMap,
     secrets: HashMap<String, Vec<u8>>,
+    /// Keys of the local key service by id (ordered, as `keys` lists them).
+    keys: BTreeMap<String, KeyRecord>,
     /// The chunk registry: digest → (size, stamp of the last record that stored or re-used it).
     chunks: BTreeMap<ChunkDigest, (u64, Stamp)>,
     /// Tombstones of chunks being deleted.
@@ -200,9 +211,13 @@ impl MetadataStore for MemoryMetadataStore {
         if write.progress.is_some() {
             record.progress = write.progress;
         }
-        state
-            .pending
-            .insert((write.snapshot.clone(), write.index), write.digest);
+        state.pending.insert(
+            (write.snapshot.clone(), write.index),
+            PendingWrite {
+                digest: write.digest,
+                checksum: write.checksum,
+            },
+        );
         state.snapshots.insert(write.snapshot, record);
         Ok(())
     }
@@ -210,12 +225,22 @@ impl MetadataStore for MemoryMetadataStore {
     async fn pending_writes(&self, id: &SnapshotId) -> Result<PendingWrites, StoreError> {
         let state = self.lock();
         let sequence = state.snapshots.get(id).map_or(0, |r| r.write_sequence);
-        let blocks = state
+        let writes = state
             .pending
-            .range((id.clone(), BlockIndex::new(0))..=(id.clone(), BlockIndex::new(u32::MAX)))
-            .map(|((_, index), digest)| (*index, *digest))
-            .collect();
-        Ok(PendingWrites { blocks, sequence })
+            .range((id.clone(), BlockIndex::new(0))..=(id.clone(), BlockIndex::new(u32::MAX)));
+        let mut blocks = Vec::new();
+        let mut checksums = Vec::new();
+        for ((_, index), write) in writes {
+            blocks.push((*index, write.digest));
+            if let Some(checksum) = write.checksum {
+                checksums.push((*index, checksum));
+            }
+        }
+        Ok(PendingWrites {
+            blocks,
+            checksums,
+            sequence,
+        })
     }
 
     async fn seal_snapshot(&self, seal: Seal) -> Result<(), SealError> {
@@ -284,6 +309,40 @@ impl MetadataStore for MemoryMetadataStore {
             .clone())
     }
 
+    async fn create_key(&self, key: KeyRecord) -> Result<KeyRecord, StoreError> {
+        Ok(self
+            .lock()
+            .keys
+            .entry(key.id.clone())
+            .or_insert(key)
+            .clone())
+    }
+
+    async fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        Ok(self.lock().keys.get(id).cloned())
+    }
+
+    async fn keys(&self, owner: Option<&AccountId>) -> Result<Vec<KeyRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .keys
+            .values()
+            .filter(|k| owner.is_none_or(|o| *o == k.owner))
+            .cloned()
+            .collect())
+    }
+
+    async fn set_key_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        Ok(self.lock().keys.get_mut(id).map(|key| {
+            key.enabled = enabled;
+            key.clone()
+        }))
+    }
+
     fn nodes(&self) -> Result<MemoryNodes, StoreError> {
         Ok(MemoryNodes {
             nodes: Arc::clone(&self.lock().nodes),
@@ -307,10 +366,10 @@ impl MetadataStore for MemoryMetadataStore {
         let mut state = self.lock();
         let start = state.next_stamp();
         let mut pending: Vec<(SnapshotId, Vec<ChunkDigest>)> = Vec::new();
-        for ((id, _), digest) in &state.pending {
+        for ((id, _), write) in &state.pending {
             match pending.last_mut() {
-                Some((last, digests)) if last == id => digests.push(*digest),
-                _ => pending.push((id.clone(), vec![*digest])),
+                Some((last, digests)) if last == id => digests.push(write.digest),
+                _ => pending.push((id.clone(), vec![write.digest])),
             }
         }
         Ok(GcView {

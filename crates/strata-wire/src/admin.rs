@@ -7,6 +7,9 @@
 //! | `GET /_strata/v1/snapshots/{id}` | [`AdminSnapshot`] |
 //! | `DELETE /_strata/v1/snapshots/{id}` | 204 |
 //! | `POST /_strata/v1/gc?dryRun=true\|false` | [`GcSummary`] (root account only) |
+//! | `POST /_strata/v1/keys?description=TEXT[&account=ID]` | [`AdminKey`]: a new encryption key (another account's: root only) |
+//! | `GET /_strata/v1/keys` | [`KeyList`]: the caller's keys (root: every account's) |
+//! | `POST /_strata/v1/keys/{id or ARN}/disable`, `.../enable` | [`AdminKey`] as it is now |
 
 use serde::{Deserialize, Serialize};
 
@@ -93,4 +96,30 @@ pub struct GcSummary {
     pub chunks_kept: usize,
     /// Pending writes dropped.
     pub pending_writes_dropped: usize,
+}
+
+/// One key of the local key service (never its material).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminKey {
+    /// The key id (a UUID).
+    pub key_id: String,
+    /// `arn:aws:kms:REGION:ACCOUNT:key/ID`, what `KmsKeyArn` names.
+    pub arn: String,
+    /// Owning account.
+    pub account: String,
+    /// Description given at creation.
+    pub description: Option<String>,
+    /// Whether it encrypts and decrypts.
+    pub enabled: bool,
+    /// The account's default key (used when a request to encrypt names none).
+    pub account_default: bool,
+    /// Creation time, Unix ms.
+    pub created_ms: i64,
+}
+
+/// `GET /_strata/v1/keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyList {
+    /// By id.
+    pub keys: Vec<AdminKey>,
 }

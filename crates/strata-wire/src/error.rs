@@ -102,6 +102,10 @@ pub enum Reason {
     SnapshotNotFound,
     /// AccessDeniedException: the account may not do this.
     UnauthorizedAccount,
+    /// ValidationException: an unknown or disabled KMS key (or one the server cannot use).
+    InvalidCustomerKey,
+    /// AccessDeniedException: the KMS key belongs to another account.
+    DependencyAccessDenied,
 }
 
 impl Reason {
@@ -119,6 +123,8 @@ impl Reason {
             Reason::ConflictingBlockUpdate => "CONFLICTING_BLOCK_UPDATE",
             Reason::SnapshotNotFound => "SNAPSHOT_NOT_FOUND",
             Reason::UnauthorizedAccount => "UNAUTHORIZED_ACCOUNT",
+            Reason::InvalidCustomerKey => "INVALID_CUSTOMER_KEY",
+            Reason::DependencyAccessDenied => "DEPENDENCY_ACCESS_DENIED",
         }
     }
 }

@@ -13,7 +13,9 @@ use hyper_util::rt::TokioExecutor;
 use strata_cli::cli::ConnectionArgs;
 use strata_cli::connect::{LOCAL_ENDPOINT, Resolved, resolve};
 use strata_cli::error::ConnectError;
-use strata_wire::admin::{AdminSnapshot, GcSummary, PREFIX, SERVICE, SnapshotList};
+use strata_wire::admin::{
+    AdminKey, AdminSnapshot, GcSummary, KeyList, PREFIX, SERVICE, SnapshotList,
+};
 
 /// Flags of `strata snapshots` and `strata gc`: the client's connection flags (the same rule
 /// for endpoint, region and credentials as every other subcommand; see `strata_cli::connect`).
@@ -58,6 +60,76 @@ pub enum SnapshotsCommand {
         admin: AdminArgs,
     },
 }
+
+/// `strata keys …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Create an encryption key and print its ARN (for StartSnapshot's KmsKeyArn, or
+    /// coldsnap's --kms-key-id).
+    #[command(after_help = KEYS_CREATE_EXAMPLES)]
+    Create {
+        /// The account that owns it (another account than yours: root only).
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
+        /// Free text kept with the key.
+        #[arg(long)]
+        description: Option<String>,
+        /// Print the key as JSON instead of its ARN.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Your keys (root: every account's): ARN, state, default, creation time, description.
+    #[command(after_help = KEYS_LIST_EXAMPLES)]
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Disable a key: the snapshots it encrypts can be neither written nor read until it is
+    /// enabled again.
+    #[command(after_help = KEYS_DISABLE_EXAMPLES)]
+    Disable {
+        /// The key's ARN or id.
+        key: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Enable a disabled key again.
+    #[command(after_help = KEYS_DISABLE_EXAMPLES)]
+    Enable {
+        /// The key's ARN or id.
+        key: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+const KEYS_CREATE_EXAMPLES: &str = concat!(
+    "Examples:
+  strata keys create --description backups
+  strata keys create --account 111122223333
+  coldsnap --endpoint-url http://127.0.0.1:9555 upload --kms-key-id \"$(strata keys create)\" disk.img",
+    "\n\n",
+    strata_cli::connection_help!()
+);
+const KEYS_LIST_EXAMPLES: &str = concat!(
+    "Examples:
+  strata keys list
+  strata keys list --json | jq -r '.[] | select(.enabled) | .arn'",
+    "\n\n",
+    strata_cli::connection_help!()
+);
+const KEYS_DISABLE_EXAMPLES: &str = concat!(
+    "Examples:
+  strata keys disable arn:aws:kms:us-east-1:000000000000:key/1b4e28ba-2fa1-41d2-883f-0016d3cca427
+  strata keys enable 1b4e28ba-2fa1-41d2-883f-0016d3cca427",
+    "\n\n",
+    strata_cli::connection_help!()
+);
 
 const LIST_EXAMPLES: &str = concat!(
     "Examples:
@@ -296,6 +368,103 @@ pub async fn snapshots(command: SnapshotsCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A key as `strata keys` prints it as JSON: RFC 3339 times.
+fn key_view(key: &AdminKey) -> serde_json::Value {
+    serde_json::json!({
+        "arn": key.arn,
+        "key_id": key.key_id,
+        "account": key.account,
+        "description": key.description,
+        "enabled": key.enabled,
+        "account_default": key.account_default,
+        "created": rfc3339(key.created_ms),
+    })
+}
+
+/// Query-string escaping of a value.
+fn escaped(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Run `strata keys …`.
+pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Create {
+            account,
+            description,
+            json,
+            admin,
+        } => {
+            let mut query = Vec::new();
+            if let Some(account) = &account {
+                query.push(format!("account={}", escaped(account)));
+            }
+            if let Some(description) = &description {
+                query.push(format!("description={}", escaped(description)));
+            }
+            let path = if query.is_empty() {
+                "/keys".to_owned()
+            } else {
+                format!("/keys?{}", query.join("&"))
+            };
+            let body = Admin::new(&admin).await?.call("POST", &path).await?;
+            let key: AdminKey = serde_json::from_slice(&body).context("unexpected answer")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&key_view(&key))?);
+            } else {
+                println!("{}", key.arn);
+            }
+        }
+        KeysCommand::List { json, admin } => {
+            let body = Admin::new(&admin).await?.call("GET", "/keys").await?;
+            let list: KeyList = serde_json::from_slice(&body).context("unexpected answer")?;
+            if json {
+                let views: Vec<serde_json::Value> = list.keys.iter().map(key_view).collect();
+                println!("{}", serde_json::to_string_pretty(&views)?);
+            } else {
+                print!("{}", key_table(&list.keys));
+            }
+        }
+        KeysCommand::Disable { key, admin } => set_key_state(&admin, &key, "disable").await?,
+        KeysCommand::Enable { key, admin } => set_key_state(&admin, &key, "enable").await?,
+    }
+    Ok(())
+}
+
+async fn set_key_state(admin: &AdminArgs, key: &str, verb: &str) -> anyhow::Result<()> {
+    let path = format!("/keys/{}/{verb}", escaped(key));
+    let body = Admin::new(admin).await?.call("POST", &path).await?;
+    let key: AdminKey = serde_json::from_slice(&body).context("unexpected answer")?;
+    let state = if key.enabled { "enabled" } else { "disabled" };
+    println!("{} is {state}", key.arn);
+    Ok(())
+}
+
+/// The keys as a table, one per line.
+fn key_table(keys: &[AdminKey]) -> String {
+    let mut out = String::new();
+    if keys.is_empty() {
+        out.push_str("no keys (one is created for an account when it first encrypts)\n");
+        return out;
+    }
+    let width = keys.iter().map(|k| k.arn.len()).max().unwrap_or(3).max(3);
+    out.push_str(&format!(
+        "{:<width$}  {:<8}  {:<7}  {:<24}  DESCRIPTION\n",
+        "ARN", "STATE", "DEFAULT", "CREATED"
+    ));
+    for key in keys {
+        out.push_str(&format!(
+            "{:<width$}  {:<8}  {:<7}  {:<24}  {}\n",
+            key.arn,
+            if key.enabled { "enabled" } else { "disabled" },
+            if key.account_default { "yes" } else { "" },
+            rfc3339(key.created_ms),
+            key.description.as_deref().unwrap_or("")
+        ));
+    }
+    out
 }
 
 /// Run `strata gc`.

@@ -36,6 +36,11 @@ enum Command {
         #[command(subcommand)]
         command: admin::SnapshotsCommand,
     },
+    /// Create, list, disable or enable the encryption keys of a running Strata server.
+    Keys {
+        #[command(subcommand)]
+        command: admin::KeysCommand,
+    },
     /// Copy an embedded data directory into PostgreSQL and an S3 bucket (or any other
     /// stores `serve` takes): resumable, verified, and idempotent when run again.
     #[command(after_help = MIGRATE_EXAMPLES)]
@@ -181,6 +186,17 @@ struct ServeArgs {
     /// tls_key].
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// File holding the master key (64 hex digits or base64 of 32 bytes), private to the
+    /// server's user, that wraps the encryption keys. Else STRATA_MASTER_KEY, else an
+    /// embedded store's generated DATA_DIR/master.key [config: master_key_file].
+    #[arg(long, env = "STRATA_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    /// Encrypt every new snapshot at rest, asked or not [config: encrypt_by_default].
+    #[arg(long)]
+    encrypt_by_default: bool,
+    /// The region named in encryption key ARNs [default: us-east-1; config: region].
+    #[arg(long, env = "STRATA_REGION")]
+    region: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -252,6 +268,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Migrate(args) => runtime.block_on(run_migrate(args)),
         Command::Snapshots { command } => runtime.block_on(admin::snapshots(command)),
+        Command::Keys { command } => runtime.block_on(admin::keys(command)),
         Command::Gc {
             dry_run,
             json,
@@ -340,6 +357,18 @@ impl ServeInput {
             .map_err(|e| UsageError(format!("{e:#}")))?;
         if let Some((cert, key)) = args.tls_cert.clone().zip(args.tls_key.clone()) {
             settings.tls = Some(strata_server::tls::TlsFiles { cert, key });
+        }
+        if let Some(path) = &args.master_key_file {
+            settings.encryption.master_key_file = Some(path.clone());
+        }
+        if let Ok(text) = std::env::var("STRATA_MASTER_KEY") {
+            settings.encryption.master_key = Some(text);
+        }
+        if args.encrypt_by_default {
+            settings.encryption.by_default = true;
+        }
+        if let Some(region) = &args.region {
+            settings.encryption.region = Some(region.clone());
         }
         settings.config_file.clone_from(&args.config);
         check_serve_settings(&settings)?;

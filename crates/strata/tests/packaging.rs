@@ -98,6 +98,9 @@ fn the_example_config_with_its_optional_lines_names_every_key() {
         body_budget_mib,
         tls_cert,
         tls_key,
+        master_key_file,
+        encrypt_by_default,
+        region,
     } = file;
     let set = [
         ("listen", listen.is_some()),
@@ -127,6 +130,9 @@ fn the_example_config_with_its_optional_lines_names_every_key() {
         ("body_budget_mib", body_budget_mib.is_some()),
         ("tls_cert", tls_cert.is_some()),
         ("tls_key", tls_key.is_some()),
+        ("master_key_file", master_key_file.is_some()),
+        ("encrypt_by_default", encrypt_by_default.is_some()),
+        ("region", region.is_some()),
     ];
     for (key, present) in set {
         assert!(present, "packaging/strata.toml does not show `{key}`");

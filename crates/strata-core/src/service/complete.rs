@@ -6,8 +6,8 @@ use super::{SnapshotService, not_pending, run_blocking};
 use crate::block_map;
 use crate::checksum::linear_aggregate;
 use crate::error::ServiceError;
-use crate::ports::{ChunkStore, MetadataStore, Seal, SealError};
-use crate::snapshot::SnapshotStatus;
+use crate::ports::{ChunkStore, MetadataStore, PendingWrites, Seal, SealError, StoreError};
+use crate::snapshot::{SnapshotRecord, SnapshotStatus};
 
 /// How often CompleteSnapshot rebuilds the tree when block writes race with it.
 const SEAL_ATTEMPTS: usize = 5;
@@ -20,6 +20,31 @@ pub struct AggregateChecksum {
 }
 
 impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
+    /// The `LINEAR` aggregate of the blocks written: of their digests, or for a snapshot
+    /// encrypted at rest (whose digests name envelopes) of the clients' checksums kept,
+    /// masked, with the writes.
+    async fn aggregate_of(
+        &self,
+        record: &SnapshotRecord,
+        pending: &PendingWrites,
+    ) -> Result<ChunkDigest, ServiceError> {
+        let Some(key) = self.snapshot_data_key(record).await? else {
+            return Ok(linear_aggregate(&pending.blocks));
+        };
+        let masked: std::collections::HashMap<_, _> = pending.checksums.iter().copied().collect();
+        let mut checksums = Vec::with_capacity(pending.blocks.len());
+        for (index, digest) in &pending.blocks {
+            let Some(value) = masked.get(index) else {
+                return Err(ServiceError::Store(StoreError::Corrupt(format!(
+                    "the write of block {index} of encrypted snapshot '{}' has no checksum",
+                    record.id
+                ))));
+            };
+            checksums.push((*index, ChunkDigest(key.mask_checksum(digest, *value))));
+        }
+        Ok(linear_aggregate(&checksums))
+    }
+
     /// CompleteSnapshot: check the count and aggregate, build the block map, seal.
     pub async fn complete_snapshot(
         &self,
@@ -49,7 +74,7 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
                     written,
                 })
             } else if let Some(claimed) = aggregate
-                && claimed.digest != linear_aggregate(&pending.blocks)
+                && claimed.digest != self.aggregate_of(&record, &pending).await?
             {
                 Some(ServiceError::AggregateChecksumMismatch {
                     snapshot: id.clone(),

@@ -11,11 +11,13 @@
 //! | `lifecycle.rs` | DescribeSnapshots' view, DeleteSnapshot, the timeout sweep |
 //! | `tags.rs` | CreateTags, DeleteTags |
 //! | `gc.rs` | planning and executing garbage collection |
+//! | `keys.rs` | the local key service, and which key encrypts a new snapshot |
 //!
 //! This file holds the service itself and the lookups every group shares.
 
 mod complete;
 mod gc;
+mod keys;
 mod lifecycle;
 mod put;
 mod read;
@@ -35,6 +37,7 @@ use crate::tokens::TokenIssuer;
 
 pub use complete::AggregateChecksum;
 pub use gc::{GC_LEASE, LEASE_TTL, TIMEOUT_SWEEP_LEASE};
+pub use keys::{EncryptionConfig, KEY_CACHE_TTL};
 pub use put::WritePermit;
 pub use read::{BlockData, BlockPage, ChangedBlock, ChangedPage, DEFAULT_MAX_RESULTS, PageRequest};
 pub use start::{DEFAULT_TIMEOUT_MINUTES, StartSnapshotInput};
@@ -48,6 +51,7 @@ pub struct SnapshotService<M, C> {
     clock: Arc<dyn Clock>,
     retry: RetryPolicy,
     stats: Arc<crate::stats::ServiceStats>,
+    encryption: Option<Arc<keys::Encryption>>,
 }
 
 impl<M, C> Clone for SnapshotService<M, C> {
@@ -59,6 +63,7 @@ impl<M, C> Clone for SnapshotService<M, C> {
             clock: Arc::clone(&self.clock),
             retry: self.retry,
             stats: Arc::clone(&self.stats),
+            encryption: self.encryption.clone(),
         }
     }
 }
@@ -78,6 +83,7 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             clock,
             retry: RetryPolicy::default(),
             stats: Arc::default(),
+            encryption: None,
         }
     }
 

@@ -6,6 +6,7 @@ use strata_types::{AccountId, BLOCK_SIZE, BlockIndex, ChunkDigest, SnapshotId};
 
 use super::{SnapshotService, not_pending};
 use crate::body::{BlockHasher, HashedBlock};
+use crate::encryption::DataKey;
 use crate::error::ServiceError;
 use crate::ports::{
     AnnouncementId, BlockWrite, ChunkStore, MetadataStore, RecordBlockError, StoreError,
@@ -24,7 +25,11 @@ pub struct WritePermit {
     /// Whether the chunk registry says content with the claimed digest is stored: then
     /// the bytes need not be stored again (the write record checks it once more).
     registered: bool,
-    _announcement: Announcement,
+    /// The announcement of the claimed digest; `None` for a block to encrypt, whose
+    /// chunk is named by its envelope and announced once the body is sealed.
+    _announcement: Option<Announcement>,
+    /// The snapshot's data key, if its blocks are encrypted at rest.
+    data_key: Option<Arc<DataKey>>,
 }
 
 /// Withdraws a Put's announcement when dropped: after its write record committed, or
@@ -79,6 +84,18 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
         claimed: ChunkDigest,
     ) -> Result<WritePermit, ServiceError> {
         let record = self.writable_snapshot(owner, id, index).await?;
+        // Checked before the body is read: a disabled key refuses the Put at once.
+        let data_key = self.snapshot_data_key(&record).await?;
+        if data_key.is_some() && !claimed.is_zero_block() {
+            return Ok(WritePermit {
+                record,
+                index,
+                claimed,
+                registered: false,
+                _announcement: None,
+                data_key,
+            });
+        }
         // Announced before the registry is asked, and until the write record commits: a
         // collection then keeps a stored chunk of this content (see `gc`), so "registered"
         // stays true unless a read finds the chunk damaged, which the record catches. A
@@ -89,7 +106,8 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             index,
             claimed,
             registered: registered || claimed.is_zero_block(),
-            _announcement: announcement,
+            _announcement: Some(announcement),
+            data_key,
         })
     }
 
@@ -182,8 +200,9 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
     }
 
     /// PutSnapshotBlock, second half: verify the body against the claimed checksum, store
-    /// it unless it is stored already, record it. Returns only once both the bytes and the
-    /// record are durable. The snapshot's state is not read again: the record write itself
+    /// it unless it is stored already (a block of an encrypted snapshot as its envelope),
+    /// record it. Returns the block's checksum, once both the bytes and the record are
+    /// durable. The snapshot's state is not read again: the record write itself
     /// refuses a snapshot that left `pending` meanwhile, and only a deadline that may have
     /// passed costs a re-read.
     pub async fn put_block(
@@ -196,8 +215,9 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             record,
             index,
             claimed,
-            registered,
+            mut registered,
             _announcement,
+            data_key,
         } = permit;
         let id = &record.id;
         if block.len() != BLOCK_SIZE {
@@ -210,8 +230,33 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             // The body took us past the deadline as last seen; the stored one may be later.
             self.writable_snapshot(&record.owner, id, index).await?;
         }
-        let digest = block.digest;
-        let data = block.into_bytes();
+        let mut digest = block.digest;
+        let mut data = block.into_bytes();
+        let mut checksum = None;
+        let mut _sealed_announcement = None;
+        if let Some(key) = &data_key {
+            if !digest.is_zero_block() {
+                let plaintext = data.clone().ok_or_else(|| {
+                    ServiceError::Store(StoreError::Backend(
+                        "the body to encrypt was not kept".into(),
+                    ))
+                })?;
+                let sealing = Arc::clone(key);
+                let envelope = Bytes::from(
+                    tokio::task::spawn_blocking(move || sealing.seal(&plaintext))
+                        .await
+                        .map_err(|e| {
+                            ServiceError::Store(StoreError::Backend(format!("worker failed: {e}")))
+                        })?,
+                );
+                digest = ChunkDigest::of(&envelope);
+                let (announcement, stored) = self.announce(digest).await?;
+                _sealed_announcement = Some(announcement);
+                registered = stored;
+                data = Some(envelope);
+            }
+            checksum = Some(key.mask_checksum(&digest, claimed.0));
+        }
         let mut write = BlockWrite {
             snapshot: id.clone(),
             index,
@@ -219,6 +264,7 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             progress,
             at_ms: self.now_ms(),
             stored_size: None,
+            checksum,
         };
         if !registered {
             write.stored_size = Some(self.store_chunk(digest, data.as_ref()).await?);
@@ -246,7 +292,7 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             RecordBlockError::Store(e) => e.into(),
         })?;
         self.stats.record_put(&digest, write.stored_size.is_none());
-        Ok(digest)
+        Ok(claimed)
     }
 
     /// Store a verified chunk; returns its size.

@@ -70,7 +70,8 @@ pub struct ChangedPage {
 pub struct BlockData {
     /// The 512 KiB of content.
     pub data: Bytes,
-    /// Its SHA-256, checked against the bytes just now.
+    /// Its SHA-256, checked against the bytes just now (of the plaintext, for a block
+    /// encrypted at rest, whose envelope was checked and opened).
     pub digest: ChunkDigest,
 }
 
@@ -206,6 +207,8 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
                 digest,
             });
         }
+        // Before the read: a disabled key refuses it.
+        let data_key = self.snapshot_data_key(&record).await?;
         // The chunk store verifies what it returns (see `ChunkStore::get`).
         let read = crate::with_retries!(self.retry, "read a chunk", self.chunks.get(digest));
         if matches!(read, Ok(None) | Err(StoreError::Corrupt(_))) {
@@ -216,7 +219,32 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             }
         }
         match read {
-            Ok(Some(data)) => Ok(BlockData { data, digest }),
+            Ok(Some(data)) => match data_key {
+                None => Ok(BlockData { data, digest }),
+                Some(key) => {
+                    // The envelope is intact (the chunk store verified it), so a failure
+                    // to open it is a key that does not match, not damage to forget.
+                    let opened = tokio::task::spawn_blocking(move || {
+                        key.open(&data).map(|plaintext| {
+                            let digest = ChunkDigest::of(&plaintext);
+                            (Bytes::from(plaintext), digest)
+                        })
+                    })
+                    .await
+                    .map_err(|e| {
+                        ServiceError::Store(StoreError::Backend(format!("worker failed: {e}")))
+                    })?;
+                    match opened {
+                        Ok((data, digest)) => Ok(BlockData { data, digest }),
+                        Err(why) => {
+                            tracing::error!(%id, %index, chunk = %digest, "{why}");
+                            Err(ServiceError::CorruptData(format!(
+                                "Block {index} of snapshot '{id}' does not decrypt under the snapshot's key."
+                            )))
+                        }
+                    }
+                }
+            },
             Ok(None) => {
                 tracing::error!(%id, %index, chunk = %digest, "stored chunk is missing");
                 Err(ServiceError::CorruptData(format!(

@@ -52,7 +52,7 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
         let now = self.now_ms();
         let fingerprint = start_fingerprint(&input, &validated);
 
-        let (lineage_of_parent, base_root) = match &input.parent {
+        let parent = match &input.parent {
             Some(parent_id) => {
                 let parent = self.owned_snapshot(owner, parent_id).await?;
                 if parent.status_at(now) != SnapshotStatus::Completed {
@@ -61,8 +61,20 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
                         status: parent.status_at(now),
                     });
                 }
-                (Some(parent.lineage), parent.root)
+                Some(parent)
             }
+            None => None,
+        };
+        let encryption = self
+            .start_encryption(
+                owner,
+                input.encrypted,
+                input.kms_key_arn.as_deref(),
+                parent.as_ref(),
+            )
+            .await?;
+        let (lineage_of_parent, base_root) = match parent {
+            Some(parent) => (Some(parent.lineage), parent.root),
             None => (None, None),
         };
         let id = SnapshotId::generate();
@@ -75,8 +87,9 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             parent: input.parent.clone(),
             description: input.description.clone(),
             tags: input.tags.clone(),
-            encrypted: input.encrypted.unwrap_or(false),
-            kms_key_arn: input.kms_key_arn.clone(),
+            encrypted: encryption.encrypted,
+            kms_key_arn: encryption.key.as_ref().map(|key| key.arn.clone()),
+            encryption_key: encryption.key.map(|key| key.id),
             timeout_minutes: validated.timeout_minutes,
             client_token: input.client_token.clone(),
             start_fingerprint: fingerprint,

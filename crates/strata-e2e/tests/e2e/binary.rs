@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use super::harness::{KEY, SECRET};
 use super::images::{BLOCK, Fill, MIB, generate, modified_copy, sha256_file};
 
-fn strata_binary() -> Option<PathBuf> {
+pub(super) fn strata_binary() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let profile_dir = exe.parent()?.parent()?;
     let binary = profile_dir.join("strata");
@@ -78,7 +78,7 @@ impl Drop for ServeProcess {
 
 /// Run a client command with credentials in the environment and empty AWS config files
 /// (so whatever the machine has in ~/.aws does not leak in).
-fn strata(binary: &Path, args: &[&str]) -> Output {
+pub(super) fn strata(binary: &Path, args: &[&str]) -> Output {
     let empty = std::env::temp_dir().join("strata-e2e-empty-aws-config");
     if !empty.exists() {
         std::fs::write(&empty, "").expect("write");
@@ -96,7 +96,7 @@ fn strata(binary: &Path, args: &[&str]) -> Output {
         .expect("strata runs")
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(super) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).trim().to_owned()
 }
 

@@ -119,3 +119,130 @@ async fn an_image_uploaded_by_strata_downloads_identically_with_coldsnap() {
     );
     assert!(zeros_from(&restored, info.len));
 }
+
+/// Whether `marker` occurs in any file under `dir` (a missing directory holds nothing).
+fn in_any_file(dir: &std::path::Path, marker: &[u8]) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.into_iter().any(|entry| {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            in_any_file(&path, marker)
+        } else {
+            let bytes = std::fs::read(&path).expect("read");
+            bytes.windows(marker.len()).any(|w| w == marker)
+        }
+    })
+}
+
+/// coldsnap's `--kms-key-id` with a key made by `strata keys create`: the data directory
+/// holds no plaintext, strata downloads the image back identical, and `strata keys
+/// disable` stops the download until `strata keys enable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coldsnap_uploads_encrypted_under_a_strata_key_that_gates_every_download() {
+    let Some(binary) = super::binary::strata_binary() else {
+        return;
+    };
+    if !coldsnap_available() {
+        return;
+    }
+    let server = TestServer::start().await;
+    let endpoint = server.endpoint();
+    let keys = |args: &[&str]| {
+        let mut all = vec!["keys"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--endpoint", endpoint.as_str()]);
+        super::binary::strata(&binary, &all)
+    };
+    let created = keys(&["create", "--description", "coldsnap e2e"]);
+    assert!(
+        created.status.success(),
+        "{}",
+        super::binary::text(&created.stderr)
+    );
+    let arn = super::binary::text(&created.stdout);
+    assert!(
+        arn.starts_with("arn:aws:kms:us-east-1:"),
+        "stdout is the ARN: {arn}"
+    );
+    let listed = keys(&["list", "--json"]);
+    let listed: serde_json::Value =
+        serde_json::from_slice(&listed.stdout).expect("list --json is JSON");
+    assert!(
+        listed
+            .as_array()
+            .expect("an array")
+            .iter()
+            .any(|k| k["arn"] == arn.as_str()
+                && k["enabled"] == true
+                && k["description"] == "coldsnap e2e"),
+        "{listed}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = dir.path().join("secret.img");
+    let marker = b"<<A-SECRET-THAT-MUST-NOT-BE-STORED>>";
+    let data: Vec<u8> = marker.iter().copied().cycle().take(8 << 20).collect();
+    std::fs::write(&image, &data).expect("write image");
+    let output = coldsnap(
+        &server,
+        vec![
+            "upload".into(),
+            "--kms-key-id".into(),
+            arn.clone(),
+            image.display().to_string(),
+        ],
+    )
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let id = stdout
+        .split_whitespace()
+        .find(|word| word.starts_with("snap-"))
+        .expect("coldsnap prints the snapshot id");
+    let snapshot = SnapshotId::parse(id).expect("snapshot id");
+    assert!(
+        !in_any_file(server.data_dir(), marker),
+        "the data directory holds the image's plaintext"
+    );
+
+    let download = |name: &str| {
+        let restored = dir.path().join(name);
+        let mut options = DownloadOptions::new(snapshot.clone(), &restored);
+        options.size = Some(data.len() as u64);
+        let client = server.client_with(super::harness::impatient());
+        async move {
+            Downloader::new(&client, Reporter::silent())
+                .download(&options)
+                .await
+                .map(|_| restored)
+        }
+    };
+    let restored = download("restored.img").await.expect("strata download");
+    assert_eq!(sha256_file(&restored, None), sha256_file(&image, None));
+
+    let disabled = keys(&["disable", &arn]);
+    assert!(
+        disabled.status.success(),
+        "{}",
+        super::binary::text(&disabled.stderr)
+    );
+    assert!(super::binary::text(&disabled.stdout).ends_with("is disabled"));
+    let refused = download("refused.img")
+        .await
+        .expect_err("the key is disabled");
+    assert!(format!("{refused:#}").contains("disabled"), "{refused:#}");
+    let enabled = keys(&["enable", &arn]);
+    assert!(
+        enabled.status.success(),
+        "{}",
+        super::binary::text(&enabled.stderr)
+    );
+    let again = download("again.img").await.expect("readable again");
+    assert_eq!(sha256_file(&again, None), sha256_file(&image, None));
+}

@@ -21,6 +21,9 @@ pub fn required(reason: &str) {
     );
 }
 
+/// The master key of servers on PostgreSQL and S3 (64 hex digits).
+const TEST_MASTER_KEY: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+
 /// A running (or stopped) server.
 pub struct TestServer {
     /// Holds the data directory until the server is dropped.
@@ -71,6 +74,8 @@ impl TestServer {
                 s3_access_key_id: Some(crate::nodes::var("S3_ACCESS_KEY")),
                 s3_secret_access_key: Some(crate::nodes::var("S3_SECRET_KEY")),
             };
+            // A cluster keeps no generated master key: give it one.
+            settings.encryption.master_key = Some(TEST_MASTER_KEY.into());
         }
         let server = app::start(&settings, Arc::new(strata_core::SystemClock))
             .await

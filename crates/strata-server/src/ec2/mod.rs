@@ -104,7 +104,9 @@ pub fn service_error(error: ServiceError) -> Ec2Error {
         | ServiceError::InvalidPageToken(_)
         | ServiceError::UnrelatedSnapshots { .. }
         | ServiceError::IdempotencyConflict(_)
-        | ServiceError::ConflictingBlockUpdate(_) => Ec2ErrorCode::InvalidParameterValue,
+        | ServiceError::ConflictingBlockUpdate(_)
+        | ServiceError::InvalidCustomerKey(_)
+        | ServiceError::KeyAccessDenied(_) => Ec2ErrorCode::InvalidParameterValue,
         ServiceError::CorruptData(_) | ServiceError::Store(_) => {
             tracing::error!(error = %crate::error::ErrorChain(&error), "EC2 request failed inside");
             return Ec2Error::new(

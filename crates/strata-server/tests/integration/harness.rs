@@ -48,6 +48,9 @@ pub const OTHER_KEY: &str = "AKIDOTHERACCOUNT";
 pub const OTHER_SECRET: &str = "other-secret-for-tests";
 pub const OTHER_ACCOUNT: &str = "111122223333";
 pub const BLOCK: usize = 524_288;
+/// The master key of servers on PostgreSQL and S3 (64 hex digits).
+pub const TEST_MASTER_KEY: &str =
+    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
 /// A clock the test moves by hand; starts at the real time.
 #[derive(Debug)]
@@ -185,6 +188,8 @@ impl Harness {
             let (url, chunks) = on_background_runtime(fresh_engines());
             settings.metadata = strata_server::stores::MetadataBackend::Postgres(url);
             settings.chunks = chunks;
+            // A cluster has no data directory to keep a generated master key in.
+            settings.encryption.master_key = Some(TEST_MASTER_KEY.into());
         }
         adjust(&mut settings);
         let router = open_router(&settings, &clock);
@@ -270,6 +275,30 @@ impl Harness {
     pub async fn raw(&self, raw: RawRequest) -> RawResponse {
         send_raw(&Target::Router(self.router.clone()), &self.clock, raw).await
     }
+}
+
+/// The bytes of every object under the harness's bucket prefix (none on embedded stores,
+/// whose chunks are files of the data directory).
+pub fn stored_objects(harness: &Harness) -> Vec<Vec<u8>> {
+    if !on_postgres_and_s3() {
+        return Vec::new();
+    }
+    let store = harness.s3_chunks();
+    on_background_runtime(async move {
+        let mut objects = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.list(after, 1000).await.expect("list objects");
+            let Some(last) = page.last() else {
+                return objects;
+            };
+            after = Some(last.digest);
+            for chunk in &page {
+                let bytes = store.get(chunk.digest).await.expect("get").expect("listed");
+                objects.push(bytes.to_vec());
+            }
+        }
+    })
 }
 
 /// Bytes of 512 KiB chunks the harness's store holds. Embedded: the allocated size of its

@@ -5,6 +5,7 @@ mod arbitrary_requests;
 mod cluster;
 mod connections;
 mod ec2;
+mod encryption;
 mod errors;
 mod external_clients;
 mod gc;

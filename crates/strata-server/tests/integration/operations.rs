@@ -46,19 +46,27 @@ async fn start_snapshot_reports_every_field() {
         started >= before - Duration::from_secs(1) && started <= before + Duration::from_secs(1)
     );
 
+    let created = harness
+        .raw(crate::harness::RawRequest::admin("POST", "/keys"))
+        .await;
+    let arn = created.json()["arn"]
+        .as_str()
+        .expect("a key ARN")
+        .to_owned();
+    assert!(
+        arn.starts_with("arn:aws:kms:us-east-1:000000000000:key/"),
+        "{arn}"
+    );
     let encrypted = client
         .start_snapshot()
         .volume_size(1)
         .encrypted(true)
-        .kms_key_arn("arn:aws:kms:us-east-1:111122223333:key/1234abcd")
+        .kms_key_arn(&arn)
         .send()
         .await
         .expect("encrypted StartSnapshot");
     assert_eq!(encrypted.sse_type().map(|s| s.as_str()), Some("sse-kms"));
-    assert_eq!(
-        encrypted.kms_key_arn(),
-        Some("arn:aws:kms:us-east-1:111122223333:key/1234abcd")
-    );
+    assert_eq!(encrypted.kms_key_arn(), Some(arn.as_str()));
 }
 
 #[tokio::test]
