@@ -7,10 +7,12 @@ use http::request::Parts;
 use http::{Method, StatusCode};
 use strata_core::ServiceError;
 use strata_core::encryption::KeyRecord;
+use strata_core::service::{ChunkFault, ScrubOptions, ScrubReport};
 use strata_core::snapshot::SnapshotRecord;
 use strata_types::{AccountId, SnapshotId};
 use strata_wire::admin::{
-    AdminKey, AdminSnapshot, AdminTag, GcSummary, KeyList, PREFIX, SnapshotList,
+    AdminKey, AdminSnapshot, AdminTag, ChunkFindingView, GcSummary, KeyList, NodeFindingView,
+    PREFIX, ScrubSummary, SnapshotBlocks, SnapshotList,
 };
 use strata_wire::query::Query;
 use strata_wire::{ErrorCode, Reason, WireError};
@@ -35,6 +37,7 @@ pub fn operation_name(method: &Method, path: &str) -> &'static str {
         (&Method::GET, ["snapshots", _]) => "AdminDescribeSnapshot",
         (&Method::DELETE, ["snapshots", _]) => "AdminDeleteSnapshot",
         (&Method::POST, ["gc"]) => "AdminCollectGarbage",
+        (&Method::POST, ["scrub"]) => "AdminScrub",
         (&Method::POST, ["keys"]) => "AdminCreateKey",
         (&Method::GET, ["keys"]) => "AdminListKeys",
         (&Method::POST, ["keys", _, "disable"]) => "AdminDisableKey",
@@ -88,6 +91,27 @@ pub async fn handle(
                 .get("dryRun")
                 .is_some_and(|v| v == "true");
             json_response(200, &run_gc(state, dry_run).await?)
+        }
+        (&Method::POST, ["scrub"]) => {
+            if caller.account != state.root_account {
+                return Err(root_only("run a scrub"));
+            }
+            let rate = match Query::parse(parts.uri.query()).get("rateMiB") {
+                None => state.scrub_rate,
+                Some(text) => match text.parse::<u64>() {
+                    Ok(0) => None,
+                    Ok(mib) => Some(mib.saturating_mul(1 << 20)),
+                    Err(_) => {
+                        return Err(ApiError(WireError::validation(
+                            Reason::InvalidParameterValue,
+                            format!(
+                                "rateMiB must be a whole number of MiB/s (0: unlimited), not '{text}'."
+                            ),
+                        )));
+                    }
+                },
+            };
+            json_response(200, &run_scrub(state, rate).await?)
         }
         (&Method::POST, ["keys"]) => {
             let query = Query::parse(parts.uri.query());
@@ -152,6 +176,67 @@ pub async fn handle(
                 parts.uri.path()
             ),
         ))),
+    }
+}
+
+/// Scrub at up to `rate` bytes per second (`None`: unpaced); counted in the metrics.
+pub async fn run_scrub(state: &AppState, rate: Option<u64>) -> Result<ScrubSummary, ServiceError> {
+    use crate::metrics::ScrubOutcome;
+    let options = ScrubOptions {
+        bytes_per_second: rate,
+    };
+    let result = state.service.scrub(&state.node_id, options).await;
+    match &result {
+        Ok(Some(report)) => state.metrics.observe_scrub(ScrubOutcome::Done(report)),
+        Ok(None) => state.metrics.observe_scrub(ScrubOutcome::Busy),
+        Err(_) => state.metrics.observe_scrub(ScrubOutcome::Failed),
+    }
+    let Some(report) = result? else {
+        return Err(ServiceError::InvalidParameter(
+            "A scrub is running already (on this or another node); try again when it is done."
+                .into(),
+        ));
+    };
+    Ok(scrub_summary(&report))
+}
+
+fn scrub_summary(report: &ScrubReport) -> ScrubSummary {
+    ScrubSummary {
+        chunks_checked: report.chunks_checked,
+        bytes_checked: report.bytes_checked,
+        nodes_checked: report.nodes_checked,
+        duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+        chunk_findings: report
+            .chunks
+            .iter()
+            .map(|finding| {
+                let (fault, detail) = match &finding.fault {
+                    ChunkFault::Damaged(why) => ("damaged", Some(why.clone())),
+                    ChunkFault::Missing => ("missing", None),
+                };
+                ChunkFindingView {
+                    chunk: finding.digest.to_hex(),
+                    fault: fault.to_owned(),
+                    detail,
+                    snapshots: finding
+                        .referenced_by
+                        .iter()
+                        .map(|(id, blocks)| SnapshotBlocks {
+                            snapshot: id.to_string(),
+                            blocks: blocks.iter().map(|b| b.get()).collect(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect(),
+        node_findings: report
+            .nodes
+            .iter()
+            .map(|(hash, why)| NodeFindingView {
+                node: hex::encode(hash.0),
+                detail: why.clone(),
+            })
+            .collect(),
     }
 }
 

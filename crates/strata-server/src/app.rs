@@ -48,6 +48,9 @@ pub struct AppState {
     pub limits: crate::limits::RequestLimits,
     /// What `/metrics` reports.
     pub metrics: crate::metrics::Metrics,
+    /// How fast a scrub reads unless its request says otherwise (bytes per second;
+    /// `None`: unpaced).
+    pub scrub_rate: Option<u64>,
 }
 
 /// Where the first format kept the token key.
@@ -193,6 +196,8 @@ pub async fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::R
         },
         node_id: format!("strata-{}", uuid::Uuid::new_v4()),
         limits: crate::limits::RequestLimits::new(&settings.limits),
+        scrub_rate: (settings.scrub_rate_mib > 0)
+            .then_some(settings.scrub_rate_mib.saturating_mul(1 << 20)),
     })
 }
 
@@ -303,7 +308,10 @@ pub async fn start(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
     let (stop_background, stopped) = tokio::sync::watch::channel(false);
     let background = tokio::spawn(crate::background::run(
         Arc::clone(&state),
-        settings.gc_interval,
+        crate::background::Intervals {
+            gc: settings.gc_interval,
+            scrub: settings.scrub_interval,
+        },
         stopped,
     ));
     let stopped = |mut signal: tokio::sync::watch::Receiver<bool>| async move {

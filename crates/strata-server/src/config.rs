@@ -21,6 +21,10 @@ pub const DEFAULT_ROOT_ACCOUNT: &str = "000000000000";
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often background garbage collection runs.
 pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// How often a background scrub reads every chunk and node back: weekly.
+pub const DEFAULT_SCRUB_INTERVAL: Duration = Duration::from_secs(7 * 86_400);
+/// How fast a scrub reads, MiB per second: a fraction of a disk's or a bucket's bandwidth.
+pub const DEFAULT_SCRUB_RATE_MIB: u64 = 64;
 /// How long an unreferenced chunk is kept after it was last stored (see `strata_core::gc`).
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(60);
 /// How long a client has to send a whole request head, from the connection's opening or
@@ -68,6 +72,10 @@ pub struct ConfigFile {
     pub gc_interval_secs: Option<u64>,
     /// Seconds an unreferenced chunk is kept after it was last stored.
     pub gc_grace_secs: Option<u64>,
+    /// Seconds between background scrubs; 0 turns them off.
+    pub scrub_interval_secs: Option<u64>,
+    /// MiB per second a scrub reads at most; 0: unpaced.
+    pub scrub_rate_mib: Option<u64>,
     /// Seconds a client has to send a whole request head.
     pub header_read_timeout_secs: Option<u64>,
     /// Seconds a keep-alive connection may sit idle between requests.
@@ -223,6 +231,10 @@ pub struct Settings {
     pub gc_interval: Option<Duration>,
     /// GC grace period for unreferenced chunks.
     pub gc_grace: Duration,
+    /// Background scrub period (`None`: only `strata verify --all`).
+    pub scrub_interval: Option<Duration>,
+    /// MiB per second a scrub reads at most (0: unpaced).
+    pub scrub_rate_mib: u64,
     /// Bounds on connections and on requests in flight.
     pub limits: Limits,
     /// Where snapshot metadata lives (`--metadata`).
@@ -310,6 +322,8 @@ impl Settings {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             gc_interval: Some(DEFAULT_GC_INTERVAL),
             gc_grace: DEFAULT_GC_GRACE,
+            scrub_interval: Some(DEFAULT_SCRUB_INTERVAL),
+            scrub_rate_mib: DEFAULT_SCRUB_RATE_MIB,
             limits: Limits::default(),
             metadata: crate::stores::MetadataBackend::Embedded,
             chunks: crate::stores::ChunkOptions::default(),
@@ -372,6 +386,12 @@ impl Settings {
         }
         if let Some(secs) = file.gc_grace_secs {
             self.gc_grace = Duration::from_secs(secs);
+        }
+        if let Some(secs) = file.scrub_interval_secs {
+            self.scrub_interval = (secs > 0).then(|| Duration::from_secs(secs));
+        }
+        if let Some(mib) = file.scrub_rate_mib {
+            self.scrub_rate_mib = mib;
         }
         let positive = |name: &str, secs: Option<u64>| -> anyhow::Result<Option<Duration>> {
             secs.map(|secs| {

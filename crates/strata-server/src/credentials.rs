@@ -70,6 +70,7 @@ pub const OPERATIONS: &[&str] = &[
     "AdminDescribeSnapshot",
     "AdminDeleteSnapshot",
     "AdminCollectGarbage",
+    "AdminScrub",
     "AdminCreateKey",
     "AdminListKeys",
     "AdminDisableKey",

@@ -17,6 +17,10 @@
 //! | `strata_gc_duration_seconds{mode}` | histogram | how long collections took (also failed ones) |
 //! | `strata_gc_freed_bytes_total` | counter | chunk bytes garbage collection freed |
 //! | `strata_gc_deleted_chunks_total` | counter | chunks garbage collection deleted |
+//! | `strata_scrub_runs_total{result}` | counter | scrubs (`ok`, `failed` or `busy`) |
+//! | `strata_scrub_checked_chunks_total` | counter | chunks a scrub read back and checked |
+//! | `strata_scrub_checked_bytes_total` | counter | their bytes |
+//! | `strata_scrub_findings_total{kind}` | counter | what scrubs found (`damaged_chunk`, `missing_chunk`, `damaged_node`) |
 //! | `strata_build_info{version,commit}` | gauge | always 1 |
 //!
 //! Counters start at zero with the process. The operation label is one of a closed set
@@ -119,6 +123,31 @@ pub struct Metrics {
     gc_durations: HistogramFamily<GcModeLabels>,
     gc_freed_bytes: Counter,
     gc_deleted_chunks: Counter,
+    scrub_runs: Family<ResultLabels, Counter>,
+    scrub_checked_chunks: Counter,
+    scrub_checked_bytes: Counter,
+    scrub_findings: Family<KindLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// How a scrub ended, for [`Metrics::observe_scrub`].
+#[derive(Debug, Clone, Copy)]
+pub enum ScrubOutcome<'a> {
+    /// It ran to the end.
+    Done(&'a strata_core::service::ScrubReport),
+    /// Another scrub held the lease.
+    Busy,
+    /// It failed.
+    Failed,
 }
 
 impl fmt::Debug for Metrics {
@@ -186,6 +215,30 @@ impl Metrics {
             "Chunks deleted by garbage collection",
             gc_deleted_chunks.clone(),
         );
+        let scrub_runs = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "scrub_runs",
+            "Scrubs, by result (ok, failed, busy)",
+            scrub_runs.clone(),
+        );
+        let scrub_checked_chunks = Counter::default();
+        registry.register(
+            "scrub_checked_chunks",
+            "Chunks read back and checked by scrubs",
+            scrub_checked_chunks.clone(),
+        );
+        let scrub_checked_bytes = Counter::default();
+        registry.register(
+            "scrub_checked_bytes",
+            "Chunk bytes read back and checked by scrubs",
+            scrub_checked_bytes.clone(),
+        );
+        let scrub_findings = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "scrub_findings",
+            "What scrubs found, by kind (damaged_chunk, missing_chunk, damaged_node)",
+            scrub_findings.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -206,7 +259,42 @@ impl Metrics {
             gc_durations,
             gc_freed_bytes,
             gc_deleted_chunks,
+            scrub_runs,
+            scrub_checked_chunks,
+            scrub_checked_bytes,
+            scrub_findings,
         }
+    }
+
+    /// Count one scrub.
+    pub fn observe_scrub(&self, outcome: ScrubOutcome<'_>) {
+        use strata_core::service::ChunkFault;
+        let result = match outcome {
+            ScrubOutcome::Done(report) => {
+                self.scrub_checked_chunks.inc_by(report.chunks_checked);
+                self.scrub_checked_bytes.inc_by(report.bytes_checked);
+                for finding in &report.chunks {
+                    let kind = match finding.fault {
+                        ChunkFault::Damaged(_) => "damaged_chunk",
+                        ChunkFault::Missing => "missing_chunk",
+                    };
+                    self.scrub_findings
+                        .get_or_create(&KindLabels { kind })
+                        .inc();
+                }
+                self.scrub_findings
+                    .get_or_create(&KindLabels {
+                        kind: "damaged_node",
+                    })
+                    .inc_by(report.nodes.len() as u64);
+                "ok"
+            }
+            ScrubOutcome::Busy => "busy",
+            ScrubOutcome::Failed => "failed",
+        };
+        self.scrub_runs
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// Count one answered request of `operation` (a name from the closed set).

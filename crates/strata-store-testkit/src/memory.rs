@@ -96,6 +96,21 @@ impl MemoryMetadataStore {
     pub fn node_stamp(&self, hash: &NodeHash) -> Option<Stamp> {
         self.lock().nodes.get(hash).map(|(stamp, _)| *stamp)
     }
+
+    /// Flip a bit of a stored node, as rot would (for tests of what detects it). Returns
+    /// whether the node was stored.
+    pub fn damage_node(&self, hash: &NodeHash) -> bool {
+        let mut state = self.lock();
+        let Some((stamp, encoded)) = state.nodes.get(hash).cloned() else {
+            return false;
+        };
+        let mut damaged = encoded.to_vec();
+        if let Some(last) = damaged.last_mut() {
+            *last ^= 1;
+        }
+        Arc::make_mut(&mut state.nodes).insert(*hash, (stamp, damaged.into()));
+        true
+    }
 }
 
 /// A view of the nodes stored when it was taken.

@@ -7,6 +7,7 @@
 //! | `GET /_strata/v1/snapshots/{id}` | [`AdminSnapshot`] |
 //! | `DELETE /_strata/v1/snapshots/{id}` | 204 |
 //! | `POST /_strata/v1/gc?dryRun=true\|false` | [`GcSummary`] (root account only) |
+//! | `POST /_strata/v1/scrub?rateMiB=N` | [`ScrubSummary`] (root account only): every chunk and node read back and checked |
 //! | `POST /_strata/v1/keys?description=TEXT[&account=ID]` | [`AdminKey`]: a new encryption key (another account's: root only) |
 //! | `GET /_strata/v1/keys` | [`KeyList`]: the caller's keys (root: every account's) |
 //! | `POST /_strata/v1/keys/{id or ARN}/disable`, `.../enable` | [`AdminKey`] as it is now |
@@ -122,4 +123,53 @@ pub struct AdminKey {
 pub struct KeyList {
     /// By id.
     pub keys: Vec<AdminKey>,
+}
+
+/// `POST /_strata/v1/scrub`: what was checked and what was found (damaged or missing
+/// chunks are quarantined: the next upload of their content repairs them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubSummary {
+    /// Chunks read back and checked against their digest.
+    pub chunks_checked: u64,
+    /// Their bytes.
+    pub bytes_checked: u64,
+    /// Block-map nodes read back and checked against their hash.
+    pub nodes_checked: u64,
+    /// How long the scrub took.
+    pub duration_ms: u64,
+    /// Chunks damaged or missing.
+    pub chunk_findings: Vec<ChunkFindingView>,
+    /// Nodes damaged or missing.
+    pub node_findings: Vec<NodeFindingView>,
+}
+
+/// One chunk a scrub found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkFindingView {
+    /// The chunk's SHA-256, hex.
+    pub chunk: String,
+    /// `damaged` or `missing`.
+    pub fault: String,
+    /// What the store said.
+    pub detail: Option<String>,
+    /// The completed snapshots whose blocks name it.
+    pub snapshots: Vec<SnapshotBlocks>,
+}
+
+/// Blocks of one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotBlocks {
+    /// The snapshot.
+    pub snapshot: String,
+    /// Block indexes, ascending.
+    pub blocks: Vec<u32>,
+}
+
+/// One node a scrub found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFindingView {
+    /// The node's hash, hex.
+    pub node: String,
+    /// What was wrong.
+    pub detail: String,
 }

@@ -14,7 +14,7 @@ use strata_cli::cli::ConnectionArgs;
 use strata_cli::connect::{LOCAL_ENDPOINT, Resolved, resolve};
 use strata_cli::error::ConnectError;
 use strata_wire::admin::{
-    AdminKey, AdminSnapshot, GcSummary, KeyList, PREFIX, SERVICE, SnapshotList,
+    AdminKey, AdminSnapshot, GcSummary, KeyList, PREFIX, SERVICE, ScrubSummary, SnapshotList,
 };
 
 /// Flags of `strata snapshots` and `strata gc`: the client's connection flags (the same rule
@@ -198,6 +198,16 @@ impl Admin {
 
     /// Send a signed admin request; the response body on success.
     async fn call(&self, method: &str, path: &str) -> anyhow::Result<bytes::Bytes> {
+        self.call_within(method, path, CALL_TIMEOUT).await
+    }
+
+    /// [`Self::call`] with another deadline.
+    async fn call_within(
+        &self,
+        method: &str,
+        path: &str,
+        deadline: std::time::Duration,
+    ) -> anyhow::Result<bytes::Bytes> {
         let url = format!("{}{PREFIX}{path}", self.endpoint.trim_end_matches('/'));
         let credentials = self.resolved.credentials().await.map_err(UsageError)?;
         let identity: Identity = credentials.into();
@@ -223,13 +233,13 @@ impl Admin {
             .context("invalid endpoint")?;
         instructions.apply_to_request_http1x(&mut request);
         let client = Client::builder(TokioExecutor::new()).build_http();
-        let response = tokio::time::timeout(CALL_TIMEOUT, client.request(request))
+        let response = tokio::time::timeout(deadline, client.request(request))
             .await
             .map_err(|_| {
                 anyhow::anyhow!(
                     "the server at {} did not answer within {} s",
                     self.endpoint,
-                    CALL_TIMEOUT.as_secs()
+                    deadline.as_secs()
                 )
             })?
             .map_err(|error| {
@@ -260,6 +270,9 @@ impl Admin {
         Ok(body)
     }
 }
+
+/// Deadline of `strata verify --all`.
+const SCRUB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 /// Deadline of one admin call (a collection on a large store takes a while).
 const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
@@ -465,6 +478,73 @@ fn key_table(keys: &[AdminKey]) -> String {
         ));
     }
     out
+}
+
+/// Run `strata verify --all`: the server's scrub. Returns whether everything was intact.
+pub async fn scrub(args: &strata_cli::cli::VerifyArgs) -> anyhow::Result<bool> {
+    let admin = AdminArgs {
+        connection: args.transfer.connection.clone(),
+    };
+    let path = match args.rate_mib {
+        Some(mib) => format!("/scrub?rateMiB={mib}"),
+        None => "/scrub".to_owned(),
+    };
+    if !args.transfer.quiet && !args.json {
+        eprintln!("scrubbing every stored chunk and node (this reads the whole store)…");
+    }
+    // A scrub reads the whole store: at 64 MiB/s, a terabyte takes four and a half hours.
+    let body = Admin::new(&admin)
+        .await?
+        .call_within("POST", &path, SCRUB_TIMEOUT)
+        .await?;
+    let summary: ScrubSummary = serde_json::from_slice(&body).context("unexpected answer")?;
+    let clean = summary.chunk_findings.is_empty() && summary.node_findings.is_empty();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(clean);
+    }
+    println!(
+        "checked {} chunks ({:.1} MiB) and {} nodes in {:.1} s",
+        summary.chunks_checked,
+        summary.bytes_checked as f64 / 1_048_576.0,
+        summary.nodes_checked,
+        summary.duration_ms as f64 / 1000.0
+    );
+    for finding in &summary.chunk_findings {
+        let used: Vec<String> = finding
+            .snapshots
+            .iter()
+            .map(|s| format!("{} ({} blocks)", s.snapshot, s.blocks.len()))
+            .collect();
+        println!(
+            "{} chunk {}{}; used by {}",
+            finding.fault,
+            finding.chunk,
+            finding
+                .detail
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default(),
+            if used.is_empty() {
+                "no completed snapshot".to_owned()
+            } else {
+                used.join(", ")
+            }
+        );
+    }
+    for finding in &summary.node_findings {
+        println!("damaged node {}: {}", finding.node, finding.detail);
+    }
+    if clean {
+        println!("everything is intact");
+    } else {
+        println!(
+            "{} chunks and {} nodes are damaged or missing; the chunks are quarantined: upload their content again (e.g. the snapshot's image) to repair them",
+            summary.chunk_findings.len(),
+            summary.node_findings.len()
+        );
+    }
+    Ok(clean)
 }
 
 /// Run `strata gc`.

@@ -260,6 +260,15 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(args) => {
             strata_bench::run(&args.into_options()?, &mut |line| println!("{line}")).map(drop)
         }
+        Command::Client(strata_cli::ClientCommand::Verify(args)) if args.all => {
+            // Exit 3 when damage was found, as `verify` does for a difference.
+            let clean = runtime.block_on(admin::scrub(&args))?;
+            if !clean {
+                drop(runtime);
+                std::process::exit(3);
+            }
+            Ok(())
+        }
         Command::Client(command) => {
             // The client has its own exit codes (see `strata_cli`).
             let code = runtime.block_on(strata_cli::run(command));

@@ -91,6 +91,8 @@ fn the_example_config_with_its_optional_lines_names_every_key() {
         body_timeout_secs,
         gc_interval_secs,
         gc_grace_secs,
+        scrub_interval_secs,
+        scrub_rate_mib,
         header_read_timeout_secs,
         idle_timeout_secs,
         max_connections,
@@ -120,6 +122,8 @@ fn the_example_config_with_its_optional_lines_names_every_key() {
         ("body_timeout_secs", body_timeout_secs.is_some()),
         ("gc_interval_secs", gc_interval_secs.is_some()),
         ("gc_grace_secs", gc_grace_secs.is_some()),
+        ("scrub_interval_secs", scrub_interval_secs.is_some()),
+        ("scrub_rate_mib", scrub_rate_mib.is_some()),
         (
             "header_read_timeout_secs",
             header_read_timeout_secs.is_some(),

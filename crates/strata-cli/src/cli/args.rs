@@ -22,7 +22,8 @@ pub enum ClientCommand {
     /// Show the block ranges that differ between two snapshots of one lineage.
     #[command(after_help = DIFF_EXAMPLES)]
     Diff(DiffArgs),
-    /// Read every block of a snapshot and check its checksum, optionally against an image.
+    /// Read every block of a snapshot and check its checksum, optionally against an image;
+    /// with --all, scrub every chunk and node the server stores.
     #[command(after_help = VERIFY_EXAMPLES)]
     Verify(VerifyArgs),
     /// Serve a snapshot as a read-only NBD export, fetching blocks on demand.
@@ -98,7 +99,8 @@ const VERIFY_EXAMPLES: &str = concat!(
     "Examples:
   strata verify snap-0123456789abcdef0
   strata verify snap-0123456789abcdef0 disk.img
-  strata verify snap-0123456789abcdef0 disk.img --json | jq .ok",
+  strata verify snap-0123456789abcdef0 disk.img --json | jq .ok
+  strata verify --all --rate-mib 200          # scrub the whole server (root keys)",
     "\n\n",
     connection_help!()
 );
@@ -306,9 +308,19 @@ pub struct DiffArgs {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The snapshot.
-    pub snapshot: String,
+    #[arg(required_unless_present = "all")]
+    pub snapshot: Option<String>,
     /// An image the snapshot should equal.
     pub image: Option<PathBuf>,
+    /// Scrub the whole server instead (root keys): read every stored chunk and block-map
+    /// node back, check it against its digest, report what is damaged or missing, and
+    /// quarantine it so that the next upload of that content repairs it.
+    #[arg(long, conflicts_with_all = ["snapshot", "image"])]
+    pub all: bool,
+    /// With --all: MiB per second the scrub reads at most (0: unpaced) [default: the
+    /// server's scrub_rate_mib].
+    #[arg(long, value_name = "MiB", requires = "all")]
+    pub rate_mib: Option<u64>,
     /// Blocks in flight at once (1-1024).
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY, value_name = "N", value_parser = parse_concurrency)]
     pub concurrency: usize,

@@ -471,7 +471,14 @@ async fn diff(args: DiffArgs) -> Result<i32, Failed> {
 }
 
 async fn verify(args: VerifyArgs) -> Result<i32, Failed> {
-    let snapshot = snapshot_id(&args.snapshot)?;
+    // `--all` is the server's scrub, run through the admin API by the `strata` binary.
+    let Some(snapshot) = &args.snapshot else {
+        return Err(failed(
+            anyhow::anyhow!("verify --all is run by the strata binary (strata verify --all)"),
+            EXIT_USAGE,
+        ));
+    };
+    let snapshot = snapshot_id(snapshot)?;
     if let Some(image) = &args.image
         && !image.exists()
     {

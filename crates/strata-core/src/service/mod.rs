@@ -11,6 +11,7 @@
 //! | `lifecycle.rs` | DescribeSnapshots' view, DeleteSnapshot, the timeout sweep |
 //! | `tags.rs` | CreateTags, DeleteTags |
 //! | `gc.rs` | planning and executing garbage collection |
+//! | `scrub.rs` | reading every chunk and node back, quarantining what is damaged |
 //! | `keys.rs` | the local key service, and which key encrypts a new snapshot |
 //!
 //! This file holds the service itself and the lookups every group shares.
@@ -21,6 +22,7 @@ mod keys;
 mod lifecycle;
 mod put;
 mod read;
+mod scrub;
 mod start;
 mod tags;
 
@@ -40,6 +42,7 @@ pub use gc::{GC_LEASE, LEASE_TTL, TIMEOUT_SWEEP_LEASE};
 pub use keys::{EncryptionConfig, KEY_CACHE_TTL};
 pub use put::WritePermit;
 pub use read::{BlockData, BlockPage, ChangedBlock, ChangedPage, DEFAULT_MAX_RESULTS, PageRequest};
+pub use scrub::{ChunkFault, ChunkFinding, SCRUB_LEASE, ScrubOptions, ScrubReport};
 pub use start::{DEFAULT_TIMEOUT_MINUTES, StartSnapshotInput};
 pub use tags::MAX_TAGS;
 

@@ -285,3 +285,93 @@ fn the_binary_fails_clearly_and_fast_without_a_server() {
         .expect("help");
     assert!(text(&upload_help.stdout).contains("Examples:"));
 }
+
+/// `strata verify --all` scrubs the server: clean, then a flipped bit in a segment file is
+/// reported with its snapshot and block (exit 3, JSON for scripts), and gone once the
+/// image is uploaded again.
+#[test]
+fn verify_all_scrubs_the_server_and_names_what_rotted() {
+    let Some(binary) = strata_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    let server = ServeProcess::start(&binary, &data_dir);
+    let endpoint = server.endpoint.as_str();
+    let image = dir.path().join("disk.img");
+    generate(&image, 4 * MIB, &[(0..8, Fill::Random(5))]);
+    let image_arg = image.to_str().expect("utf-8");
+    let upload = strata(
+        &binary,
+        &["upload", image_arg, "--endpoint", endpoint, "--quiet"],
+    );
+    assert!(upload.status.success(), "{}", text(&upload.stderr));
+    let snapshot = text(&upload.stdout);
+
+    let clean = strata(&binary, &["verify", "--all", "--endpoint", endpoint]);
+    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean.stderr));
+    let summary = text(&clean.stdout);
+    assert!(
+        summary.starts_with("checked 8 chunks (4.0 MiB)"),
+        "{summary}"
+    );
+    assert!(summary.ends_with("everything is intact"), "{summary}");
+
+    // Flip a bit of block 3's stored copy, found by its bytes in the segment files.
+    let start = usize::try_from(3 * BLOCK).expect("offset");
+    let block = std::fs::read(&image).expect("image")[start..start + 4096].to_vec();
+    let segments = data_dir.join("chunks/segments");
+    let (path, offset) = std::fs::read_dir(&segments)
+        .expect("segments")
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let bytes = std::fs::read(&path).ok()?;
+            let offset = bytes.windows(block.len()).position(|w| w == block)?;
+            Some((path, offset))
+        })
+        .next()
+        .expect("block 3 is in a segment");
+    let mut bytes = std::fs::read(&path).expect("segment");
+    bytes[offset + 100] ^= 0x10;
+    std::fs::write(&path, &bytes).expect("rot");
+
+    let found = strata(
+        &binary,
+        &[
+            "verify",
+            "--all",
+            "--rate-mib",
+            "0",
+            "--json",
+            "--endpoint",
+            endpoint,
+        ],
+    );
+    assert_eq!(found.status.code(), Some(3), "{}", text(&found.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&found.stdout).expect("JSON");
+    let findings = report["chunk_findings"].as_array().expect("findings");
+    assert_eq!(findings.len(), 1, "{report}");
+    assert_eq!(findings[0]["fault"], "damaged");
+    assert_eq!(
+        findings[0]["snapshots"],
+        serde_json::json!([{"snapshot": snapshot, "blocks": [3]}])
+    );
+
+    let again = strata(
+        &binary,
+        &["upload", image_arg, "--endpoint", endpoint, "--quiet"],
+    );
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let repaired = strata(&binary, &["verify", "--all", "--endpoint", endpoint]);
+    assert_eq!(
+        repaired.status.code(),
+        Some(0),
+        "{}",
+        text(&repaired.stdout)
+    );
+    let verify = strata(
+        &binary,
+        &["verify", &snapshot, image_arg, "--endpoint", endpoint],
+    );
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
+}

@@ -19,5 +19,6 @@ mod overload;
 mod persistence;
 mod s3_faults;
 mod scopes;
+mod scrub;
 mod sdk;
 mod socket;
