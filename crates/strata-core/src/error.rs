@@ -101,6 +101,9 @@ pub enum ServiceError {
     /// The KMS key belongs to another account.
     #[error("{0}")]
     KeyAccessDenied(String),
+    /// The account has as many pending snapshots as its quota allows.
+    #[error("{0}")]
+    PendingSnapshotLimit(String),
     /// Stored data failed its checksum or is missing: never served.
     #[error("{0}")]
     CorruptData(String),

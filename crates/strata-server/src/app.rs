@@ -48,6 +48,8 @@ pub struct AppState {
     pub limits: crate::limits::RequestLimits,
     /// What `/metrics` reports.
     pub metrics: crate::metrics::Metrics,
+    /// Request-rate quotas and their buckets.
+    pub quotas: crate::quotas::Quotas,
     /// How fast a scrub reads unless its request says otherwise (bytes per second;
     /// `None`: unpaced).
     pub scrub_rate: Option<u64>,
@@ -157,6 +159,9 @@ pub async fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::R
         tokens,
         Arc::clone(&clock),
     );
+    if let Some(limit) = settings.pending_snapshot_limit {
+        service = service.with_pending_limit(limit);
+    }
     match crate::master_key::encryption_config(settings)? {
         Some((config, source)) => {
             use crate::master_key::MasterKeySource;
@@ -196,6 +201,7 @@ pub async fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::R
         },
         node_id: format!("strata-{}", uuid::Uuid::new_v4()),
         limits: crate::limits::RequestLimits::new(&settings.limits),
+        quotas: crate::quotas::Quotas::new(settings.quota_rates.clone()),
         scrub_rate: (settings.scrub_rate_mib > 0)
             .then_some(settings.scrub_rate_mib.saturating_mul(1 << 20)),
     })

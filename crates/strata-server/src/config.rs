@@ -109,6 +109,30 @@ pub struct ConfigFile {
     pub encrypt_by_default: Option<bool>,
     /// The region named in the ARNs of encryption keys.
     pub region: Option<String>,
+    /// AWS-shaped quotas (none unless set).
+    pub quotas: Option<QuotasConfig>,
+}
+
+/// `[quotas]`: optional, AWS-shaped. Rates are requests per second, enforced by each node
+/// (a cluster of N nodes admits up to N times them); the pending-snapshot quota is counted
+/// across the cluster.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotasConfig {
+    /// Pending snapshots an account may have at once (AWS: 100); beyond it StartSnapshot
+    /// is `ConcurrentLimitExceededException`.
+    pub pending_snapshots_per_account: Option<usize>,
+    /// Requests per second per account, by EBS operation (AWS: StartSnapshot 10,
+    /// CompleteSnapshot 10, PutSnapshotBlock 1000, GetSnapshotBlock 1000,
+    /// ListSnapshotBlocks 50, ListChangedBlocks 50); beyond it `RequestThrottledException`
+    /// `ACCOUNT_THROTTLED`.
+    #[serde(default)]
+    pub requests_per_second_per_account: std::collections::BTreeMap<String, f64>,
+    /// Requests per second per snapshot, by EBS operation (AWS: PutSnapshotBlock 1000,
+    /// GetSnapshotBlock 1000); beyond it `RequestThrottledException`
+    /// `RESOURCE_LEVEL_THROTTLE`.
+    #[serde(default)]
+    pub requests_per_second_per_snapshot: std::collections::BTreeMap<String, f64>,
 }
 
 /// How the server writes its log lines (to stderr).
@@ -250,6 +274,10 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
     /// Encryption at rest.
     pub encryption: EncryptionSettings,
+    /// Request-rate quotas (empty: none).
+    pub quota_rates: crate::quotas::QuotaRates,
+    /// Pending snapshots per account (`None`: unlimited).
+    pub pending_snapshot_limit: Option<usize>,
 }
 
 /// Default region named in the ARNs of encryption keys.
@@ -331,6 +359,8 @@ impl Settings {
             tls: None,
             config_file: None,
             encryption: EncryptionSettings::default(),
+            quota_rates: crate::quotas::QuotaRates::default(),
+            pending_snapshot_limit: None,
         })
     }
 
@@ -439,6 +469,19 @@ impl Settings {
             }
             (None, None) => {}
             _ => anyhow::bail!("tls_cert and tls_key go together: set both or neither"),
+        }
+        if let Some(quotas) = &file.quotas {
+            self.quota_rates = crate::quotas::QuotaRates::new(
+                quotas.requests_per_second_per_account.clone(),
+                quotas.requests_per_second_per_snapshot.clone(),
+            )?;
+            if let Some(limit) = quotas.pending_snapshots_per_account {
+                anyhow::ensure!(
+                    limit > 0,
+                    "quotas.pending_snapshots_per_account must be positive"
+                );
+                self.pending_snapshot_limit = Some(limit);
+            }
         }
         if let Some(path) = &file.master_key_file {
             self.encryption.master_key_file = Some(path.clone());

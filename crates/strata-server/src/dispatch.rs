@@ -276,6 +276,10 @@ async fn run_ebs(
         if !caller.may("PutSnapshotBlock") {
             return Err(ApiError(caller.denied("PutSnapshotBlock")));
         }
+        // Before the body is read: a throttled Put costs the server nothing more.
+        state
+            .quotas
+            .admit("PutSnapshotBlock", &caller.account, Some(&snapshot_id))?;
         return handlers::put_snapshot_block::handle(
             state,
             caller,
@@ -298,6 +302,9 @@ async fn run_ebs(
     if !caller.may(op.name()) {
         return Err(ApiError(caller.denied(op.name())));
     }
+    state
+        .quotas
+        .admit(op.name(), &caller.account, op.snapshot_label())?;
     match op {
         Operation::StartSnapshot => handlers::start_snapshot::handle(state, caller, &body).await,
         Operation::CompleteSnapshot { snapshot_id } => {

@@ -85,6 +85,7 @@ pub fn client_message(error: &ServiceError) -> String {
         | ServiceError::ConflictingBlockUpdate(_)
         | ServiceError::InvalidCustomerKey(_)
         | ServiceError::KeyAccessDenied(_)
+        | ServiceError::PendingSnapshotLimit(_)
         | ServiceError::CorruptData(_) => error.to_string(),
     }
 }
@@ -123,6 +124,9 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::InvalidCustomerKey(_) => {
                 WireError::validation(Reason::InvalidCustomerKey, message)
+            }
+            ServiceError::PendingSnapshotLimit(_) => {
+                WireError::new(ErrorCode::ConcurrentLimitExceededException, None, message)
             }
             ServiceError::KeyAccessDenied(_) => WireError::new(
                 ErrorCode::AccessDeniedException,
@@ -307,6 +311,12 @@ mod tests {
                 400,
                 "ValidationException",
                 Some("INVALID_CUSTOMER_KEY"),
+            ),
+            (
+                ServiceError::PendingSnapshotLimit(text()),
+                400,
+                "ConcurrentLimitExceededException",
+                None,
             ),
             (
                 ServiceError::KeyAccessDenied(text()),

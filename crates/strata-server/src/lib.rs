@@ -25,6 +25,7 @@ pub mod master_key;
 pub mod metrics;
 pub mod migrate;
 pub mod panics;
+pub mod quotas;
 pub mod stores;
 pub mod tls;
 

@@ -106,6 +106,10 @@ pub enum Reason {
     InvalidCustomerKey,
     /// AccessDeniedException: the KMS key belongs to another account.
     DependencyAccessDenied,
+    /// RequestThrottledException: the account's request rate quota.
+    AccountThrottled,
+    /// RequestThrottledException: the snapshot's request rate quota.
+    ResourceLevelThrottle,
 }
 
 impl Reason {
@@ -125,6 +129,8 @@ impl Reason {
             Reason::UnauthorizedAccount => "UNAUTHORIZED_ACCOUNT",
             Reason::InvalidCustomerKey => "INVALID_CUSTOMER_KEY",
             Reason::DependencyAccessDenied => "DEPENDENCY_ACCESS_DENIED",
+            Reason::AccountThrottled => "ACCOUNT_THROTTLED",
+            Reason::ResourceLevelThrottle => "RESOURCE_LEVEL_THROTTLE",
         }
     }
 }

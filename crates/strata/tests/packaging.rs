@@ -22,7 +22,7 @@ fn packaging(file: &str) -> PathBuf {
 fn with_optional_lines(text: &str) -> String {
     text.lines()
         .map(|line| match line.strip_prefix('#') {
-            Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase() || c == '[') => rest,
+            Some(rest) if rest.starts_with(|c: char| c.is_ascii_alphabetic() || c == '[') => rest,
             _ => line,
         })
         .collect::<Vec<_>>()
@@ -71,6 +71,12 @@ fn the_example_config_with_its_optional_lines_names_every_key() {
         settings.extra_keys[0].allow.is_some(),
         "the example shows an allow list"
     );
+    assert_eq!(settings.pending_snapshot_limit, Some(100));
+    assert_eq!(
+        settings.quota_rates.per_snapshot.get("PutSnapshotBlock"),
+        Some(&1000.0)
+    );
+    assert_eq!(settings.quota_rates.per_account.len(), 6);
     // Every key of the file format is in the example: a new key does not compile here
     // until it is listed, and is not set until the example shows it.
     let ConfigFile {
@@ -103,6 +109,7 @@ fn the_example_config_with_its_optional_lines_names_every_key() {
         master_key_file,
         encrypt_by_default,
         region,
+        quotas,
     } = file;
     let set = [
         ("listen", listen.is_some()),
@@ -137,6 +144,7 @@ fn the_example_config_with_its_optional_lines_names_every_key() {
         ("master_key_file", master_key_file.is_some()),
         ("encrypt_by_default", encrypt_by_default.is_some()),
         ("region", region.is_some()),
+        ("quotas", quotas.is_some()),
     ];
     for (key, present) in set {
         assert!(present, "packaging/strata.toml does not show `{key}`");

@@ -55,6 +55,7 @@ pub struct SnapshotService<M, C> {
     retry: RetryPolicy,
     stats: Arc<crate::stats::ServiceStats>,
     encryption: Option<Arc<keys::Encryption>>,
+    pending_limit: Option<usize>,
 }
 
 impl<M, C> Clone for SnapshotService<M, C> {
@@ -67,6 +68,7 @@ impl<M, C> Clone for SnapshotService<M, C> {
             retry: self.retry,
             stats: Arc::clone(&self.stats),
             encryption: self.encryption.clone(),
+            pending_limit: self.pending_limit,
         }
     }
 }
@@ -87,7 +89,15 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             retry: RetryPolicy::default(),
             stats: Arc::default(),
             encryption: None,
+            pending_limit: None,
         }
+    }
+
+    /// The same service with at most `limit` pending snapshots per account (AWS: 100);
+    /// StartSnapshot beyond it is refused ([`ServiceError::PendingSnapshotLimit`]).
+    pub fn with_pending_limit(mut self, limit: usize) -> Self {
+        self.pending_limit = Some(limit);
+        self
     }
 
     /// The same service with another retry policy for its storage calls.

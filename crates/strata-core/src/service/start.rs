@@ -104,7 +104,20 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             status_message: None,
         };
         match self.metadata.create_snapshot(record.clone()).await? {
-            CreateOutcome::Created => Ok(record),
+            CreateOutcome::Created => {
+                // Counted once ours is stored, and ours undone if the count is over the
+                // quota: of StartSnapshots racing on any nodes, the last to count sees
+                // every other one that was kept, so the quota holds (racers may all be
+                // refused; a retry then succeeds). A retry of a StartSnapshot that was
+                // created (its client token) is not counted again.
+                if let Err(error) = self.check_pending_limit(owner, &record).await {
+                    if let Err(undo) = self.metadata.delete_snapshot(&record.id).await {
+                        tracing::warn!(id = %record.id, error = %undo, "cannot undo a snapshot over the pending quota; it times out");
+                    }
+                    return Err(error);
+                }
+                Ok(record)
+            }
             // Deleted (or changed) between our read and the creation: as if it never was.
             CreateOutcome::ParentGone => Err(ServiceError::SnapshotNotFound(
                 record.parent.clone().unwrap_or_else(|| record.id.clone()),
@@ -120,6 +133,35 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
                 }
             }
         }
+    }
+}
+
+impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
+    /// Refuse when `owner`, `ours` (just stored) included, has more pending snapshots
+    /// than the quota allows.
+    async fn check_pending_limit(
+        &self,
+        owner: &AccountId,
+        ours: &SnapshotRecord,
+    ) -> Result<(), ServiceError> {
+        let Some(limit) = self.pending_limit else {
+            return Ok(());
+        };
+        let now = self.now_ms();
+        let pending = self
+            .metadata
+            .list_snapshots(Some(owner))
+            .await?
+            .into_iter()
+            .filter(|r| r.id == ours.id || r.status_at(now) == SnapshotStatus::Pending)
+            .count();
+        if pending <= limit {
+            return Ok(());
+        }
+        Err(ServiceError::PendingSnapshotLimit(format!(
+            "The account has {limit} pending snapshots, its quota; complete or delete one \
+             (or let it time out) before starting another."
+        )))
     }
 }
 

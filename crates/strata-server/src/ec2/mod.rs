@@ -106,7 +106,8 @@ pub fn service_error(error: ServiceError) -> Ec2Error {
         | ServiceError::IdempotencyConflict(_)
         | ServiceError::ConflictingBlockUpdate(_)
         | ServiceError::InvalidCustomerKey(_)
-        | ServiceError::KeyAccessDenied(_) => Ec2ErrorCode::InvalidParameterValue,
+        | ServiceError::KeyAccessDenied(_)
+        | ServiceError::PendingSnapshotLimit(_) => Ec2ErrorCode::InvalidParameterValue,
         ServiceError::CorruptData(_) | ServiceError::Store(_) => {
             tracing::error!(error = %crate::error::ErrorChain(&error), "EC2 request failed inside");
             return Ec2Error::new(

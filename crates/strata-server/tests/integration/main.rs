@@ -17,6 +17,7 @@ mod migrate;
 mod operations;
 mod overload;
 mod persistence;
+mod quotas;
 mod s3_faults;
 mod scopes;
 mod scrub;
