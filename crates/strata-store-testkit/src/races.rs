@@ -37,6 +37,7 @@ macro_rules! race_scenarios {
             race_7_a_complete_overtaken_by_another_answers_completed,
             race_8_a_put_finishes_the_deletion_a_dead_collection_left_behind,
             collections_and_sweeps_run_only_under_their_lease,
+            io_errors_of_the_chunk_store_answer_cleanly_and_lose_nothing,
         );
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {
@@ -614,5 +615,95 @@ pub async fn collections_and_sweeps_run_only_under_their_lease<M: MetadataStore,
     assert_eq!(
         h.service.sweep_timeouts("this-node").await.expect("sweep"),
         None
+    );
+}
+
+/// I/O errors of the chunk store (EIO on a write, then on a read) met through the
+/// service: the Put that met one is refused and records nothing, and its retry succeeds;
+/// a read that met one fails without calling the chunk damaged (a transient fault is not
+/// corruption: the chunk stays registered and later Puts still deduplicate against it);
+/// a stored copy that really is damaged is found by the read, is no longer trusted, and
+/// the next upload of that content repairs it. No acknowledged block is lost.
+pub async fn io_errors_of_the_chunk_store_answer_cleanly_and_lose_nothing<
+    M: MetadataStore,
+    C: ChunkStore,
+>(
+    h: Harness<M, C>,
+) {
+    use strata_core::ports::StoreError;
+    let eio = || StoreError::io("test", std::io::Error::from_raw_os_error(5));
+    let id = h.start(None, 60).await;
+    put(&h.service, &h.owner, &id, 0, &content(1))
+        .await
+        .expect("put");
+
+    h.faults
+        .fail(Op::PutChunk, h.faults.calls(Op::PutChunk) + 1, eio());
+    let refused = put(&h.service, &h.owner, &id, 1, &content(2)).await;
+    assert!(
+        matches!(&refused, Err(ServiceError::Store(StoreError::Io { .. }))),
+        "an EIO on the write refuses the Put: {refused:?}"
+    );
+    let pending = h
+        .service
+        .metadata()
+        .pending_writes(&id)
+        .await
+        .expect("pending");
+    assert_eq!(pending.blocks.len(), 1, "the refused Put recorded nothing");
+    put(&h.service, &h.owner, &id, 1, &content(2))
+        .await
+        .expect("the retry");
+    h.complete(&id, 2).await;
+    let written = vec![(0, content(1)), (1, content(2))];
+
+    h.faults
+        .fail(Op::GetChunk, h.faults.calls(Op::GetChunk) + 1, eio());
+    let failed = h.read_all(&id).await;
+    assert!(
+        matches!(&failed, Err(ServiceError::Store(StoreError::Io { .. }))),
+        "an EIO on the read is a storage failure, not corruption: {failed:?}"
+    );
+    let other = h.start(None, 60).await;
+    let still = h
+        .service
+        .begin_put(
+            &h.owner,
+            &other,
+            BlockIndex::new(0),
+            ChunkDigest::of(&content(1)),
+        )
+        .await
+        .expect("begin");
+    assert!(
+        still.content_is_stored(),
+        "the chunk an EIO met is still registered"
+    );
+    drop(still);
+    assert_eq!(h.read_all(&id).await.expect("read again"), written);
+
+    let rotted = ChunkDigest::of(&content(2));
+    (h.probe.damage)(&rotted);
+    let damaged = h.read_all(&id).await;
+    assert!(
+        matches!(&damaged, Err(ServiceError::CorruptData(_))),
+        "{damaged:?}"
+    );
+    let distrusted = h
+        .service
+        .begin_put(&h.owner, &other, BlockIndex::new(1), rotted)
+        .await
+        .expect("begin");
+    assert!(
+        !distrusted.content_is_stored(),
+        "a copy found damaged is not relied on"
+    );
+    drop(distrusted);
+    put(&h.service, &h.owner, &other, 1, &content(2))
+        .await
+        .expect("the re-upload");
+    assert_eq!(
+        h.read_all(&id).await.expect("repaired by the re-upload"),
+        written
     );
 }
