@@ -51,6 +51,20 @@ pub struct StartRequest {
     pub tags: Vec<(String, String)>,
     /// Minutes without a write after which the service abandons the snapshot.
     pub timeout_minutes: Option<u32>,
+    /// Ask for encryption (`Encrypted`; refused by the service together with a parent).
+    pub encrypted: bool,
+    /// The KMS key to encrypt under (`KmsKeyArn`).
+    pub kms_key_arn: Option<String>,
+}
+
+/// What StartSnapshot answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// The new snapshot.
+    pub snapshot: SnapshotId,
+    /// Whether the service encrypts it (`SseType` other than `none`, or a `KmsKeyArn`):
+    /// then its unwritten blocks do not read as zeros on AWS, and zero blocks must be sent.
+    pub encrypted: bool,
 }
 
 /// What CompleteSnapshot answered.
@@ -176,7 +190,7 @@ impl SnapshotClient {
 
     /// StartSnapshot. The client token is fixed before the first attempt, so a retry after
     /// a lost answer returns the same snapshot instead of creating a second one.
-    pub async fn start_snapshot(&self, request: &StartRequest) -> Result<SnapshotId, ApiError> {
+    pub async fn start_snapshot(&self, request: &StartRequest) -> Result<Started, ApiError> {
         let client_token = uuid::Uuid::new_v4().to_string();
         let volume_size = i64::try_from(request.volume_size.gib()).unwrap_or(i64::MAX);
         self.run(&|| "StartSnapshot".to_owned(), || async {
@@ -187,6 +201,8 @@ impl SnapshotClient {
                 .client_token(&client_token)
                 .set_parent_snapshot_id(request.parent.as_ref().map(|p| p.to_string()))
                 .set_description(request.description.clone())
+                .set_encrypted(request.encrypted.then_some(true))
+                .set_kms_key_arn(request.kms_key_arn.clone())
                 .set_timeout(
                     request
                         .timeout_minutes
@@ -206,7 +222,15 @@ impl SnapshotClient {
             let id = output
                 .snapshot_id()
                 .ok_or_else(|| Failure::permanent("the answer has no SnapshotId"))?;
-            SnapshotId::parse(id).map_err(|e| Failure::permanent(e.to_string()))
+            let snapshot = SnapshotId::parse(id).map_err(|e| Failure::permanent(e.to_string()))?;
+            let encrypted = output.kms_key_arn().is_some()
+                || output
+                    .sse_type()
+                    .is_some_and(|sse| !matches!(sse.as_str(), "none" | ""));
+            Ok(Started {
+                snapshot,
+                encrypted,
+            })
         })
         .await
     }

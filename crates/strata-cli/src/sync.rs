@@ -461,8 +461,11 @@ impl Syncer {
                 ),
                 tags: options.tags.clone(),
                 timeout_minutes: None,
+                encrypted: false,
+                kms_key_arn: None,
             })
-            .await?;
+            .await?
+            .snapshot;
         let log = match &options.state {
             Some(path) => {
                 SyncState::append(path, "pending", source, &target)?;

@@ -98,6 +98,11 @@ pub struct UploadOptions {
     /// Also keep the manifest in the cache by snapshot id ([`Manifest::save_to_cache`]), so
     /// a later download finds the image length.
     pub cache_manifest: bool,
+    /// Ask for an encrypted snapshot (not with a parent: a child is encrypted like its
+    /// parent).
+    pub encrypted: bool,
+    /// Encrypt under this KMS key (implies `encrypted` without a parent).
+    pub kms_key_arn: Option<String>,
 }
 
 impl UploadOptions {
@@ -118,6 +123,8 @@ impl UploadOptions {
             resume_state: None,
             restart: false,
             cache_manifest: false,
+            encrypted: false,
+            kms_key_arn: None,
         }
     }
 }
@@ -211,7 +218,14 @@ struct Target {
     previous: Arc<HashMap<BlockIndex, ChunkDigest>>,
     log: Option<ManifestLog>,
     resumed: bool,
+    /// The service encrypts the snapshot (see [`crate::api::Started::encrypted`]).
+    encrypted: bool,
 }
+
+/// What an encrypted snapshot reads where nothing was written, as far as a client can
+/// know: not zeros (AWS returns garbage there), so no block compares equal to it and an
+/// all-zero block is sent. (No SHA-256 output is all ones in practice.)
+const UNWRITTEN_ENCRYPTED: ChunkDigest = ChunkDigest([0xff; 32]);
 
 /// The outcome of one block.
 struct BlockOutcome {
@@ -367,10 +381,18 @@ impl Uploader {
                 previous: Arc::new(previous),
                 log: Some(log),
                 resumed: true,
+                // The resume log does not say: as asked (a resumed run repeats the flags).
+                encrypted: options.encrypted || options.kms_key_arn.is_some(),
             });
         }
         self.reporter.step(Step::Starting);
-        let snapshot = self
+        if options.encrypted && options.parent.is_some() {
+            return Err(UploadError::Invalid(
+                "--encrypted cannot be combined with --parent: a child is encrypted like its parent (give --kms-key-id to name the key)"
+                    .into(),
+            ));
+        }
+        let started = self
             .client
             .start_snapshot(&StartRequest {
                 volume_size,
@@ -383,8 +405,13 @@ impl Uploader {
                 }),
                 tags: options.tags.clone(),
                 timeout_minutes: options.timeout_minutes,
+                // AWS refuses Encrypted with a parent; a key may still be named.
+                encrypted: options.parent.is_none()
+                    && (options.encrypted || options.kms_key_arn.is_some()),
+                kms_key_arn: options.kms_key_arn.clone(),
             })
             .await?;
+        let snapshot = started.snapshot;
         let log = match &options.resume_state {
             Some(path) => {
                 let mut header = Manifest::new(snapshot.clone(), volume_size, image_size);
@@ -398,6 +425,7 @@ impl Uploader {
             previous: Arc::new(HashMap::new()),
             log,
             resumed: false,
+            encrypted: started.encrypted,
         })
     }
 
@@ -495,10 +523,12 @@ impl Uploader {
             let Ok(raw) = u32::try_from(raw) else { break };
             let index = BlockIndex::new(raw);
             result.scanned += 1;
-            // Fast path: a hole over a zero baseline needs neither a read nor a task.
+            // Fast path: a hole over a zero baseline needs neither a read nor a task. An
+            // encrypted snapshot's unwritten blocks do not read as zeros on AWS: there,
+            // only a zero block written before is a zero baseline.
             let zero_baseline = match target.previous.get(&index) {
                 Some(digest) => digest.is_zero_block(),
-                None => parent.certainly_zero(index),
+                None => !target.encrypted && parent.certainly_zero(index),
             };
             if image.in_hole(u64::from(raw)) && zero_baseline {
                 if target.previous.contains_key(&index) {
@@ -523,6 +553,7 @@ impl Uploader {
                 processed: Arc::clone(&processed),
                 total: end,
                 just_started: !target.resumed,
+                encrypted: target.encrypted,
             };
             tasks.spawn(job.run());
         }
@@ -640,6 +671,8 @@ struct BlockJob {
     processed: Arc<AtomicU64>,
     total: u64,
     just_started: bool,
+    /// The snapshot is encrypted: an unwritten block is not a zero baseline.
+    encrypted: bool,
 }
 
 impl BlockJob {
@@ -680,16 +713,35 @@ impl BlockJob {
             return Ok((*digest, false));
         }
         let raw = u64::from(self.index.get());
+        // Where nothing was written, for certain: zeros, or not known when encrypted.
+        let unwritten = if self.encrypted {
+            UNWRITTEN_ENCRYPTED
+        } else {
+            ChunkDigest::zero_block()
+        };
         match &self.parent {
-            ParentContent::Empty => Ok((ChunkDigest::zero_block(), false)),
-            ParentContent::Manifest(manifest) => Ok((manifest.digest(self.index), false)),
+            ParentContent::Empty => Ok((unwritten, false)),
+            ParentContent::Manifest(manifest) => Ok((
+                if manifest.blocks.contains_key(&self.index) {
+                    manifest.digest(self.index)
+                } else {
+                    unwritten
+                },
+                false,
+            )),
             ParentContent::Base(base) => {
                 let base = Arc::clone(base);
                 let (_, digest) = blocking(move || read_and_hash(&base, raw)).await??;
+                // A hole or zeros of the base image may be a block the parent never wrote.
+                let digest = if digest.is_zero_block() {
+                    unwritten
+                } else {
+                    digest
+                };
                 Ok((digest, false))
             }
             ParentContent::Fetch { snapshot, tokens } => match tokens.get(&self.index) {
-                None => Ok((ChunkDigest::zero_block(), false)),
+                None => Ok((unwritten, false)),
                 Some(token) => {
                     let block = self.client.get_block(snapshot, self.index, token).await?;
                     Ok((block.digest, true))

@@ -62,6 +62,7 @@ const UPLOAD_EXAMPLES: &str = concat!("Examples:
   strata upload new.img --parent snap-0123456789abcdef0 --base old.img
   strata upload /dev/sdb --volume-size 100 --tag team=storage --description 'nightly'
   strata upload disk.img --json | jq -r .snapshot
+  strata upload disk.img --kms-key-id \"$(strata keys create)\"   # encrypted at rest
 
 Zero blocks are skipped only where the snapshot reads zeros anyway. A manifest of block
 digests is written to IMAGE.strata-manifest (for a later incremental upload) and kept in
@@ -249,6 +250,15 @@ pub struct UploadArgs {
     /// Start a new snapshot even if IMAGE.strata-upload records an interrupted upload.
     #[arg(long)]
     pub restart: bool,
+    /// Encrypt the snapshot (the account's default key unless --kms-key-id); zero blocks
+    /// are then sent too, since an encrypted snapshot's unwritten blocks do not read as
+    /// zeros on AWS. Not with --parent: a child is encrypted like its parent.
+    #[arg(long, conflicts_with = "parent")]
+    pub encrypted: bool,
+    /// Encrypt under this KMS key ARN (implies --encrypted; with --parent, it must be the
+    /// parent's key on Strata).
+    #[arg(long, value_name = "ARN")]
+    pub kms_key_id: Option<String>,
     /// Print a JSON summary on stdout instead of the snapshot id.
     #[arg(long)]
     pub json: bool,

@@ -243,6 +243,8 @@ async fn upload(args: UploadArgs) -> Result<i32, Failed> {
     options.resume_state = is_file.then(|| resume_state_for(&args.image));
     options.restart = args.restart;
     options.cache_manifest = !args.no_manifest;
+    options.encrypted = args.encrypted;
+    options.kms_key_arn.clone_from(&args.kms_key_id);
     let ui = Ui::new(quiet || args.json, "uploading");
     let result = Uploader::new(&client, ui.reporter()).upload(&options).await;
     ui.finish();

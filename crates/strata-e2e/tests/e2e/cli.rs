@@ -475,9 +475,12 @@ async fn messages_say_what_happened() {
             description: None,
             tags: Vec::new(),
             timeout_minutes: None,
+            encrypted: false,
+            kms_key_arn: None,
         })
         .await
         .expect("start")
+        .snapshot
         .to_string();
     let dir = tempfile::tempdir().expect("tempdir");
     let disk = image(dir.path(), "disk.img", 4 * MIB, 3);
@@ -783,9 +786,12 @@ async fn wait_returns_when_a_snapshot_is_completed() {
             description: None,
             tags: Vec::new(),
             timeout_minutes: None,
+            encrypted: false,
+            kms_key_arn: None,
         })
         .await
         .expect("start")
+        .snapshot
         .to_string();
     let dir = tempfile::tempdir().expect("tempdir");
     let disk = arg(&image(dir.path(), "disk.img", 2 * MIB, 9));

@@ -246,3 +246,60 @@ async fn coldsnap_uploads_encrypted_under_a_strata_key_that_gates_every_download
     let again = download("again.img").await.expect("readable again");
     assert_eq!(sha256_file(&again, None), sha256_file(&image, None));
 }
+
+/// `strata upload --kms-key-id` (the library's `kms_key_arn`): the snapshot is encrypted,
+/// its zero blocks and holes are sent too (an encrypted snapshot's unwritten blocks are not
+/// zeros on AWS), and it downloads identical; a plain upload of the same image skips them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_upload_sends_its_zero_blocks_and_downloads_identically() {
+    let Some(binary) = super::binary::strata_binary() else {
+        return;
+    };
+    let server = TestServer::start().await;
+    let created = super::binary::strata(
+        &binary,
+        &["keys", "create", "--endpoint", server.endpoint().as_str()],
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        super::binary::text(&created.stderr)
+    );
+    let arn = super::binary::text(&created.stdout);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = dir.path().join("disk.img");
+    let info = standard_image(&image);
+    let blocks = info.len.div_ceil(512 * 1024);
+
+    let mut options = UploadOptions::new(&image);
+    options.kms_key_arn = Some(arn);
+    let encrypted = Uploader::new(&server.client(), Reporter::silent())
+        .upload(&options)
+        .await
+        .expect("encrypted upload");
+    assert_eq!(encrypted.zero_blocks_skipped, 0, "zero blocks are sent");
+    assert_eq!(encrypted.blocks_sent, blocks);
+    let plain = Uploader::new(&server.client(), Reporter::silent())
+        .upload(&UploadOptions::new(&image))
+        .await
+        .expect("plain upload");
+    assert!(plain.zero_blocks_skipped > 0 && plain.blocks_sent < blocks);
+
+    let restored = dir.path().join("restored.img");
+    let mut download = DownloadOptions::new(encrypted.snapshot.clone(), &restored);
+    download.size = Some(info.len);
+    Downloader::new(&server.client(), Reporter::silent())
+        .download(&download)
+        .await
+        .expect("download");
+    assert_eq!(sha256_file(&restored, None), sha256_file(&image, None));
+
+    let mut with_parent = UploadOptions::new(&image);
+    with_parent.parent = Some(encrypted.snapshot);
+    with_parent.encrypted = true;
+    let refused = Uploader::new(&server.client(), Reporter::silent())
+        .upload(&with_parent)
+        .await
+        .expect_err("--encrypted with --parent");
+    assert!(refused.to_string().contains("--parent"), "{refused}");
+}

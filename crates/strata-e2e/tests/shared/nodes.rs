@@ -325,8 +325,11 @@ pub async fn try_start_snapshot(
             description: None,
             tags: Vec::new(),
             timeout_minutes: None,
+            encrypted: false,
+            kms_key_arn: None,
         })
         .await
+        .map(|started| started.snapshot)
 }
 
 pub async fn put(client: &SnapshotClient, snapshot: &SnapshotId, seed: u64, index: u32) {
