@@ -152,6 +152,21 @@ async fn drive(
             .copied()
             .filter(|k| scenario.measures(*k))
             .collect();
+        if scenario == Scenario::Overload {
+            if targets.contains(&TargetKind::Strata) {
+                for run in 1..=options.repeat {
+                    match scenarios::overload::run(&launcher).await {
+                        Ok(records) => {
+                            for record in records {
+                                print(&record.int("run", run as u64));
+                            }
+                        }
+                        Err(error) => print(&results.failure("overload", "strata", &error)),
+                    }
+                }
+            }
+            continue;
+        }
         if scenario == Scenario::List {
             for kind in targets {
                 let context = RunContext {

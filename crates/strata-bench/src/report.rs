@@ -35,24 +35,24 @@ pub struct Record {
 }
 
 impl Record {
-    fn new(kind: &'static str) -> Self {
+    pub(crate) fn new(kind: &'static str) -> Self {
         Self {
             kind,
             fields: Vec::new(),
         }
     }
 
-    fn text(mut self, key: &str, value: impl Into<String>) -> Self {
+    pub(crate) fn text(mut self, key: &str, value: impl Into<String>) -> Self {
         self.fields.push((key.into(), Value::Text(value.into())));
         self
     }
 
-    fn num(mut self, key: &str, value: f64) -> Self {
+    pub(crate) fn num(mut self, key: &str, value: f64) -> Self {
         self.fields.push((key.into(), Value::Num(value)));
         self
     }
 
-    fn int(mut self, key: &str, value: u64) -> Self {
+    pub(crate) fn int(mut self, key: &str, value: u64) -> Self {
         self.fields.push((key.into(), Value::Int(value)));
         self
     }

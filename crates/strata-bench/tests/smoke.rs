@@ -24,6 +24,75 @@ fn smoke_mode_runs_every_scenario_without_errors() {
     );
 }
 
+/// The overload scenario (its own server, tight limits): every idle or half-open
+/// connection is closed by the server at the head deadline, a trickled body is cut at the
+/// body deadline with a ValidationException, and of ten times the memory budget in Puts
+/// no more than the budget holds are accepted, none answered with a 5xx other than the
+/// 503 of the connection cap.
+#[test]
+fn the_overload_scenario_reports_the_server_holding_its_limits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut options = strata_bench::BenchOptions::smoke(dir.path().to_path_buf());
+    options.scenarios = vec![strata_bench::scenarios::Scenario::Overload];
+    options.sink = false;
+    options.disk_bytes = 0;
+    let mut lines = Vec::new();
+    let results = strata_bench::run(&options, &mut |line| lines.push(line.to_owned()));
+    let output = lines.join("\n");
+    results.unwrap_or_else(|e| panic!("overload run failed: {e:#}\n{output}"));
+    let phase = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(&format!("overload phase={name} ")))
+            .unwrap_or_else(|| panic!("no {name} line:\n{output}"))
+            .clone()
+    };
+    let field = |line: &str, key: &str| -> String {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+            .to_owned()
+    };
+    let idle = phase("idle_connections");
+    assert_eq!(field(&idle, "still_open_after_30s"), "0", "{idle}");
+    assert_eq!(
+        field(&idle, "closed_by_server"),
+        field(&idle, "opened"),
+        "{idle}"
+    );
+    let heads = phase("half_open_heads");
+    assert_eq!(
+        field(&heads, "closed_by_server"),
+        field(&heads, "opened"),
+        "{heads}"
+    );
+    let trickle = phase("trickled_body");
+    assert_eq!(field(&trickle, "status"), "400", "{trickle}");
+    assert_eq!(
+        field(&trickle, "error_type"),
+        "ValidationException",
+        "{trickle}"
+    );
+    let lived: f64 = field(&trickle, "lived_s").parse().expect("seconds");
+    assert!(
+        (3.5..10.0).contains(&lived),
+        "cut at the 4 s body deadline: {trickle}"
+    );
+    let overload = phase("ten_times_the_budget");
+    let created: u64 = field(&overload, "created").parse().expect("count");
+    assert!(
+        created > 0 && created <= 32,
+        "the 16 MiB budget holds 32 blocks: {overload}"
+    );
+    let throttled: u64 = field(&overload, "throttled").parse().expect("count");
+    assert!(throttled > 0, "{overload}");
+    let kinds = field(&overload, "other_kinds");
+    assert!(
+        kinds == "none" || kinds == "reset_before_the_answer",
+        "no other answers (no 5xx, no hang): {overload}"
+    );
+}
+
 /// A variable of the engines the next test needs. A missing one fails the test by name:
 /// tests that need engines never skip.
 fn engine_var(name: &str) -> String {

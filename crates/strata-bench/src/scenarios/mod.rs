@@ -10,6 +10,7 @@
 //! | `list` | ListSnapshotBlocks over a big snapshot; ListChangedBlocks over two lineages |
 //! | `start` | StartSnapshot + CompleteSnapshot(0) pairs at the start concurrency |
 //! | `mixed` | uploads to 4 snapshots and verified reads of another, at once |
+//! | `overload` | idle and half-open connections, a trickled body, 10× the memory budget in Puts (Strata only, its own server with tight limits; run only when named) |
 //!
 //! The raw S3 target runs only `put` and `get`, on objects instead of blocks
 //! ([`raw_s3`]).
@@ -17,6 +18,7 @@
 mod get;
 mod list;
 mod mixed;
+pub mod overload;
 mod put;
 mod raw_s3;
 mod start;
@@ -53,6 +55,8 @@ pub enum Scenario {
     Start,
     /// Several uploads and readers at once.
     Mixed,
+    /// Hostile and excessive load on a server with tight limits (only when named).
+    Overload,
 }
 
 impl Scenario {
@@ -75,6 +79,7 @@ impl Scenario {
             Scenario::List => "list",
             Scenario::Start => "start",
             Scenario::Mixed => "mixed",
+            Scenario::Overload => "overload",
         }
     }
 
@@ -84,6 +89,7 @@ impl Scenario {
     /// costs it what any put does.
     pub fn measures(self, kind: TargetKind) -> bool {
         match kind {
+            _ if self == Scenario::Overload => kind == TargetKind::Strata,
             TargetKind::Sink => self != Scenario::List,
             TargetKind::S3 => matches!(self, Scenario::Put | Scenario::Get),
             TargetKind::Strata | TargetKind::Endpoint | TargetKind::Moto => true,
@@ -142,6 +148,7 @@ pub async fn run(
         Scenario::Start => start::run(context, instance).await,
         Scenario::Mixed => mixed::run(context, instance).await,
         Scenario::List => anyhow::bail!("the list scenario runs on its fixture"),
+        Scenario::Overload => anyhow::bail!("the overload scenario starts its own server"),
     }
 }
 
