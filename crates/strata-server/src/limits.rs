@@ -56,7 +56,8 @@ impl std::fmt::Display for Busy {
             f,
             "The server is busy: the {} MiB of memory for requests in flight are in use; retry \
              with backoff.",
-            self.budget_bytes >> 20
+            // Whole MiB as configured; a budget below one MiB (tests) with its fraction.
+            (self.budget_bytes as f64 / 1_048_576.0 * 100.0).round() / 100.0
         )
     }
 }

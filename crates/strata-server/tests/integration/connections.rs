@@ -200,3 +200,61 @@ async fn a_steadily_trickled_put_body_is_cut_off_at_the_body_deadline() {
         "nothing was recorded"
     );
 }
+
+/// A Put throttled before its body is read (the memory budget is held by a slow Put) is
+/// answered `RequestThrottledException` over a real socket, also to a client that sends
+/// its whole block before it reads (as simple HTTP clients do): the connection is not
+/// reset under the body, which would turn the throttle into a network error.
+#[tokio::test]
+async fn a_put_throttled_before_its_body_still_gets_its_answer_over_the_socket() {
+    use http_body_util::channel::Channel;
+    let server = server(|s| {
+        s.limits.body_budget_bytes = BLOCK;
+        s.body_timeout = Duration::from_secs(10);
+        s.limits.body_deadline = Duration::from_secs(10);
+    })
+    .await;
+    let client = server.client();
+    let id = start(&client, 1, None).await;
+    // The budget's one block, held by a Put whose body stops half way.
+    let (mut sender, body) = Channel::<bytes::Bytes>::new(1);
+    let held = block(1);
+    sender
+        .send_data(bytes::Bytes::copy_from_slice(&held[..BLOCK / 2]))
+        .await
+        .expect("buffered");
+    let mut slow = RawRequest::put_block(&id, "0", held);
+    slow.streamed = Some(axum::body::Body::new(body));
+    let (addr, clock) = (server.addr(), server.clock.clone());
+    let holder = tokio::spawn(async move { crate::harness::raw_at(addr, &clock, slow).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let data = block(2);
+    let request = crate::harness::signed(
+        &addr.to_string(),
+        &server.clock,
+        &RawRequest::put_block(&id, "1", data.clone()),
+    );
+    let mut head = format!("PUT {} HTTP/1.1\r\n", request.uri().path());
+    for (name, value) in request.headers() {
+        head.push_str(&format!("{name}: {}\r\n", value.to_str().expect("ascii")));
+    }
+    head.push_str(&format!("content-length: {}\r\n\r\n", data.len()));
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let sent = tokio::time::timeout(PATIENCE, stream.write_all(&data)).await;
+    assert!(
+        matches!(sent, Ok(Ok(()))),
+        "the whole body is taken in, not reset: {sent:?}"
+    );
+    let answer = read_response(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("x-amzn-errortype: requestthrottledexception"),
+        "{answer}"
+    );
+    drop(sender);
+    holder.abort();
+}

@@ -723,6 +723,22 @@ async fn send_raw_to(
     clock: &TestClock,
     raw: RawRequest,
 ) -> RawResponse {
+    let request = signed(authority, clock, &raw);
+    let request = match raw.streamed {
+        Some(body) => request.map(|_| body),
+        None => request.map(Body::from),
+    };
+    let response = target.send(request).await.expect("request sent");
+    let (parts, body) = response.into_parts();
+    RawResponse {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: body.collect().await.expect("body").to_bytes(),
+    }
+}
+
+/// The request `raw` describes, to the server named by `authority`, signed as it says.
+pub fn signed(authority: &str, clock: &TestClock, raw: &RawRequest) -> http::Request<Vec<u8>> {
     let mut request = http::Request::builder()
         .method(raw.method)
         .uri(format!("http://{authority}{}", raw.target))
@@ -777,17 +793,7 @@ async fn send_raw_to(
             http::HeaderValue::from_str(value).expect("value"),
         );
     }
-    let request = match raw.streamed {
-        Some(body) => request.map(|_| body),
-        None => request.map(Body::from),
-    };
-    let response = target.send(request).await.expect("request sent");
-    let (parts, body) = response.into_parts();
-    RawResponse {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body: body.collect().await.expect("body").to_bytes(),
-    }
+    request
 }
 
 /// base64 SHA-256, as in `x-amz-Checksum`.
