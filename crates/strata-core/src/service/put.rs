@@ -83,10 +83,24 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
         index: BlockIndex,
         claimed: ChunkDigest,
     ) -> Result<WritePermit, ServiceError> {
-        let record = self.writable_snapshot(owner, id, index).await?;
+        // The record and the announcement at once: two metadata round trips that do not
+        // depend on each other, and every Put waits for both before its body is read.
+        // Announced before the registry is asked, and until the write record commits: a
+        // collection then keeps a stored chunk of this content (see `gc`), so "registered"
+        // stays true unless a read finds the chunk damaged, which the record catches. A
+        // body that turns out not to match `claimed` (or a Put refused for its snapshot)
+        // only kept the chunk a while longer.
+        let (record, announced) = tokio::join!(
+            self.writable_snapshot(owner, id, index),
+            self.announce(claimed)
+        );
+        let record = record?;
         // Checked before the body is read: a disabled key refuses the Put at once.
         let data_key = self.snapshot_data_key(&record).await?;
         if data_key.is_some() && !claimed.is_zero_block() {
+            // The chunk is named by the sealed block's digest, announced once it is
+            // known; this announcement of the plaintext's is withdrawn as it drops.
+            drop(announced);
             return Ok(WritePermit {
                 record,
                 index,
@@ -96,11 +110,7 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
                 data_key,
             });
         }
-        // Announced before the registry is asked, and until the write record commits: a
-        // collection then keeps a stored chunk of this content (see `gc`), so "registered"
-        // stays true unless a read finds the chunk damaged, which the record catches. A
-        // body that turns out not to match `claimed` only kept the chunk a while longer.
-        let (announcement, registered) = self.announce(claimed).await?;
+        let (announcement, registered) = announced?;
         Ok(WritePermit {
             record,
             index,
