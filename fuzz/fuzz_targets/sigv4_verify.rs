@@ -29,7 +29,9 @@ fuzz_target!(|data: &[u8]| {
         };
         let (name, value) = (&line[..colon], &line[colon + 1..]);
         let value = value.strip_prefix(b" ").unwrap_or(value);
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+        {
             headers.append(name, value);
         }
     }
@@ -39,5 +41,13 @@ fuzz_target!(|data: &[u8]| {
     )]);
     let now = time::macros::datetime!(2024-03-01 10:20:30 UTC);
     let hash = body.then(|| strata_sigv4::sha256_hex(data));
-    let _ = strata_sigv4::verify_request(&method, &uri, &headers, hash.as_deref(), now, &secrets);
+    let result =
+        strata_sigv4::verify_request(&method, &uri, &headers, hash.as_deref(), now, &secrets);
+    // What the server does with a refusal: its message, code and status.
+    if let Err(error) = result {
+        let _ = (error.message(), error.aws_error_code(), error.status_code());
+    }
+    // The canonical request over every header present, as if all were signed.
+    let names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+    let _ = strata_sigv4::canonical_request(&method, &uri, &headers, &names, "UNSIGNED-PAYLOAD");
 });

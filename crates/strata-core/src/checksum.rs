@@ -56,4 +56,27 @@ mod tests {
         assert_eq!(from_base64("AAAA"), None);
         assert_eq!(from_base64("not base64!"), None);
     }
+
+    proptest::proptest! {
+        /// Any `x-amz-Checksum` text is refused or is the one encoding of its digest (the
+        /// standard engine refuses missing padding and non-zero trailing bits).
+        #[test]
+        fn checksums_that_decode_are_canonical(
+            text in proptest::prop_oneof![
+                "[A-Za-z0-9+/]{42,44}={0,2}",
+                "[A-Za-z0-9+/=]{0,48}",
+                proptest::prelude::any::<String>(),
+            ],
+        ) {
+            if let Some(digest) = from_base64(&text) {
+                proptest::prop_assert_eq!(to_base64(&digest), text);
+            }
+        }
+
+        #[test]
+        fn every_digest_round_trips(bytes in proptest::prelude::any::<[u8; 32]>()) {
+            let digest = ChunkDigest(bytes);
+            proptest::prop_assert_eq!(from_base64(&to_base64(&digest)), Some(digest));
+        }
+    }
 }

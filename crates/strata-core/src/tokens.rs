@@ -109,7 +109,13 @@ impl TokenIssuer {
         context: &[&[u8]],
         now_ms: i64,
     ) -> Result<Vec<u8>, TokenError> {
-        if token.len() != expected_len * 2 {
+        // Only the spelling we issue opens: `hex::decode` also takes uppercase digits, which
+        // would give every token 2^n spellings that all open (found by the `tokens` fuzz
+        // target), while the contract is that a token altered in any character is refused.
+        let lowercase_hex = token
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if token.len() != expected_len * 2 || !lowercase_hex {
             return Err(TokenError::Invalid);
         }
         let bytes = hex::decode(token).map_err(|_| TokenError::Invalid)?;
@@ -272,7 +278,119 @@ mod tests {
         );
     }
 
+    #[test]
+    fn only_the_issued_spelling_opens() {
+        // Regression (fuzz target `tokens`): uppercase hex digits decoded to the same bytes,
+        // so an upper-cased token opened.
+        let issuer = TokenIssuer::new([5; 32]);
+        let a = snap("snap-0a");
+        let digest = ChunkDigest::of(b"z");
+        let block = issuer.block_token(&a, BlockIndex::new(3), digest, i64::MAX);
+        assert_eq!(
+            issuer.open_block_token(&block, &a, BlockIndex::new(3), 0),
+            Ok(digest)
+        );
+        assert_eq!(
+            issuer.open_block_token(&block.to_ascii_uppercase(), &a, BlockIndex::new(3), 0),
+            Err(TokenError::Invalid)
+        );
+        let page = issuer.page_token(Listing::Blocks(&a), BlockIndex::new(9), i64::MAX);
+        assert_eq!(
+            issuer.open_page_token(&page.to_ascii_uppercase(), Listing::Blocks(&a), 0),
+            Err(TokenError::Invalid)
+        );
+    }
+
+    /// A token's text with the character at `position` (modulo its length) replaced.
+    fn edited(token: &str, position: usize, with: char) -> String {
+        let position = position % token.len();
+        let mut text = token.to_owned();
+        text.replace_range(position..position + 1, with.encode_utf8(&mut [0; 4]));
+        text
+    }
+
     proptest! {
+        /// Text nobody issued opens as no token, in any context, and never panics.
+        #[test]
+        fn presented_text_never_opens(
+            text in prop_oneof!["[0-9a-fA-F]{58}", "[0-9a-fA-F]{114}", "\\PC{0,120}", any::<String>()],
+            index in any::<u32>(),
+            now in any::<i64>(),
+        ) {
+            let issuer = TokenIssuer::new([9; 32]);
+            let a = snap("snap-0a");
+            let b = snap("snap-0b");
+            prop_assert!(issuer.open_block_token(&text, &a, BlockIndex::new(index), now).is_err());
+            prop_assert!(issuer.open_page_token(&text, Listing::Blocks(&a), now).is_err());
+            let changed = Listing::Changed { first: Some(&b), second: &a };
+            prop_assert!(issuer.open_page_token(&text, changed, now).is_err());
+        }
+
+        /// An issued token opens to what it was issued for until it expires, and with any
+        /// one character replaced by any other character it opens no more.
+        #[test]
+        fn issued_tokens_round_trip_and_any_edit_breaks_them(
+            key in any::<[u8; 32]>(),
+            index in any::<u32>(),
+            next in any::<u32>(),
+            digest in any::<[u8; 32]>(),
+            expires in any::<i64>(),
+            now in any::<i64>(),
+            position in any::<usize>(),
+            with in any::<char>(),
+        ) {
+            let issuer = TokenIssuer::new(key);
+            let a = snap("snap-0123456789abcdef0");
+            let index = BlockIndex::new(index);
+            let digest = ChunkDigest(digest);
+            let next = BlockIndex::new(next);
+            let block = issuer.block_token(&a, index, digest, expires);
+            let page = issuer.page_token(Listing::Blocks(&a), next, expires);
+            let live = now <= expires;
+            prop_assert_eq!(
+                issuer.open_block_token(&block, &a, index, now),
+                if live { Ok(digest) } else { Err(TokenError::Expired) }
+            );
+            prop_assert_eq!(
+                issuer.open_page_token(&page, Listing::Blocks(&a), now),
+                if live { Ok(next) } else { Err(TokenError::Expired) }
+            );
+            let block_edited = edited(&block, position, with);
+            prop_assume!(block_edited != block);
+            prop_assert_eq!(
+                issuer.open_block_token(&block_edited, &a, index, now),
+                Err(TokenError::Invalid)
+            );
+            let page_edited = edited(&page, position, with);
+            if page_edited != page {
+                prop_assert_eq!(
+                    issuer.open_page_token(&page_edited, Listing::Blocks(&a), now),
+                    Err(TokenError::Invalid)
+                );
+            }
+        }
+
+        /// Upper-casing any letter of a token (the same bytes, spelt otherwise) breaks it.
+        #[test]
+        fn no_other_spelling_opens(key in any::<[u8; 32]>(), which in any::<usize>()) {
+            let issuer = TokenIssuer::new(key);
+            let a = snap("snap-0a");
+            let token = issuer.block_token(&a, BlockIndex::new(1), ChunkDigest::of(b"w"), i64::MAX);
+            let letters: Vec<usize> = token
+                .char_indices()
+                .filter(|(_, c)| c.is_ascii_alphabetic())
+                .map(|(i, _)| i)
+                .collect();
+            prop_assume!(!letters.is_empty());
+            let position = letters[which % letters.len()];
+            let upper = token[position..=position].to_ascii_uppercase();
+            let respelt = edited(&token, position, upper.chars().next().unwrap_or('A'));
+            prop_assert_eq!(
+                issuer.open_block_token(&respelt, &a, BlockIndex::new(1), 0),
+                Err(TokenError::Invalid)
+            );
+        }
+
         /// Any single altered character of a token makes it invalid.
         #[test]
         fn tampered_tokens_are_rejected(position in 0usize..114, replacement in 0u8..16) {

@@ -323,4 +323,44 @@ mod tests {
         assert_eq!(ChunkDigest::from_hex(&digest.to_hex()), Ok(digest));
         assert!(ChunkDigest::from_hex("zz").is_err());
     }
+
+    proptest::proptest! {
+        /// Whatever a client sends as an id, index, digest or account, parsing refuses it or
+        /// keeps exactly its text (no silent rewriting), and never panics.
+        #[test]
+        fn parsers_refuse_or_keep_the_text(
+            text in proptest::prop_oneof![
+                "snap-[0-9a-fA-F]{0,64}",
+                "[0-9]{0,12}",
+                "[0-9a-fA-F]{64}",
+                proptest::prelude::any::<String>(),
+            ],
+        ) {
+            if let Ok(id) = SnapshotId::parse(&text) {
+                proptest::prop_assert_eq!(id.as_str(), text.as_str());
+                proptest::prop_assert!(text.len() <= SnapshotId::MAX_LEN);
+                let json = serde_json::to_string(&id).expect("serializes");
+                proptest::prop_assert_eq!(serde_json::from_str::<SnapshotId>(&json).ok(), Some(id));
+            }
+            if let Ok(index) = BlockIndex::parse(&text) {
+                proptest::prop_assert_eq!(text.parse::<u64>().ok(), Some(u64::from(index.get())));
+                proptest::prop_assert_eq!(BlockIndex::parse(&index.to_string()), Ok(index));
+            }
+            if let Ok(digest) = ChunkDigest::from_hex(&text) {
+                proptest::prop_assert_eq!(digest.to_hex(), text.to_ascii_lowercase());
+            }
+            if let Ok(account) = AccountId::parse(&text) {
+                proptest::prop_assert_eq!(account.as_str(), text.as_str());
+            }
+        }
+
+        #[test]
+        fn volume_sizes_accept_exactly_the_model_range(gib in proptest::prelude::any::<i64>()) {
+            let in_range = (1..=65_536).contains(&gib);
+            proptest::prop_assert_eq!(VolumeSize::from_gib(gib).is_ok(), in_range);
+            if let Ok(size) = VolumeSize::from_gib(gib) {
+                proptest::prop_assert_eq!(i64::try_from(size.gib()).ok(), Some(gib));
+            }
+        }
+    }
 }

@@ -1,11 +1,13 @@
 //! Property tests of the decoders that face the network: the route table, URL queries,
-//! EC2 forms, JSON bodies and error bodies. Whatever the input, they return a value and
+//! EC2 forms, JSON bodies (StartSnapshot's, and the admin API's the client reads) and error
+//! bodies. Whatever the input, they return a value and
 //! never panic; what a client encodes decodes back to what it meant.
 
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use proptest::prelude::*;
+use strata_wire::admin::{AdminKey, AdminSnapshot, GcSummary, KeyList, ScrubSummary, SnapshotList};
 use strata_wire::ec2::{Ec2Error, Ec2ErrorCode, Params};
-use strata_wire::query::Query;
+use strata_wire::query::{Query, decode_pairs};
 use strata_wire::types::StartSnapshotRequest;
 use strata_wire::{ErrorCode, Operation, Reason, WireError, route};
 
@@ -138,5 +140,115 @@ proptest! {
         let body = Ec2Error::new(Ec2ErrorCode::InvalidParameterValue, message).body("req");
         let text = body.split_once("?>\n").map_or("", |(_, rest)| rest);
         prop_assert!(text.chars().all(xml_char));
+    }
+}
+
+/// The path a client sends for `op` (labels encoded as `encode` does).
+fn path_of(op: &Operation) -> String {
+    match op {
+        Operation::StartSnapshot => "/snapshots".to_owned(),
+        Operation::PutSnapshotBlock {
+            snapshot_id,
+            block_index,
+        }
+        | Operation::GetSnapshotBlock {
+            snapshot_id,
+            block_index,
+        } => format!(
+            "/snapshots/{}/blocks/{}",
+            encode(snapshot_id),
+            encode(block_index)
+        ),
+        Operation::CompleteSnapshot { snapshot_id } => {
+            format!("/snapshots/completion/{}", encode(snapshot_id))
+        }
+        Operation::ListSnapshotBlocks { snapshot_id } => {
+            format!("/snapshots/{}/blocks", encode(snapshot_id))
+        }
+        Operation::ListChangedBlocks { second_snapshot_id } => {
+            format!("/snapshots/{}/changedblocks", encode(second_snapshot_id))
+        }
+    }
+}
+
+/// Decoded pairs as a client encodes them again.
+fn reencode(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// An admin document that parses writes one that parses back equal.
+fn admin_round_trip<T>(body: &[u8]) -> Result<(), TestCaseError>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    if let Ok(value) = serde_json::from_slice::<T>(body) {
+        let text = serde_json::to_vec(&value).expect("serializes");
+        prop_assert_eq!(serde_json::from_slice::<T>(&text).ok(), Some(value));
+    }
+    Ok(())
+}
+
+// The same properties as the fuzz targets `route`, `query`, `ec2_form` and `json_bodies`
+// (fuzz/), so the normal test run holds them too.
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    #[test]
+    fn routed_operations_route_back_from_their_labels(
+        method in prop_oneof![Just("GET"), Just("PUT"), Just("POST")],
+        path in prop_oneof![path(), "/\\PC{0,40}"],
+    ) {
+        if let Some(op) = route(method, &path) {
+            let again = path_of(&op);
+            prop_assert_eq!(route(method, &again), Some(op), "{}", again);
+        }
+    }
+
+    #[test]
+    fn decoding_is_idempotent(
+        raw in prop_oneof!["[a-zA-Z0-9=&%+ ]{0,60}", "(%[0-9a-fA-F]{0,2}|[=&+]|\\PC){0,20}", any::<String>()],
+    ) {
+        for plus_is_space in [false, true] {
+            let pairs = decode_pairs(&raw, plus_is_space);
+            prop_assert_eq!(decode_pairs(&reencode(&pairs), plus_is_space), pairs);
+        }
+        let form = Params::parse_form(raw.as_bytes());
+        let pairs = decode_pairs(&String::from_utf8_lossy(raw.as_bytes()), true);
+        prop_assert_eq!(Params::parse_form(reencode(&pairs).as_bytes()), form);
+    }
+
+    #[test]
+    fn encoded_forms_decode_to_themselves(
+        pairs in proptest::collection::vec(("[a-zA-Z.0-9]{1,12}", any::<String>()), 0..8),
+        plus_for_space in any::<bool>(),
+    ) {
+        // As an SDK encodes a form: `%20` or (boto3, HTML forms) `+` for a space.
+        let mut body = reencode(&pairs);
+        if plus_for_space {
+            body = body.replace("%20", "+");
+        }
+        let params = Params::parse_form(body.as_bytes());
+        for (key, _) in &pairs {
+            let first = pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+            prop_assert_eq!(params.get(key), first);
+        }
+    }
+
+    #[test]
+    fn admin_bodies_take_any_bytes_and_round_trip(body in prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..200),
+        "\\{\"(dry_run|live_nodes|keys|snapshots|key_id|enabled|chunk_findings)\":(1|-1|true|\"x\"|null|\\[\\]|\\{\\})\\}"
+            .prop_map(String::into_bytes),
+    ]) {
+        admin_round_trip::<AdminSnapshot>(&body)?;
+        admin_round_trip::<SnapshotList>(&body)?;
+        admin_round_trip::<GcSummary>(&body)?;
+        admin_round_trip::<AdminKey>(&body)?;
+        admin_round_trip::<KeyList>(&body)?;
+        admin_round_trip::<ScrubSummary>(&body)?;
     }
 }

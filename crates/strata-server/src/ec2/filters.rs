@@ -188,7 +188,10 @@ fn fields(name: &str, record: &SnapshotRecord) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::Pattern;
+    use proptest::prelude::*;
+    use strata_wire::ec2::{Ec2ErrorCode, Params};
+
+    use super::{MAX_FILTERS, MAX_VALUES_PER_FILTER, Pattern, Token, parse};
 
     fn glob(pattern: &str, text: &str) -> bool {
         Pattern::new(pattern).matches(text)
@@ -209,5 +212,89 @@ mod tests {
         assert!(glob("end\\", "end\\"), "a trailing backslash is literal");
         assert!(!glob("?", ""));
         assert!(glob("**", ""));
+    }
+
+    /// The wildcard semantics written the obvious (exponential) way, to hold the two-row
+    /// matcher to.
+    fn reference(pattern: &[Token], text: &[char]) -> bool {
+        match pattern.split_first() {
+            None => text.is_empty(),
+            Some((Token::Any, rest)) => (0..=text.len()).any(|i| reference(rest, &text[i..])),
+            Some((Token::One, rest)) => !text.is_empty() && reference(rest, &text[1..]),
+            Some((Token::Char(c), rest)) => text.first() == Some(c) && reference(rest, &text[1..]),
+        }
+    }
+
+    /// A form key or value drawn towards what the filter parser splits on.
+    fn form_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("Filter.1.Name".to_owned()),
+            Just("Filter.1.Value.1".to_owned()),
+            "Filter\\.[0-9]{1,3}\\.(Name|Value\\.[0-9]{1,3}|Other)",
+            "Filter\\.\\PC{0,6}",
+            Just("status".to_owned()),
+            Just("tag:team".to_owned()),
+            "[a-z:-]{0,12}",
+            "[*?\\\\a]{0,8}",
+            "\\PC{0,20}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn patterns_match_like_the_reference(
+            pattern in "[ab*?\\\\]{0,10}",
+            text in "[ab*?\\\\]{0,12}",
+        ) {
+            let compiled = Pattern::new(&pattern);
+            let chars: Vec<char> = text.chars().collect();
+            prop_assert_eq!(compiled.matches(&text), reference(&compiled.0, &chars));
+        }
+
+        #[test]
+        fn an_escaped_value_matches_only_itself(value in "\\PC{0,16}", other in "\\PC{0,16}") {
+            let escaped: String = value
+                .chars()
+                .flat_map(|c| match c {
+                    '*' | '?' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            let pattern = Pattern::new(&escaped);
+            prop_assert!(pattern.matches(&value));
+            prop_assert_eq!(pattern.matches(&other), other == value);
+        }
+
+        /// Whatever the form, parsing answers filters within the bounds or an EC2 error,
+        /// never a panic.
+        #[test]
+        fn any_form_parses_within_the_bounds(
+            pairs in proptest::collection::vec((form_text(), form_text()), 0..40),
+        ) {
+            let body: Vec<String> = pairs
+                .iter()
+                .map(|(k, v)| {
+                    let k = percent_encoding::utf8_percent_encode(k, percent_encoding::NON_ALPHANUMERIC);
+                    let v = percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC);
+                    format!("{k}={v}")
+                })
+                .collect();
+            let params = Params::parse_form(body.join("&").as_bytes());
+            match parse(&params) {
+                Ok(filters) => {
+                    prop_assert_eq!(filters.len(), params.structs("Filter").len());
+                    prop_assert!(filters.len() <= MAX_FILTERS);
+                    for filter in &filters {
+                        prop_assert!(filter.patterns.len() <= MAX_VALUES_PER_FILTER);
+                    }
+                }
+                Err(error) => prop_assert!(matches!(
+                    error.code,
+                    Ec2ErrorCode::InvalidParameterValue | Ec2ErrorCode::FilterLimitExceeded
+                )),
+            }
+        }
     }
 }
