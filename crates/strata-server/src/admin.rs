@@ -1,6 +1,7 @@
 //! Strata's admin API (`strata_wire::admin`): list, show and delete snapshots, run
-//! garbage collection, and manage the encryption keys. JSON over SigV4 (service `strata`);
-//! GC is for the root account only.
+//! garbage collection, scrub, back up an embedded data directory (`crate::backup`), and
+//! manage the encryption keys. JSON over SigV4 (service `strata`); GC, scrub and backup
+//! are for the root account only.
 
 use axum::response::Response;
 use http::request::Parts;
@@ -38,6 +39,7 @@ pub fn operation_name(method: &Method, path: &str) -> &'static str {
         (&Method::DELETE, ["snapshots", _]) => "AdminDeleteSnapshot",
         (&Method::POST, ["gc"]) => "AdminCollectGarbage",
         (&Method::POST, ["scrub"]) => "AdminScrub",
+        (&Method::POST, ["backup"]) => "AdminBackup",
         (&Method::POST, ["keys"]) => "AdminCreateKey",
         (&Method::GET, ["keys"]) => "AdminListKeys",
         (&Method::POST, ["keys", _, "disable"]) => "AdminDisableKey",
@@ -112,6 +114,18 @@ pub async fn handle(
                 },
             };
             json_response(200, &run_scrub(state, rate).await?)
+        }
+        (&Method::POST, ["backup"]) => {
+            if caller.account != state.root_account {
+                return Err(root_only("take a backup"));
+            }
+            let query = Query::parse(parts.uri.query());
+            let Some(dir) = query.get("dir") else {
+                return Err(ApiError::invalid_parameter(
+                    "dir (an absolute path on the server's machine) is required",
+                ));
+            };
+            json_response(200, &crate::backup::run_backup(state, dir).await?)
         }
         (&Method::POST, ["keys"]) => {
             let query = Query::parse(parts.uri.query());

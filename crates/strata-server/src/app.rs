@@ -53,6 +53,8 @@ pub struct AppState {
     /// How fast a scrub reads unless its request says otherwise (bytes per second;
     /// `None`: unpaced).
     pub scrub_rate: Option<u64>,
+    /// What `strata store backup` copies (the embedded stores, or why it cannot).
+    pub backup_source: crate::backup::BackupSource,
 }
 
 /// Where the first format kept the token key.
@@ -153,6 +155,8 @@ pub async fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::R
         settings.config_file.clone(),
     )?;
     let tokens = TokenIssuer::new(token_key(&stores.metadata, &settings.data_dir).await?);
+    let backup_source =
+        crate::backup::BackupSource::of(&stores.metadata, &stores.chunks, &settings.data_dir);
     let mut service = SnapshotService::new(
         Arc::new(stores.metadata),
         Arc::new(stores.chunks),
@@ -204,6 +208,7 @@ pub async fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::R
         quotas: crate::quotas::Quotas::new(settings.quota_rates.clone()),
         scrub_rate: (settings.scrub_rate_mib > 0)
             .then_some(settings.scrub_rate_mib.saturating_mul(1 << 20)),
+        backup_source,
     })
 }
 

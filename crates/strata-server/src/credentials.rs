@@ -71,6 +71,7 @@ pub const OPERATIONS: &[&str] = &[
     "AdminDeleteSnapshot",
     "AdminCollectGarbage",
     "AdminScrub",
+    "AdminBackup",
     "AdminCreateKey",
     "AdminListKeys",
     "AdminDisableKey",

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod background;
+pub mod backup;
 pub mod build;
 pub mod config;
 pub mod connections;

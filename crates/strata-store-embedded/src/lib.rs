@@ -4,14 +4,16 @@
 //!
 //! A data directory holds `metadata.redb` and `chunks/`; [`EmbeddedStore::open`] opens both.
 
+mod backup;
 mod chunks;
 mod group_commit;
 mod metadata;
 
 use std::path::Path;
 
-pub use chunks::{ChunkLocation, ChunkStoreOptions, FsChunkStore};
-pub use metadata::{RedbMetadataStore, RedbNodes};
+pub use backup::{copy_private_file, sync_dir};
+pub use chunks::{ChunkBackup, ChunkLocation, ChunkStoreOptions, FsChunkStore};
+pub use metadata::{MetadataBackup, RedbMetadataStore, RedbNodes};
 use strata_core::ports::StoreError;
 
 /// The metadata database's file name in a data directory.

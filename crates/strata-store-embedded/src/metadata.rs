@@ -83,6 +83,19 @@ const CONDEMNED: TableDefinition<[u8; 32], ()> = TableDefinition::new("condemned
 const KEYS: TableDefinition<&str, &str> = TableDefinition::new("kms_keys");
 const CHUNK_REGISTRY_FILLED: &str = "chunk_registry";
 
+/// What [`RedbMetadataStore::backup_to`] copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetadataBackup {
+    /// Snapshot records (any state).
+    pub snapshots: u64,
+    /// Of which completed.
+    pub completed_snapshots: u64,
+    /// Rows of every table.
+    pub rows: u64,
+    /// The copy's file size.
+    pub bytes: u64,
+}
+
 /// Snapshot metadata in a redb file. Cheap to clone.
 ///
 /// Dropping the last clone stops the writer thread (after it finished its group) and
@@ -381,6 +394,48 @@ impl RedbMetadataStore {
         }
         txn.commit().map_err(backend)?;
         Ok(filled)
+    }
+
+    /// Write a copy of the whole database, as of one moment, to the new file `target`: every
+    /// table through one read transaction (writers go on meanwhile and the copy sees none of
+    /// them), committed durably (`crate::backup`). Refuses an existing `target`, and fails
+    /// if the database holds a table this method does not copy.
+    pub fn backup_to(&self, target: &Path) -> Result<MetadataBackup, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let mut snapshots = 0;
+        let mut completed = 0;
+        for entry in txn
+            .open_table(SNAPSHOTS)
+            .map_err(backend)?
+            .iter()
+            .map_err(backend)?
+        {
+            let record = decode_record(entry.map_err(backend)?.1.value())?;
+            snapshots += 1;
+            completed += u64::from(record.status == SnapshotStatus::Completed);
+        }
+        let rows = crate::backup::copy_database("metadata.redb", &txn, target, |copy| {
+            copy.table(SNAPSHOTS)?;
+            copy.table(CLIENT_TOKENS)?;
+            copy.table(PENDING_BLOCKS)?;
+            copy.table(PENDING_CHECKSUMS)?;
+            copy.table(NODES)?;
+            copy.table(META)?;
+            copy.table(SECRETS)?;
+            copy.table(CHUNKS)?;
+            copy.table(CONDEMNED)?;
+            copy.table(KEYS)?;
+            Ok(())
+        })?;
+        let bytes = std::fs::metadata(target)
+            .map_err(|e| StoreError::io(format!("inspect {}", target.display()), e))?
+            .len();
+        Ok(MetadataBackup {
+            snapshots,
+            completed_snapshots: completed,
+            rows,
+            bytes,
+        })
     }
 
     /// How many write groups (one transaction each) the writer has taken so far: with

@@ -173,3 +173,25 @@ pub struct NodeFindingView {
     /// What was wrong.
     pub detail: String,
 }
+
+/// `POST /_strata/v1/backup?dir=ABSOLUTE_PATH`: what the online backup of an embedded data
+/// directory wrote (into `dir`, on the server's machine).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupSummary {
+    /// The directory written, as the server resolved it.
+    pub dir: String,
+    /// Snapshot records copied (any state).
+    pub snapshots: u64,
+    /// Of which completed.
+    pub completed_snapshots: u64,
+    /// Chunks copied.
+    pub chunks: u64,
+    /// Their bytes.
+    pub chunk_bytes: u64,
+    /// Bytes written in all (metadata, chunk index, segment data, private files).
+    pub bytes: u64,
+    /// Private files of the data directory copied (`root-credentials`, `master.key`, ...).
+    pub private_files: u64,
+    /// How long the backup took.
+    pub duration_ms: u64,
+}

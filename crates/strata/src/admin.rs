@@ -1,4 +1,4 @@
-//! `strata snapshots …` and `strata gc`: a small client of the running server's admin API
+//! `strata snapshots …`, `strata gc` and `strata store backup`: a small client of the running server's admin API
 //! (`strata_wire::admin`), signed with SigV4 like every other request.
 
 use std::time::SystemTime;
@@ -14,7 +14,8 @@ use strata_cli::cli::ConnectionArgs;
 use strata_cli::connect::{LOCAL_ENDPOINT, Resolved, resolve};
 use strata_cli::error::ConnectError;
 use strata_wire::admin::{
-    AdminKey, AdminSnapshot, GcSummary, KeyList, PREFIX, SERVICE, ScrubSummary, SnapshotList,
+    AdminKey, AdminSnapshot, BackupSummary, GcSummary, KeyList, PREFIX, SERVICE, ScrubSummary,
+    SnapshotList,
 };
 
 /// Flags of `strata snapshots` and `strata gc`: the client's connection flags (the same rule
@@ -60,6 +61,38 @@ pub enum SnapshotsCommand {
         admin: AdminArgs,
     },
 }
+
+/// `strata store …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum StoreCommand {
+    /// Back up a running server's embedded data directory, online and consistent, into DIR
+    /// on the server's machine (restore: start `strata serve --data-dir DIR`).
+    #[command(after_help = BACKUP_EXAMPLES)]
+    Backup {
+        /// A new or empty directory ON THE SERVER'S MACHINE, written by the server (mode
+        /// 0700). A relative DIR is resolved here, so give an absolute one for a remote
+        /// server.
+        dir: std::path::PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+const BACKUP_EXAMPLES: &str = concat!(
+    "Examples:
+  strata store backup /var/backups/strata-$(date +%F)
+  strata store backup /var/backups/strata-new --json | jq .bytes
+
+The server copies its metadata, chunk index and the chunk data they name (sparse), plus
+root-credentials and master.key, while it keeps serving; garbage collection waits until
+the copy is done. Root account only; embedded stores only (PostgreSQL and S3 have their
+own backups). To restore, stop the server and start it with --data-dir on the copy.",
+    "\n\n",
+    strata_cli::connection_help!()
+);
 
 /// `strata keys …`.
 #[derive(Debug, clap::Subcommand)]
@@ -545,6 +578,62 @@ pub async fn scrub(args: &strata_cli::cli::VerifyArgs) -> anyhow::Result<bool> {
         );
     }
     Ok(clean)
+}
+
+/// Deadline of `strata store backup`: the server copies the whole store.
+const BACKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+/// DIR as the server must get it: absolute, its parent resolved here when it exists here
+/// (a relative DIR must; an absolute one may name a directory on another machine).
+fn backup_dir(dir: &std::path::Path) -> anyhow::Result<String> {
+    let Some(name) = dir.file_name() else {
+        bail!("DIR must name a new directory, not {}", dir.display());
+    };
+    let parent = match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    let resolved = match parent.canonicalize() {
+        Ok(parent) => parent.join(name),
+        Err(_) if dir.is_absolute() => dir.to_path_buf(),
+        Err(e) => bail!(
+            "cannot resolve {} ({e}): give DIR as an absolute path on the server's machine",
+            parent.display()
+        ),
+    };
+    resolved
+        .to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("DIR must be valid UTF-8: {}", resolved.display()))
+}
+
+/// Run `strata store …`.
+pub async fn store(command: StoreCommand) -> anyhow::Result<()> {
+    let StoreCommand::Backup { dir, json, admin } = command;
+    let dir = backup_dir(&dir)?;
+    let body = Admin::new(&admin)
+        .await?
+        .call_within(
+            "POST",
+            &format!("/backup?dir={}", escaped(&dir)),
+            BACKUP_TIMEOUT,
+        )
+        .await?;
+    let summary: BackupSummary = serde_json::from_slice(&body).context("unexpected answer")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    println!(
+        "backed up {} snapshots ({} completed), {} chunks ({:.1} MiB written) into {} in {:.1} s",
+        summary.snapshots,
+        summary.completed_snapshots,
+        summary.chunks,
+        summary.bytes as f64 / 1_048_576.0,
+        summary.dir,
+        summary.duration_ms as f64 / 1000.0
+    );
+    Ok(())
 }
 
 /// Run `strata gc`.

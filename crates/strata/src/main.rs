@@ -41,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         command: admin::KeysCommand,
     },
+    /// Back up a running Strata server's embedded data directory.
+    Store {
+        #[command(subcommand)]
+        command: admin::StoreCommand,
+    },
     /// Copy an embedded data directory into PostgreSQL and an S3 bucket (or any other
     /// stores `serve` takes): resumable, verified, and idempotent when run again.
     #[command(after_help = MIGRATE_EXAMPLES)]
@@ -278,6 +283,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Migrate(args) => runtime.block_on(run_migrate(args)),
         Command::Snapshots { command } => runtime.block_on(admin::snapshots(command)),
         Command::Keys { command } => runtime.block_on(admin::keys(command)),
+        Command::Store { command } => runtime.block_on(admin::store(command)),
         Command::Gc {
             dry_run,
             json,

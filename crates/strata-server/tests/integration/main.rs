@@ -2,6 +2,7 @@
 //! serialization as AWS ships them) and raw signed HTTP for inputs the SDK will not send.
 
 mod arbitrary_requests;
+mod backup;
 mod cluster;
 mod connections;
 mod ec2;

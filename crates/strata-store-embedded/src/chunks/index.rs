@@ -174,6 +174,28 @@ impl Index {
             .collect()
     }
 
+    /// Copy the index, as of one moment, into the new database `target`; returns the
+    /// entries of that moment (from the same read transaction), whose bytes the caller
+    /// copies next.
+    pub(super) fn backup_to(
+        &self,
+        target: &Path,
+    ) -> Result<Vec<(ChunkDigest, Location)>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        crate::backup::copy_database("chunks/index.redb", &txn, target, |copy| {
+            copy.table(CHUNKS).map(drop)
+        })?;
+        let table = txn.open_table(CHUNKS).map_err(backend)?;
+        table
+            .iter()
+            .map_err(backend)?
+            .map(|entry| {
+                let (key, value) = entry.map_err(backend)?;
+                Ok((ChunkDigest(key.value()), Location::decode(&value.value())))
+            })
+            .collect()
+    }
+
     /// Up to `limit` entries after `after` (from the first when `None`), in digest order.
     pub(super) fn page(
         &self,

@@ -87,6 +87,21 @@ pub struct ChunkLocation {
     pub len: u64,
 }
 
+/// What [`FsChunkStore::backup_to`] copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkBackup {
+    /// Chunks in the copied index.
+    pub chunks: u64,
+    /// Their bytes.
+    pub chunk_bytes: u64,
+    /// The copied index's file size.
+    pub index_bytes: u64,
+    /// Segment bytes written (the chunks and the slot padding between adjacent ones).
+    pub segment_bytes: u64,
+    /// Bytes of the files in `lost+found/`.
+    pub lost_found_bytes: u64,
+}
+
 /// Chunks in segment files under one directory. Cheap to clone.
 #[derive(Clone)]
 pub struct FsChunkStore {
@@ -173,6 +188,56 @@ impl FsChunkStore {
             .into_iter()
             .map(|(digest, location)| (digest, u64::from(location.len)))
             .collect())
+    }
+
+    /// Write a copy of this chunk directory into `target` (a new directory; its parent
+    /// exists): the index as of one moment, then exactly the segment bytes its entries name,
+    /// sparse (`crate::backup`), then `lost+found/`. Puts go on meanwhile; chunks stored
+    /// after the index was copied are not in the copy. Nothing may delete chunks while it
+    /// runs (the caller holds the GC lease): a deletion punches the bytes an entry of the
+    /// copied index still names.
+    pub fn backup_to(&self, target: &Path) -> Result<ChunkBackup, StoreError> {
+        use crate::backup::{RangesByFile, copy_dir_files, copy_ranges, create_private_dir};
+        create_private_dir(target)?;
+        let entries = self.inner.index.backup_to(&target.join("index.redb"))?;
+        let segments_dir = target.join("segments");
+        create_private_dir(&segments_dir)?;
+        let mut by_segment = RangesByFile::new();
+        let mut chunk_bytes = 0;
+        for (_, location) in &entries {
+            chunk_bytes += u64::from(location.len);
+            by_segment
+                .entry(location.segment)
+                .or_default()
+                .push((location.offset, location.offset + u64::from(location.len)));
+        }
+        let mut segment_bytes = 0;
+        for (id, ranges) in by_segment {
+            let name = segments::file_name(id);
+            segment_bytes += copy_ranges(
+                &self.inner.segments_dir.join(&name),
+                &segments_dir.join(&name),
+                ranges,
+                segments::SLOT_ALIGN,
+            )?;
+        }
+        sync_dir(&segments_dir)?;
+        let lost_found = copy_dir_files(
+            &root_of(&self.inner.segments_dir).join("lost+found"),
+            &target.join("lost+found"),
+        )?;
+        sync_dir(target)?;
+        let index = target.join("index.redb");
+        let index_bytes = std::fs::metadata(&index)
+            .map_err(|e| io_error("inspect", &index, &e))?
+            .len();
+        Ok(ChunkBackup {
+            chunks: entries.len() as u64,
+            index_bytes,
+            chunk_bytes,
+            segment_bytes,
+            lost_found_bytes: lost_found,
+        })
     }
 
     /// Where the chunk `digest` is stored, if it is.
@@ -357,6 +422,11 @@ impl FsChunkStore {
         }
         Ok(())
     }
+}
+
+/// The chunk directory of its `segments/` directory.
+fn root_of(segments_dir: &Path) -> &Path {
+    segments_dir.parent().unwrap_or(segments_dir)
 }
 
 fn stripe_of(digest: &ChunkDigest) -> usize {
