@@ -55,6 +55,11 @@ pub struct AppState {
     pub scrub_rate: Option<u64>,
     /// What `strata store backup` copies (the embedded stores, or why it cannot).
     pub backup_source: crate::backup::BackupSource,
+    /// The chunk store the service writes to, for the console's storage figures (bytes
+    /// stored).
+    pub chunks: Arc<Chunks>,
+    /// The web console's session tokens.
+    pub sessions: crate::console::Sessions,
 }
 
 /// Where the first format kept the token key.
@@ -154,12 +159,15 @@ pub async fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::R
         settings.extra_keys.clone(),
         settings.config_file.clone(),
     )?;
-    let tokens = TokenIssuer::new(token_key(&stores.metadata, &settings.data_dir).await?);
+    let token_key = token_key(&stores.metadata, &settings.data_dir).await?;
+    let sessions = crate::console::Sessions::new(&token_key);
+    let tokens = TokenIssuer::new(token_key);
     let backup_source =
         crate::backup::BackupSource::of(&stores.metadata, &stores.chunks, &settings.data_dir);
+    let chunks = Arc::new(stores.chunks);
     let mut service = SnapshotService::new(
         Arc::new(stores.metadata),
-        Arc::new(stores.chunks),
+        Arc::clone(&chunks),
         tokens,
         Arc::clone(&clock),
     );
@@ -209,6 +217,8 @@ pub async fn open_state(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::R
         scrub_rate: (settings.scrub_rate_mib > 0)
             .then_some(settings.scrub_rate_mib.saturating_mul(1 << 20)),
         backup_source,
+        chunks,
+        sessions,
     })
 }
 

@@ -95,6 +95,8 @@ enum Api {
     Admin,
     /// `/metrics`, signed by a key of the root account.
     Metrics,
+    /// The web console's files (`crate::console`).
+    Console,
 }
 
 fn classify(method: &http::Method, path: &str) -> Option<Api> {
@@ -103,6 +105,9 @@ fn classify(method: &http::Method, path: &str) -> Option<Api> {
     }
     if path == "/metrics" {
         return Some(Api::Metrics);
+    }
+    if crate::console::is_console_path(path) {
+        return Some(Api::Console);
     }
     if path == "/" && method == http::Method::POST {
         return Some(Api::Ec2);
@@ -154,6 +159,11 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request<Body>) -> R
             let response = result.unwrap_or_else(|error| error_response(&error.0));
             ("Metrics", "-".to_owned(), response)
         }
+        Some(Api::Console) => (
+            "Console",
+            "-".to_owned(),
+            crate::console::serve(&method, &path),
+        ),
         None => {
             let error = WireError::new(
                 ErrorCode::UnknownOperationException,
@@ -384,14 +394,34 @@ async fn run_admin(
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let (body, _reservation) = read_small_body(state, body, MAX_SMALL_BODY).await?;
-    let caller = authenticate(
-        state,
-        &parts,
-        Some(&sha256_hex(&body)),
-        strata_wire::admin::SERVICE,
-        BodySigning::Signed,
-    )?;
     let operation = admin::operation_name(&parts.method, parts.uri.path());
+    if operation == "AdminEndSession" {
+        // Anyone holding the cookie may end its session, even an expired one; the header
+        // keeps another site from signing the user out.
+        return crate::console::end_session(state, &parts.headers);
+    }
+    let signed = parts.headers.contains_key(http::header::AUTHORIZATION)
+        || parts
+            .uri
+            .query()
+            .is_some_and(|q| q.contains("X-Amz-Signature="));
+    let session = (!signed)
+        .then(|| crate::console::session_cookie(&parts.headers))
+        .flatten();
+    let caller = match session {
+        // A session must be started by a signature, never by another session (which
+        // would extend it forever).
+        Some(token) if operation != "AdminStartSession" => {
+            crate::console::authenticate(state, &parts.headers, token)?
+        }
+        _ => authenticate(
+            state,
+            &parts,
+            Some(&sha256_hex(&body)),
+            strata_wire::admin::SERVICE,
+            BodySigning::Signed,
+        )?,
+    };
     if !caller.may(operation) {
         return Err(ApiError(caller.denied(operation)));
     }

@@ -16,6 +16,7 @@ pub mod backup;
 pub mod build;
 pub mod config;
 pub mod connections;
+pub mod console;
 pub mod credentials;
 pub mod dispatch;
 pub mod ec2;

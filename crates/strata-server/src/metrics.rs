@@ -33,6 +33,8 @@
 //! only the scraper reaches).
 
 use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -43,6 +45,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use strata_core::stats::{ServiceStats, SnapshotCounts};
+use strata_wire::admin::{GcSummary, LastRun, ScrubSummary};
 
 use crate::app::StrataService;
 use crate::error::ApiError;
@@ -127,6 +130,31 @@ pub struct Metrics {
     scrub_checked_chunks: Counter,
     scrub_checked_bytes: Counter,
     scrub_findings: Family<KindLabels, Counter>,
+    /// The same request figures summed over every operation, for the console's
+    /// throughput (summing the families would walk every series at each poll).
+    totals: Totals,
+    /// What the console shows of the last collection and scrub.
+    last_gc: Mutex<Option<LastRun<GcSummary>>>,
+    last_scrub: Mutex<Option<LastRun<ScrubSummary>>>,
+}
+
+/// Request counters summed over every operation.
+#[derive(Debug, Default)]
+struct Totals {
+    requests: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+/// [`Metrics::totals`]: requests answered, body bytes in and out, since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestTotals {
+    /// Requests answered.
+    pub requests: u64,
+    /// Request body bytes read.
+    pub bytes_in: u64,
+    /// Response body bytes sent.
+    pub bytes_out: u64,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -263,7 +291,46 @@ impl Metrics {
             scrub_checked_chunks,
             scrub_checked_bytes,
             scrub_findings,
+            totals: Totals::default(),
+            last_gc: Mutex::new(None),
+            last_scrub: Mutex::new(None),
         }
+    }
+
+    /// Requests and bytes since start, over every operation.
+    pub fn totals(&self) -> RequestTotals {
+        RequestTotals {
+            requests: self.totals.requests.load(Ordering::Relaxed),
+            bytes_in: self.totals.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.totals.bytes_out.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Remember how the last garbage collection ended.
+    pub fn set_last_gc(&self, run: LastRun<GcSummary>) {
+        // A poisoned lock only means a panic while replacing a value: the value is whole.
+        *self.last_gc.lock().unwrap_or_else(|p| p.into_inner()) = Some(run);
+    }
+
+    /// Remember how the last scrub ended.
+    pub fn set_last_scrub(&self, run: LastRun<ScrubSummary>) {
+        *self.last_scrub.lock().unwrap_or_else(|p| p.into_inner()) = Some(run);
+    }
+
+    /// The last garbage collection of this process.
+    pub fn last_gc(&self) -> Option<LastRun<GcSummary>> {
+        self.last_gc
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The last scrub of this process.
+    pub fn last_scrub(&self) -> Option<LastRun<ScrubSummary>> {
+        self.last_scrub
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Count one scrub.
@@ -314,6 +381,11 @@ impl Metrics {
         let operation = OperationLabels { operation };
         self.bytes_in.get_or_create(&operation).inc_by(bytes_in);
         self.bytes_out.get_or_create(&operation).inc_by(bytes_out);
+        self.totals.requests.fetch_add(1, Ordering::Relaxed);
+        self.totals.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
+        self.totals
+            .bytes_out
+            .fetch_add(bytes_out, Ordering::Relaxed);
     }
 
     /// Count one garbage collection.

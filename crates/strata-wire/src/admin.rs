@@ -3,7 +3,12 @@
 //!
 //! | method and path | answer |
 //! |---|---|
-//! | `GET /_strata/v1/snapshots` | [`SnapshotList`] of the caller's snapshots |
+//! | `GET /_strata/v1/snapshots?status=&tag=K[=V]&description=&owner=&maxResults=&nextToken=` | [`SnapshotList`] of the caller's snapshots (filtered, paged when `maxResults` is given; `owner`: root only) |
+//! | `GET /_strata/v1/snapshots/{id}/lineage` | [`Lineage`]: every snapshot of its tree, with changed blocks against the parent |
+//! | `GET /_strata/v1/storage` | [`StorageSummary`] (root account only) |
+//! | `GET /_strata/v1/activity` | [`Activity`]: request counters and the last GC and scrub (root account only) |
+//! | `POST /_strata/v1/session` | 204 + `Set-Cookie: strata_session=...` for the web console (SigV4-signed) |
+//! | `POST /_strata/v1/session/end` | 204, the cookie cleared and revoked |
 //! | `GET /_strata/v1/snapshots/{id}` | [`AdminSnapshot`] |
 //! | `DELETE /_strata/v1/snapshots/{id}` | 204 |
 //! | `POST /_strata/v1/gc?dryRun=true\|false` | [`GcSummary`] (root account only) |
@@ -66,6 +71,102 @@ pub struct AdminSnapshot {
 pub struct SnapshotList {
     /// The caller's snapshots, by id.
     pub snapshots: Vec<AdminSnapshot>,
+    /// Where the next page starts (only with `maxResults`, when more match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+/// One snapshot of a [`Lineage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineageNode {
+    /// The snapshot as the admin view shows it.
+    pub snapshot: AdminSnapshot,
+    /// Blocks whose content differs from the parent's (completed snapshot and parent;
+    /// `None` when either is not completed). For a root: its allocated blocks.
+    pub changed_blocks: Option<u64>,
+}
+
+/// `GET /_strata/v1/snapshots/{id}/lineage`: the whole tree the snapshot belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// The snapshot asked about.
+    pub snapshot: String,
+    /// The oldest ancestor.
+    pub root: String,
+    /// Every snapshot of the tree, parents before children (by start time, then id).
+    pub nodes: Vec<LineageNode>,
+}
+
+/// One point of [`StorageSummary::growth`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrowthPoint {
+    /// Completion time of a snapshot, Unix ms.
+    pub time_ms: i64,
+    /// Logical bytes written into the completed snapshots kept, up to then.
+    pub written_bytes: u64,
+    /// Completed snapshots kept, up to then.
+    pub snapshots: u64,
+}
+
+/// `GET /_strata/v1/storage`: what the store holds and what dedup and zero detection save.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageSummary {
+    /// Completed snapshots (every account).
+    pub completed_snapshots: u64,
+    /// Pending snapshots.
+    pub pending_snapshots: u64,
+    /// Bytes clients wrote into the completed snapshots kept (written blocks x 512 KiB):
+    /// what storing each snapshot's changes separately would take.
+    pub logical_bytes: u64,
+    /// Bytes of the chunks in the chunk store (each distinct content once; zeros never).
+    pub physical_bytes: u64,
+    /// Chunks in the chunk store.
+    pub chunks: u64,
+    /// Since this process started: blocks written, of which deduplicated and zero.
+    pub blocks_written: u64,
+    /// Of those, content stored already.
+    pub blocks_deduplicated: u64,
+    /// Of those, all-zero (never stored).
+    pub zero_blocks: u64,
+    /// Bytes deduplication saved since start (deduplicated blocks x 512 KiB).
+    pub dedup_saved_bytes: u64,
+    /// Bytes zero detection saved since start (zero blocks x 512 KiB).
+    pub zero_saved_bytes: u64,
+    /// Logical bytes over time, one point per completed snapshot.
+    pub growth: Vec<GrowthPoint>,
+}
+
+/// What the last garbage collection or scrub of this process did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastRun<T> {
+    /// When it ended, Unix ms.
+    pub finished_ms: i64,
+    /// `ok`, `busy` or `failed`.
+    pub result: String,
+    /// Its summary (when `ok`).
+    pub summary: Option<T>,
+    /// The error (when `failed` or `busy`).
+    pub error: Option<String>,
+}
+
+/// `GET /_strata/v1/activity`: cumulative counters (a client derives throughput from two
+/// readings) and the last GC and scrub run by this process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    /// When the counters were read, Unix ms.
+    pub now_ms: i64,
+    /// Requests answered since start.
+    pub requests: u64,
+    /// Request body bytes read since start.
+    pub bytes_in: u64,
+    /// Response body bytes sent since start.
+    pub bytes_out: u64,
+    /// Blocks written since start.
+    pub blocks_written: u64,
+    /// The last garbage collection.
+    pub last_gc: Option<LastRun<GcSummary>>,
+    /// The last scrub.
+    pub last_scrub: Option<LastRun<ScrubSummary>>,
 }
 
 /// `POST /_strata/v1/gc`: the plan, and what executing it did (zeros for a dry run).

@@ -5,6 +5,7 @@ mod arbitrary_requests;
 mod backup;
 mod cluster;
 mod connections;
+mod console;
 mod ec2;
 mod encryption;
 mod errors;
