@@ -494,3 +494,30 @@ async fn storage_and_activity_report_bytes_savings_and_the_last_runs_for_root_on
         refused.assert_error(403, "AccessDeniedException", "UNAUTHORIZED_ACCOUNT");
     }
 }
+
+#[tokio::test]
+async fn a_key_with_an_allow_list_cannot_open_a_console_session() {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    let harness = Harness::with_settings(|settings| {
+        let allow: BTreeSet<String> = ["DescribeSnapshots", "AdminListSnapshots"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        settings
+            .extra_keys
+            .push(strata_server::credentials::AccessKey {
+                allow: Some(Arc::new(allow)),
+                ..strata_server::credentials::AccessKey::new(
+                    "AKIDSCOPEDREADER".into(),
+                    "scoped-secret".into(),
+                    strata_types::AccountId::parse(OTHER_ACCOUNT).expect("account"),
+                )
+            });
+    });
+    let mut raw = RawRequest::admin("POST", "/session");
+    raw.credentials = Some(("AKIDSCOPEDREADER".into(), "scoped-secret".into()));
+    let refused = harness.raw(raw).await;
+    refused.assert_error(403, "AccessDeniedException", "UNAUTHORIZED_ACCOUNT");
+    assert!(refused.headers.get("set-cookie").is_none());
+}
