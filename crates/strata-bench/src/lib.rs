@@ -167,6 +167,27 @@ async fn drive(
             }
             continue;
         }
+        if scenario == Scenario::CompleteBig {
+            if targets.contains(&TargetKind::Strata) {
+                for run in 1..=options.repeat {
+                    let context = RunContext {
+                        options,
+                        payloads: &payloads,
+                        mixed_payloads: &mixed_payloads,
+                        launcher: &launcher,
+                        run,
+                    };
+                    match scenarios::run_complete_big(&context).await {
+                        Ok(measurement) => {
+                            print(&measurement.record());
+                            results.add(measurement);
+                        }
+                        Err(error) => print(&results.failure(scenario.name(), "strata", &error)),
+                    }
+                }
+            }
+            continue;
+        }
         if scenario == Scenario::List {
             for kind in targets {
                 let context = RunContext {

@@ -45,6 +45,9 @@ pub struct BenchArgs {
     /// Distinct contents of the list scenario's blocks.
     #[arg(long, default_value_t = 16)]
     pub list_pool: usize,
+    /// Pending writes of the snapshot the complete-big scenario completes.
+    #[arg(long, default_value_t = 4_000_000)]
+    pub complete_blocks: usize,
     /// Runs of each scenario; each run is printed, then the median and range.
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
@@ -136,6 +139,8 @@ pub struct BenchOptions {
     pub list_changes: usize,
     /// Distinct contents in the list fixture.
     pub list_pool: usize,
+    /// Pending writes completed by `complete-big`.
+    pub complete_blocks: usize,
     /// Runs per scenario.
     pub repeat: usize,
     /// Longest timed phase.
@@ -179,6 +184,7 @@ impl BenchOptions {
             list_blocks: 3000,
             list_changes: 10,
             list_pool: 4,
+            complete_blocks: 5000,
             repeat: 1,
             max_phase: Duration::from_secs(20),
             disk_bytes: 8 * 1024 * 1024,
@@ -259,6 +265,7 @@ impl BenchArgs {
             list_blocks: self.list_blocks.max(2),
             list_changes: self.list_changes.max(1),
             list_pool: self.list_pool,
+            complete_blocks: self.complete_blocks.max(1),
             repeat: self.repeat,
             max_phase: Duration::from_secs(self.max_seconds.max(1)),
             disk_bytes: self.disk_mib * 1024 * 1024,

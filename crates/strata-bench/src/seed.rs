@@ -1,5 +1,5 @@
 //! Seeding big snapshots directly through a self-started Strata's own service, for the
-//! `list` scenario (see `scenarios/list.rs` for why).
+//! `list` and `complete-big` scenarios (see `scenarios/list.rs` for why).
 //!
 //! Only the public API of the composition root is used: the pool's blocks go through
 //! `SnapshotService::put_block` (chunk stored, write recorded), every other block's write
@@ -42,53 +42,15 @@ pub async fn lineage(
     let service = &state.service;
     let cycle = pool.resident().max(1);
     let volume_gib = i64::try_from(spec.volume_gib)?;
-    let parent = service
-        .start_snapshot(owner, start_input(volume_gib, None))
-        .await
-        .context("seed: start parent")?;
-    // The pool's blocks through the real path, so their chunks exist.
-    for (position, index) in spec.indexes.iter().enumerate().take(cycle) {
-        put(
-            state,
-            owner,
-            &parent.id,
-            *index,
-            &pool.get(position % cycle),
-        )
-        .await?;
-    }
-    // Every other write recorded as put_block records a block whose chunk is stored.
-    let metadata = service.metadata().clone();
-    let mut writes = JoinSet::new();
-    for (position, index) in spec.indexes.iter().enumerate().skip(cycle) {
-        if writes.len() >= IN_FLIGHT {
-            join_one(&mut writes).await?;
-        }
-        let write = BlockWrite {
-            snapshot: parent.id.clone(),
-            index: BlockIndex::new(*index),
-            digest: ChunkDigest(pool.get(position % cycle).digest),
-            progress: None,
-            at_ms: state.clock.now_ms(),
-            // Re-used content: its chunk was registered by the puts above.
-            stored_size: None,
-            // The bench seeds plaintext snapshots.
-            checksum: None,
-        };
-        let metadata = metadata.clone();
-        writes.spawn(async move { metadata.record_block(write).await });
-    }
-    while !writes.is_empty() {
-        join_one(&mut writes).await?;
-    }
+    let parent = pending(state, owner, pool, volume_gib, &spec.indexes).await?;
     let count = i64::try_from(spec.indexes.len())?;
     service
-        .complete_snapshot(owner, &parent.id, count, None)
+        .complete_snapshot(owner, &parent, count, None)
         .await
         .context("seed: complete parent")?;
 
     let child = service
-        .start_snapshot(owner, start_input(volume_gib, Some(parent.id.clone())))
+        .start_snapshot(owner, start_input(volume_gib, Some(parent.clone())))
         .await
         .context("seed: start child")?;
     for position in &spec.changed_positions {
@@ -107,7 +69,62 @@ pub async fn lineage(
         .complete_snapshot(owner, &child.id, changes, None)
         .await
         .context("seed: complete child")?;
-    Ok((parent.id.to_string(), child.id.to_string()))
+    Ok((parent.to_string(), child.id.to_string()))
+}
+
+/// A pending snapshot of `volume_gib` GiB with a recorded write at each of `indexes`
+/// (ascending): index `indexes[n]` gets pool block `n % P`. The pool's blocks go through
+/// `put_block`; every other write is recorded as `put_block` records a block whose chunk
+/// is stored.
+pub async fn pending(
+    state: &AppState,
+    owner: &AccountId,
+    pool: &PayloadSet,
+    volume_gib: i64,
+    indexes: &[u32],
+) -> anyhow::Result<SnapshotId> {
+    let service = &state.service;
+    let cycle = pool.resident().max(1);
+    let snapshot = service
+        .start_snapshot(owner, start_input(volume_gib, None))
+        .await
+        .context("seed: start")?;
+    // The pool's blocks through the real path, so their chunks exist.
+    for (position, index) in indexes.iter().enumerate().take(cycle) {
+        put(
+            state,
+            owner,
+            &snapshot.id,
+            *index,
+            &pool.get(position % cycle),
+        )
+        .await?;
+    }
+    // Every other write recorded as put_block records a block whose chunk is stored.
+    let metadata = service.metadata().clone();
+    let mut writes = JoinSet::new();
+    for (position, index) in indexes.iter().enumerate().skip(cycle) {
+        if writes.len() >= IN_FLIGHT {
+            join_one(&mut writes).await?;
+        }
+        let write = BlockWrite {
+            snapshot: snapshot.id.clone(),
+            index: BlockIndex::new(*index),
+            digest: ChunkDigest(pool.get(position % cycle).digest),
+            progress: None,
+            at_ms: state.clock.now_ms(),
+            // Re-used content: its chunk was registered by the puts above.
+            stored_size: None,
+            // The bench seeds plaintext snapshots.
+            checksum: None,
+        };
+        let metadata = metadata.clone();
+        writes.spawn(async move { metadata.record_block(write).await });
+    }
+    while !writes.is_empty() {
+        join_one(&mut writes).await?;
+    }
+    Ok(snapshot.id)
 }
 
 fn start_input(volume_size_gib: i64, parent: Option<SnapshotId>) -> StartSnapshotInput {

@@ -3,7 +3,9 @@
 //! (`console-test/console.mjs`): sign in with an access key, find a snapshot by its tag,
 //! open its lineage, check the graph's nodes and edges against the snapshots made and
 //! against the API, the snapshot page, the 50-long chain, the storage and activity pages,
-//! sign out; and a screenshot of the lineage, written to `docs/img/console-lineage.png`.
+//! sign out; and a screenshot of the lineage, written to a temporary file, or to
+//! `docs/img/console-lineage.png` (README shows it) with `STRATA_UPDATE_SCREENSHOT=1`, so an
+//! ordinary run leaves the checkout as it was.
 //!
 //! Never skipped: without Chromium or the script's `node_modules` the test fails, naming
 //! what is missing and how `ci/test` installs it.
@@ -227,8 +229,12 @@ async fn the_console_signs_in_finds_a_snapshot_by_tag_and_draws_its_lineage() {
         assert!(run.status.success(), "{args:?}: {}", text(&run.stderr));
     }
 
-    let screenshot = repository_root().join("docs/img/console-lineage.png");
-    std::fs::create_dir_all(screenshot.parent().expect("docs/img")).expect("docs/img");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let screenshot = if std::env::var_os("STRATA_UPDATE_SCREENSHOT").is_some() {
+        repository_root().join("docs/img/console-lineage.png")
+    } else {
+        dir.path().join("console-lineage.png")
+    };
     let spec = serde_json::json!({
         "endpoint": endpoint,
         "key": KEY,
@@ -241,7 +247,6 @@ async fn the_console_signs_in_finds_a_snapshot_by_tag_and_draws_its_lineage() {
         "chainTip": chain[CHAIN - 1].id.as_str(),
         "screenshot": screenshot,
     });
-    let dir = tempfile::tempdir().expect("tempdir");
     let spec_file = dir.path().join("spec.json");
     std::fs::write(&spec_file, spec.to_string()).expect("spec");
     let run = tokio::task::spawn_blocking(move || {

@@ -10,11 +10,13 @@
 //! | `list` | ListSnapshotBlocks over a big snapshot; ListChangedBlocks over two lineages |
 //! | `start` | StartSnapshot + CompleteSnapshot(0) pairs at the start concurrency |
 //! | `mixed` | uploads to 4 snapshots and verified reads of another, at once |
+//! | `complete-big` | CompleteSnapshot of N seeded pending writes while Puts go on into another snapshot (Strata only, self-started; run only when named) |
 //! | `overload` | idle and half-open connections, a trickled body, 10× the memory budget in Puts (Strata only, its own server with tight limits; run only when named) |
 //!
 //! The raw S3 target runs only `put` and `get`, on objects instead of blocks
 //! ([`raw_s3`]).
 
+mod complete;
 mod get;
 mod list;
 mod mixed;
@@ -57,6 +59,8 @@ pub enum Scenario {
     Mixed,
     /// Hostile and excessive load on a server with tight limits (only when named).
     Overload,
+    /// CompleteSnapshot of millions of pending writes during Puts (only when named).
+    CompleteBig,
 }
 
 impl Scenario {
@@ -80,6 +84,7 @@ impl Scenario {
             Scenario::Start => "start",
             Scenario::Mixed => "mixed",
             Scenario::Overload => "overload",
+            Scenario::CompleteBig => "complete-big",
         }
     }
 
@@ -89,7 +94,9 @@ impl Scenario {
     /// costs it what any put does.
     pub fn measures(self, kind: TargetKind) -> bool {
         match kind {
-            _ if self == Scenario::Overload => kind == TargetKind::Strata,
+            _ if matches!(self, Scenario::Overload | Scenario::CompleteBig) => {
+                kind == TargetKind::Strata
+            }
             TargetKind::Sink => self != Scenario::List,
             TargetKind::S3 => matches!(self, Scenario::Put | Scenario::Get),
             TargetKind::Strata | TargetKind::Endpoint | TargetKind::Moto => true,
@@ -105,6 +112,8 @@ pub mod families {
     pub const MIXED_WRITERS: u64 = 2;
     /// The small pool of the `list` fixture.
     pub const LIST_POOL: u64 = 3;
+    /// The pool of the `complete-big` scenario's seeded writes.
+    pub const COMPLETE_POOL: u64 = 4;
 }
 
 /// What every scenario run gets.
@@ -149,9 +158,11 @@ pub async fn run(
         Scenario::Mixed => mixed::run(context, instance).await,
         Scenario::List => anyhow::bail!("the list scenario runs on its fixture"),
         Scenario::Overload => anyhow::bail!("the overload scenario starts its own server"),
+        Scenario::CompleteBig => anyhow::bail!("the complete-big scenario seeds its own server"),
     }
 }
 
+pub use complete::run as run_complete_big;
 pub use list::measure as measure_list;
 
 /// The smallest volume holding `blocks` blocks (at least 1 GiB).
