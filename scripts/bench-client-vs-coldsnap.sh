@@ -3,7 +3,9 @@
 # run, on the same server and image (issue 13, "Throughput"): a 1 GiB image with half its
 # blocks random and half zero (alternating runs of 16 blocks), uploaded and downloaded
 # ROUNDS times (default 3) by each tool in turn, alternating which goes first. Prints one
-# line per transfer and the medians with the ratio strata / coldsnap.
+# line per transfer and the medians with the ratio strata / coldsnap. strata's download is
+# durable when it exits (fsync), coldsnap's is not: a third row adds a `sync` of coldsnap's
+# output to its time.
 #
 #   cargo build --release -p strata && bash scripts/bench-client-vs-coldsnap.sh
 #
@@ -92,6 +94,10 @@ run_coldsnap() {
   up=$(timed coldsnap --endpoint "$endpoint" upload "$image")
   snapshot=$(grep -o 'snap-[0-9a-f]*' "$work/out" | tail -n 1)
   down=$(timed coldsnap --endpoint "$endpoint" download "$snapshot" "$work/coldsnap.out")
+  # strata's download is durable when it returns (fsync); coldsnap's is not: the time to
+  # make it so is reported beside it.
+  synced=$(timed sync "$work/coldsnap.out")
+  echo "coldsnap download+sync $(python3 -c "print(f'{$down + $synced:.3f}')")" >>"$results"
   cmp -s "$image" "$work/coldsnap.out" || { echo "coldsnap download differs" >&2; exit 1; }
   rm -f "$work/coldsnap.out"
   echo "coldsnap upload $up" >>"$results"; echo "coldsnap download $down" >>"$results"
@@ -112,7 +118,7 @@ def median(tool, op):
 print()
 print("| transfer (1 GiB, half random, half zero) | strata | coldsnap | strata / coldsnap |")
 print("|---|---|---|---|")
-for op in ("upload", "download"):
-    s, c = median("strata", op), median("coldsnap", op)
+for op in ("upload", "download", "download+sync"):
+    s, c = median("strata", op.split("+")[0]), median("coldsnap", op)
     print(f"| {op} | {s:.2f} s ({mib / s:.0f} MiB/s) | {c:.2f} s ({mib / c:.0f} MiB/s) | {c / s:.2f}x |")
 PY
