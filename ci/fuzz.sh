@@ -29,6 +29,11 @@ jobs=${FUZZ_JOBS:-$(nproc)}
 cargo_fuzz_version=0.13.2
 
 echo "== cargo-fuzz"
+# libfuzzer-sys compiles libFuzzer (C++) with the machine's C++ compiler.
+if ! command -v c++ >/dev/null; then
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q g++ >/dev/null
+fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   started=$SECONDS
   cargo install --locked --quiet cargo-fuzz --version "$cargo_fuzz_version"
