@@ -1,11 +1,13 @@
 //! `strata store backup DIR` against a running embedded server (issue 14): the copy is
-//! taken while 32 clients upload (their contents overlap, so chunks are shared), while
-//! deleted snapshots leave garbage behind and `strata gc` runs over and over. A new server
+//! taken while 32 clients upload (their contents overlap, so chunks are shared) and
+//! delete every third snapshot they complete, and `strata gc` runs over and over (a
+//! collection during the copy could delete chunks of a snapshot the copied metadata
+//! still holds). A new server
 //! started on the copy must then read back, block by block and byte-identical:
 //!
 //! - every snapshot completed before the backup was asked for;
-//! - every other snapshot the copy holds as completed (none may name a chunk the copy
-//!   lacks, whatever was in flight while it was taken);
+//! - every other snapshot the copy holds as completed, deleted ones included (none may
+//!   name a chunk the copy lacks, whatever was in flight while it was taken);
 //!
 //! and must not hold the snapshots deleted before the backup.
 
@@ -81,9 +83,18 @@ async fn an_online_backup_during_a_32_way_upload_restores_every_snapshot() {
     // During: 32 uploaders and a collector, until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
     let completed: Arc<Mutex<BTreeMap<SnapshotId, u64>>> = Arc::default();
+    // Completed, then deleted while the test ran (moved out of `completed` before the
+    // deletion is sent).
+    let deleted_during: Arc<Mutex<BTreeMap<SnapshotId, u64>>> = Arc::default();
     let mut uploaders = Vec::new();
     for worker in 0..UPLOADERS {
-        let (client, stop, completed) = (server.client(0), stop.clone(), completed.clone());
+        let (client, stop, completed, deleted_during, endpoint) = (
+            server.client(0),
+            stop.clone(),
+            completed.clone(),
+            deleted_during.clone(),
+            endpoint.clone(),
+        );
         uploaders.push(tokio::spawn(async move {
             let mut round = 0;
             while !stop.load(Ordering::SeqCst) {
@@ -91,7 +102,16 @@ async fn an_online_backup_during_a_32_way_upload_restores_every_snapshot() {
                 let id = upload(&client, seed)
                     .await
                     .unwrap_or_else(|e| panic!("uploader {worker}: {e}"));
-                completed.lock().expect("ledger").insert(id, seed);
+                if round % 3 == 2 {
+                    deleted_during
+                        .lock()
+                        .expect("ledger")
+                        .insert(id.clone(), seed);
+                    let gone = admin_async(&endpoint, &["snapshots", "delete", id.as_str()]).await;
+                    assert!(gone.status.success(), "{}", text(&gone.stderr));
+                } else {
+                    completed.lock().expect("ledger").insert(id, seed);
+                }
                 round += 1;
             }
         }));
@@ -138,6 +158,7 @@ async fn an_online_backup_during_a_32_way_upload_restores_every_snapshot() {
     let summary: serde_json::Value = serde_json::from_slice(&backup.stdout).expect("JSON");
     assert_eq!(summary["dir"], copy_arg.as_str(), "{summary}");
     let all_completed = completed.lock().expect("ledger").clone();
+    let all_deleted = deleted_during.lock().expect("ledger").clone();
     eprintln!(
         "{} snapshots completed during the test ({} before the backup, {} by its end), {} gc runs; backup: {summary}",
         all_completed.len(),
@@ -172,6 +193,18 @@ async fn an_online_backup_during_a_32_way_upload_restores_every_snapshot() {
         }
     }
     eprintln!("{in_copy} snapshots completed during the backup are in the copy");
+    // Deleted while the test ran: in the copy or not, but whole if they are.
+    let mut deleted_in_copy = 0;
+    for (id, seed) in &all_deleted {
+        if client.is_readable(id).await.expect("ListSnapshotBlocks") {
+            assert_reads(&client, id, *seed, BLOCKS).await;
+            deleted_in_copy += 1;
+        }
+    }
+    eprintln!(
+        "{} snapshots deleted during the test, {deleted_in_copy} of them in the copy",
+        all_deleted.len()
+    );
     for id in &deleted {
         assert!(
             !client.is_readable(id).await.expect("ListSnapshotBlocks"),
