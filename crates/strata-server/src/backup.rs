@@ -168,7 +168,7 @@ pub async fn run_backup(state: &AppState, dir: &str) -> Result<BackupSummary, Ap
     // backup's lease and collect during the copy.
     let holder = format!("{}/backup", state.node_id);
     let lease = state.service.metadata();
-    acquire(lease, &holder).await?;
+    acquire(lease, &holder, LEASE_WAIT).await?;
     let lost = AtomicBool::new(false);
     let heartbeat = async {
         loop {
@@ -224,9 +224,10 @@ pub async fn run_backup(state: &AppState, dir: &str) -> Result<BackupSummary, Ap
     Ok(summary)
 }
 
-/// Take the GC lease as `holder`, waiting up to [`LEASE_WAIT`] for a running collection.
-async fn acquire(metadata: &Metadata, holder: &str) -> Result<(), ApiError> {
-    let deadline = Instant::now() + LEASE_WAIT;
+/// Take the GC lease as `holder`, waiting up to `wait` (in the service: [`LEASE_WAIT`])
+/// for a running collection.
+async fn acquire(metadata: &Metadata, holder: &str, wait: Duration) -> Result<(), ApiError> {
+    let deadline = Instant::now() + wait;
     loop {
         match metadata.acquire_lease(GC_LEASE, holder, LEASE_TTL).await {
             Ok(true) => return Ok(()),
@@ -234,7 +235,7 @@ async fn acquire(metadata: &Metadata, holder: &str) -> Result<(), ApiError> {
             Ok(false) => {
                 return Err(ApiError::invalid_parameter(format!(
                     "a garbage collection has held the GC lease for over {} s; try again when it is done",
-                    LEASE_WAIT.as_secs()
+                    wait.as_secs()
                 )));
             }
             Err(error) => return Err(failed(&format!("cannot take the GC lease: {error}"))),
@@ -290,6 +291,41 @@ fn failed(message: &str) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The backup takes the GC lease before it copies: while a collection holds it the
+    /// backup waits and then refuses, and while the backup holds it no collection gets it.
+    #[tokio::test]
+    async fn the_backup_and_a_collection_exclude_each_other_through_the_gc_lease() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let metadata = Metadata::Embedded(
+            RedbMetadataStore::open(&data.path().join("metadata.redb")).expect("open"),
+        );
+        assert!(
+            metadata
+                .acquire_lease(GC_LEASE, "node-a", LEASE_TTL)
+                .await
+                .expect("lease")
+        );
+        let error = acquire(&metadata, "node-b/backup", Duration::from_millis(300))
+            .await
+            .expect_err("a collection holds the lease");
+        assert_eq!(error.0.code, ErrorCode::ValidationException);
+        assert!(message(&error).contains("GC lease"), "{}", message(&error));
+        metadata
+            .release_lease(GC_LEASE, "node-a")
+            .await
+            .expect("release");
+        acquire(&metadata, "node-b/backup", Duration::from_millis(300))
+            .await
+            .expect("the lease is free now");
+        assert!(
+            !metadata
+                .acquire_lease(GC_LEASE, "node-a", LEASE_TTL)
+                .await
+                .expect("lease"),
+            "no collection while the backup holds the lease"
+        );
+    }
 
     fn message(error: &ApiError) -> String {
         format!("{:?}", error.0)
