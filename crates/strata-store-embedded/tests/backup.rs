@@ -2,21 +2,21 @@
 //! table and exactly the chunk bytes its index names, sparse, and opens as a data directory
 //! that reads every snapshot back.
 
+mod common;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_core::body::BlockHasher;
 use strata_core::gc::GcOptions;
-use strata_core::service::{PageRequest, StartSnapshotInput};
 use strata_core::snapshot::SnapshotStatus;
 use strata_core::tokens::TokenIssuer;
 use strata_core::{SnapshotService, SystemClock};
-use strata_store_embedded::{EmbeddedStore, FsChunkStore, RedbMetadataStore};
-use strata_types::{AccountId, BLOCK_SIZE, BlockIndex, SnapshotId};
+use strata_store_embedded::{EmbeddedStore, RedbMetadataStore};
+use strata_types::{AccountId, BLOCK_SIZE};
 
-type Service = SnapshotService<RedbMetadataStore, FsChunkStore>;
+use common::{Service, verify, write};
 
 fn service_of(store: &EmbeddedStore) -> Service {
     SnapshotService::new(
@@ -25,75 +25,6 @@ fn service_of(store: &EmbeddedStore) -> Service {
         TokenIssuer::new([9; 32]),
         Arc::new(SystemClock),
     )
-}
-
-fn content(seed: u8) -> Vec<u8> {
-    let mut data = vec![seed; BLOCK_SIZE];
-    data[0] = seed.wrapping_mul(31);
-    data[BLOCK_SIZE - 1] = 7;
-    data
-}
-
-/// Start a snapshot and write `blocks` (index, content seed); complete it if `complete`.
-async fn write(
-    service: &Service,
-    owner: &AccountId,
-    blocks: &[(u32, u8)],
-    complete: bool,
-) -> SnapshotId {
-    let input = StartSnapshotInput {
-        volume_size_gib: 1,
-        ..StartSnapshotInput::default()
-    };
-    let id = service
-        .start_snapshot(owner, input)
-        .await
-        .expect("start")
-        .id;
-    for (index, seed) in blocks {
-        let mut hasher = BlockHasher::default();
-        assert!(hasher.update(&content(*seed)));
-        let block = hasher.finish();
-        let permit = service
-            .begin_put(owner, &id, BlockIndex::new(*index), block.digest)
-            .await
-            .expect("writable");
-        service.put_block(permit, block, None).await.expect("put");
-    }
-    if complete {
-        let count = i64::try_from(blocks.len()).expect("count");
-        service
-            .complete_snapshot(owner, &id, count, None)
-            .await
-            .expect("complete");
-    }
-    id
-}
-
-async fn verify(service: &Service, owner: &AccountId, id: &SnapshotId, expected: &[(u32, u8)]) {
-    let page = service
-        .list_blocks(
-            owner,
-            id,
-            PageRequest {
-                max_results: Some(1000),
-                ..PageRequest::default()
-            },
-        )
-        .await
-        .expect("list");
-    let indexes: Vec<u32> = page.blocks.iter().map(|(i, _)| i.get()).collect();
-    assert_eq!(
-        indexes,
-        expected.iter().map(|(i, _)| *i).collect::<Vec<_>>()
-    );
-    for ((index, token), (_, seed)) in page.blocks.iter().zip(expected) {
-        let block = service
-            .get_block(owner, id, *index, token)
-            .await
-            .expect("get");
-        assert_eq!(block.data.as_ref(), content(*seed).as_slice());
-    }
 }
 
 /// Bytes the file system allocated to the segment files under `chunks`, and their length.
@@ -115,13 +46,13 @@ async fn a_backup_of_open_stores_reads_back_and_keeps_the_holes() {
     let store = EmbeddedStore::open(&dir.path().join("data")).expect("open");
     let service = service_of(&store);
     let a_blocks: Vec<(u32, u8)> = (0..40).map(|i| (i * 3, i as u8 + 1)).collect();
-    let a = write(&service, &owner, &a_blocks, true).await;
+    let a = write(&service, &owner, None, &a_blocks, true).await;
     let garbage: Vec<(u32, u8)> = (0..40).map(|i| (i, 100 + i as u8)).collect();
-    let c = write(&service, &owner, &garbage, true).await;
+    let c = write(&service, &owner, None, &garbage, true).await;
     let b_blocks = [(7, 200), (8, 201)];
-    let b = write(&service, &owner, &b_blocks, true).await;
+    let b = write(&service, &owner, None, &b_blocks, true).await;
     // Pending at the backup: its writes come along and it stays pending.
-    let pending = write(&service, &owner, &[(1, 210)], false).await;
+    let pending = write(&service, &owner, None, &[(1, 210)], false).await;
     service.delete_snapshot(&owner, &c).await.expect("delete");
     let options = GcOptions {
         chunk_grace: Duration::ZERO,
@@ -162,7 +93,7 @@ async fn a_backup_of_open_stores_reads_back_and_keeps_the_holes() {
     );
     // The source goes on serving while it is copied; a second copy into the same files is
     // refused rather than mixed in.
-    write(&service, &owner, &[(0, 220)], true).await;
+    write(&service, &owner, None, &[(0, 220)], true).await;
     assert!(
         store
             .metadata
