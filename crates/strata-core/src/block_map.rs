@@ -185,19 +185,201 @@ pub fn apply(
     writes: &[(BlockIndex, ChunkDigest)],
     keep_below: u64,
 ) -> Result<TreeUpdate, StoreError> {
-    debug_assert!(writes.windows(2).all(|w| w[0].0 < w[1].0));
-    debug_assert!(writes.iter().all(|(i, _)| u64::from(i.get()) < keep_below));
-    let mut update = TreeUpdate::default();
-    update.root = rebuild(
-        source,
-        root,
-        ROOT_LEVEL,
-        0,
-        writes,
-        keep_below,
-        &mut update.new_nodes,
-    )?;
-    Ok(update)
+    let mut builder = TreeBuilder::new(root, keep_below);
+    builder.push(source, writes)?;
+    builder.finish(source)
+}
+
+/// Builds the tree [`apply`] builds from a stream of writes, in memory bounded by one
+/// level-1 subtree's writes (4,096) plus the nodes not yet taken: CompleteSnapshot feeds
+/// it pages of pending writes and stores the finished nodes in batches
+/// ([`TreeBuilder::take_batch`]) before the seal, so a snapshot of millions of writes
+/// never holds them, or its tree, in memory at once.
+///
+/// It rebuilds one level-1 subtree (4,096 indexes, up to 65 nodes) at a time as the
+/// writes pass its end; [`TreeBuilder::finish`] then rebuilds the three levels above
+/// from the new subtree roots. The result is the same tree, node for node, as
+/// [`apply`] of all the writes at once.
+#[derive(Debug)]
+pub struct TreeBuilder {
+    root: Option<NodeHash>,
+    keep_below: u64,
+    /// The first index of the level-1 subtree whose writes are being gathered.
+    group_base: Option<u64>,
+    group_writes: Vec<(BlockIndex, ChunkDigest)>,
+    /// The last index pushed, to check the stream ascends.
+    last: Option<u64>,
+    /// The rebuilt level-1 subtrees, by first index, ascending: `None` when a subtree
+    /// became empty (truncated away).
+    subtrees: Vec<(u64, Option<[u8; 32]>)>,
+    /// Nodes built and not yet taken.
+    nodes: Vec<(NodeHash, Vec<u8>)>,
+    nodes_bytes: usize,
+    /// The roots of the subtrees whose nodes are in `nodes`.
+    roots: Vec<NodeHash>,
+}
+
+/// Finished nodes taken from a [`TreeBuilder`]: every node under `roots` that the build
+/// created, and only those (the rest of each subtree was stored before).
+#[derive(Debug, Default)]
+pub struct NodeBatch {
+    /// The level-1 subtree roots the nodes belong to.
+    pub roots: Vec<NodeHash>,
+    /// The nodes, encoded.
+    pub nodes: Vec<(NodeHash, Vec<u8>)>,
+}
+
+/// Indexes under one level-1 subtree: the unit a [`TreeBuilder`] rebuilds.
+const SUBTREE_SPAN: u64 = span(1);
+/// The level whose slots hold level-1 subtree roots.
+const SUBTREE_PARENT_LEVEL: u8 = 2;
+
+impl TreeBuilder {
+    /// A build on the tree `root` (a parent's, or `None`), keeping indexes below
+    /// `keep_below`.
+    pub fn new(root: Option<NodeHash>, keep_below: u64) -> Self {
+        Self {
+            root,
+            keep_below,
+            group_base: None,
+            group_writes: Vec::new(),
+            last: None,
+            subtrees: Vec::new(),
+            nodes: Vec::new(),
+            nodes_bytes: 0,
+            roots: Vec::new(),
+        }
+    }
+
+    /// Add the next writes: ascending, unique, each above every write pushed before and
+    /// below `keep_below` (else [`StoreError::Corrupt`]: the writes come from a store
+    /// that promised that order).
+    pub fn push(
+        &mut self,
+        source: &impl NodeSource,
+        writes: &[(BlockIndex, ChunkDigest)],
+    ) -> Result<(), StoreError> {
+        for &(index, digest) in writes {
+            let position = u64::from(index.get());
+            if self.last.is_some_and(|last| position <= last) || position >= self.keep_below {
+                return Err(StoreError::Corrupt(format!(
+                    "pending write at block {position} is out of order or beyond the volume"
+                )));
+            }
+            self.last = Some(position);
+            let base = position - position % SUBTREE_SPAN;
+            if self.group_base != Some(base) {
+                self.close_group(source)?;
+                self.group_base = Some(base);
+            }
+            self.group_writes.push((index, digest));
+        }
+        Ok(())
+    }
+
+    /// Bytes of the nodes built and not yet taken (closed subtrees only).
+    pub fn pending_bytes(&self) -> usize {
+        self.nodes_bytes
+    }
+
+    /// Take the nodes of the subtrees closed so far.
+    pub fn take_batch(&mut self) -> NodeBatch {
+        self.nodes_bytes = 0;
+        NodeBatch {
+            roots: std::mem::take(&mut self.roots),
+            nodes: std::mem::take(&mut self.nodes),
+        }
+    }
+
+    /// Rebuild the subtree whose writes were gathered, if any.
+    fn close_group(&mut self, source: &impl NodeSource) -> Result<(), StoreError> {
+        let Some(base) = self.group_base.take() else {
+            return Ok(());
+        };
+        let writes = std::mem::take(&mut self.group_writes);
+        self.rebuild_subtree(source, base, &writes)?;
+        self.group_writes = writes;
+        self.group_writes.clear();
+        Ok(())
+    }
+
+    fn rebuild_subtree(
+        &mut self,
+        source: &impl NodeSource,
+        base: u64,
+        writes: &[(BlockIndex, ChunkDigest)],
+    ) -> Result<(), StoreError> {
+        let existing = subtree_root(source, self.root, base)?;
+        let before = self.nodes.len();
+        let rebuilt = rebuild(
+            source,
+            existing,
+            1,
+            0,
+            base,
+            writes,
+            self.keep_below,
+            &mut self.nodes,
+        )?;
+        self.nodes_bytes += self.nodes[before..]
+            .iter()
+            .map(|(_, encoded)| encoded.len() + 32)
+            .sum::<usize>();
+        if let Some(root) = rebuilt
+            && self.nodes.len() > before
+        {
+            self.roots.push(root);
+        }
+        self.subtrees.push((base, rebuilt.map(|h| h.0)));
+        Ok(())
+    }
+
+    /// Close the last subtree, rebuild the one the truncation cuts (if no write did),
+    /// and build the levels above: the new root and the nodes not taken yet.
+    pub fn finish(mut self, source: &impl NodeSource) -> Result<TreeUpdate, StoreError> {
+        self.close_group(source)?;
+        if !self.keep_below.is_multiple_of(SUBTREE_SPAN) {
+            let cut = self.keep_below - self.keep_below % SUBTREE_SPAN;
+            if self.subtrees.last().is_none_or(|(base, _)| *base < cut) {
+                self.rebuild_subtree(source, cut, &[])?;
+            }
+        }
+        let subtrees = std::mem::take(&mut self.subtrees);
+        let root = rebuild(
+            source,
+            self.root,
+            ROOT_LEVEL,
+            SUBTREE_PARENT_LEVEL,
+            0,
+            &subtrees,
+            self.keep_below,
+            &mut self.nodes,
+        )?;
+        Ok(TreeUpdate {
+            root,
+            new_nodes: self.nodes,
+        })
+    }
+}
+
+/// The root of the level-1 subtree starting at `base` in the tree `root`, if present.
+fn subtree_root(
+    source: &impl NodeSource,
+    root: Option<NodeHash>,
+    base: u64,
+) -> Result<Option<NodeHash>, StoreError> {
+    let mut current = root;
+    let mut level = ROOT_LEVEL;
+    while let Some(hash) = current {
+        if level == 1 {
+            return Ok(Some(hash));
+        }
+        let node = source.load(&hash)?;
+        let slot = ((base / slot_span(level)) % FANOUT as u64) as usize;
+        current = node.get(slot).map(NodeHash);
+        level -= 1;
+    }
+    Ok(None)
 }
 
 /// Number of block indexes under one node of `level`.
@@ -210,12 +392,45 @@ const fn slot_span(level: u8) -> u64 {
     1 << (FANOUT_BITS * level as u32)
 }
 
-fn rebuild(
+/// What replaces one slot of a node at the bottom level of a [`rebuild`]: a block write
+/// (the slot of a leaf) or a rebuilt subtree (the slot of a level-2 node).
+trait Replacement {
+    /// The first block index under the slot.
+    fn position(&self) -> u64;
+    /// The slot's new value (`None`: now empty).
+    fn value(&self) -> Option<[u8; 32]>;
+}
+
+impl Replacement for (BlockIndex, ChunkDigest) {
+    fn position(&self) -> u64 {
+        u64::from(self.0.get())
+    }
+    fn value(&self) -> Option<[u8; 32]> {
+        Some(self.1.0)
+    }
+}
+
+impl Replacement for (u64, Option<[u8; 32]>) {
+    fn position(&self) -> u64 {
+        self.0
+    }
+    fn value(&self) -> Option<[u8; 32]> {
+        self.1
+    }
+}
+
+/// Rebuild the node `existing` of `level` covering indexes from `base`: the slots of its
+/// descendants at level `bottom` named by `replacements` (ascending, unique) take their
+/// new values, indexes `>= keep_below` are removed, and every other subtree is kept by
+/// hash. Pushes every node it builds to `new_nodes`.
+#[allow(clippy::too_many_arguments)]
+fn rebuild<R: Replacement>(
     source: &impl NodeSource,
     existing: Option<NodeHash>,
     level: u8,
+    bottom: u8,
     base: u64,
-    writes: &[(BlockIndex, ChunkDigest)],
+    replacements: &[R],
     keep_below: u64,
     new_nodes: &mut Vec<(NodeHash, Vec<u8>)>,
 ) -> Result<Option<NodeHash>, StoreError> {
@@ -223,33 +438,37 @@ fn rebuild(
         return Ok(None);
     }
     let truncated = base + span(level) > keep_below;
-    if writes.is_empty() && (!truncated || existing.is_none()) {
+    if replacements.is_empty() && (!truncated || existing.is_none()) {
         return Ok(existing);
     }
     let old = existing.map(|hash| source.load(&hash)).transpose()?;
     let mut bitmap = 0u64;
     let mut slots = Vec::with_capacity(FANOUT);
-    let mut remaining = writes;
+    let mut remaining = replacements;
     for slot in 0..FANOUT {
         let child_base = base + slot as u64 * slot_span(level);
         let child_end = child_base + slot_span(level);
-        let split = remaining.partition_point(|(i, _)| u64::from(i.get()) < child_end);
-        let (child_writes, rest) = remaining.split_at(split);
+        let split = remaining.partition_point(|r| r.position() < child_end);
+        let (child_replacements, rest) = remaining.split_at(split);
         remaining = rest;
         let old_value = old.as_ref().and_then(|node| node.get(slot));
         let value = if child_base >= keep_below {
             None
-        } else if level == 0 {
-            child_writes.last().map(|(_, d)| d.0).or(old_value)
-        } else if child_writes.is_empty() && child_end <= keep_below {
+        } else if level == bottom {
+            match child_replacements.last() {
+                Some(replacement) => replacement.value(),
+                None => old_value,
+            }
+        } else if child_replacements.is_empty() && child_end <= keep_below {
             old_value
         } else {
             rebuild(
                 source,
                 old_value.map(NodeHash),
                 level - 1,
+                bottom,
                 child_base,
-                child_writes,
+                child_replacements,
                 keep_below,
                 new_nodes,
             )?
@@ -476,6 +695,18 @@ pub(crate) mod tests {
             }
         }
 
+        /// Copy every node under `root` from `other`.
+        pub(crate) fn copy_tree(&self, other: &MemoryNodes, root: Option<NodeHash>) {
+            let mut stack: Vec<NodeHash> = root.into_iter().collect();
+            while let Some(hash) = stack.pop() {
+                let node = other.load(&hash).expect("node");
+                if node.level() > 0 {
+                    stack.extend(node.values().map(NodeHash));
+                }
+                self.nodes.lock().expect("lock").insert(hash, node);
+            }
+        }
+
         fn len(&self) -> usize {
             self.nodes.lock().expect("lock").len()
         }
@@ -522,6 +753,56 @@ pub(crate) mod tests {
     }
 
     const MAX_BLOCKS: u64 = 134_217_728;
+
+    #[test]
+    fn writes_out_of_order_or_beyond_the_volume_are_refused() {
+        let nodes = MemoryNodes::default();
+        let mut builder = TreeBuilder::new(None, 100);
+        builder
+            .push(&nodes, &[(BlockIndex::new(5), digest(1))])
+            .expect("first write");
+        assert!(
+            builder
+                .push(&nodes, &[(BlockIndex::new(5), digest(2))])
+                .is_err()
+        );
+        let mut builder = TreeBuilder::new(None, 100);
+        assert!(
+            builder
+                .push(&nodes, &[(BlockIndex::new(100), digest(1))])
+                .is_err()
+        );
+    }
+
+    /// A build of a million writes never holds more than the nodes not taken plus one
+    /// subtree's writes.
+    #[test]
+    fn a_big_build_holds_only_what_was_not_taken() {
+        let nodes = MemoryNodes::default();
+        let mut builder = TreeBuilder::new(None, MAX_BLOCKS);
+        let mut taken = 0;
+        for page in 0..250u32 {
+            let writes: Vec<_> = (page * 4_000..(page + 1) * 4_000)
+                .map(|i| (BlockIndex::new(i), digest(u64::from(i))))
+                .collect();
+            builder.push(&nodes, &writes).expect("push");
+            assert!(
+                builder.pending_bytes() < 300_000,
+                "one page's subtrees at most"
+            );
+            let batch = builder.take_batch();
+            taken += batch.nodes.len();
+            nodes.store(&TreeUpdate {
+                root: None,
+                new_nodes: batch.nodes,
+            });
+        }
+        let finished = builder.finish(&nodes).expect("finish");
+        nodes.store(&finished);
+        // 15,625 leaves and 245 level-1 subtrees left behind the finish's 4 + 1 + 1.
+        assert_eq!(taken + finished.new_nodes.len(), 15_625 + 245 + 4 + 1 + 1);
+        assert_eq!(contents(&nodes, finished.root).len(), 1_000_000);
+    }
 
     #[test]
     fn empty_tree_has_no_root_and_no_entries() {
@@ -704,6 +985,51 @@ pub(crate) mod tests {
                 .collect();
             expected.extend(kept_writes.iter().map(|(i, c)| (*i, digest(*c))));
             prop_assert_eq!(contents(&nodes, child), expected);
+        }
+
+        /// Fed in pages of any size, with batches taken and stored between them (as
+        /// CompleteSnapshot does), a [`TreeBuilder`] builds the tree of its parent plus
+        /// the writes: every node the result references is in a batch, in the finish or
+        /// in the parent's tree, and each batch holds the subtrees under its roots.
+        #[test]
+        fn a_build_in_pages_equals_the_parent_plus_the_writes(
+            parent_map in arb_map(40_000),
+            child_writes in arb_map(40_000),
+            keep_below in prop_oneof![Just(MAX_BLOCKS), 1u64..40_000],
+            page in 1usize..3_000,
+            batch_bytes in 0usize..400_000,
+        ) {
+            let nodes = MemoryNodes::default();
+            let parent = build(&nodes, None, &writes(&parent_map), MAX_BLOCKS);
+            let kept: BTreeMap<u32, u64> = child_writes
+                .into_iter()
+                .filter(|(i, _)| u64::from(*i) < keep_below)
+                .collect();
+            let all = writes(&kept);
+            // A store of its own, holding only the parent's tree and what the build hands out.
+            let child_nodes = MemoryNodes::default();
+            child_nodes.copy_tree(&nodes, parent);
+            let mut builder = TreeBuilder::new(parent, keep_below);
+            for chunk in all.chunks(page) {
+                builder.push(&child_nodes, chunk).expect("push");
+                if builder.pending_bytes() > batch_bytes {
+                    let batch = builder.take_batch();
+                    let update = TreeUpdate { root: None, new_nodes: batch.nodes };
+                    child_nodes.store(&update);
+                    for root in &batch.roots {
+                        prop_assert_eq!(child_nodes.load(root).expect("staged root").level(), 1);
+                    }
+                }
+            }
+            let finished = builder.finish(&child_nodes).expect("finish");
+            child_nodes.store(&finished);
+            let mut expected: BTreeMap<u32, ChunkDigest> = parent_map
+                .iter()
+                .filter(|(i, _)| u64::from(**i) < keep_below)
+                .map(|(i, c)| (*i, digest(*c)))
+                .collect();
+            expected.extend(kept.iter().map(|(i, c)| (*i, digest(*c))));
+            prop_assert_eq!(contents(&child_nodes, finished.root), expected);
         }
 
         /// The tree diff equals a naive comparison of the two maps, from any start index

@@ -24,11 +24,30 @@ pub fn from_base64(text: &str) -> Option<ChunkDigest> {
 /// each written index, in ascending index order (what coldsnap sends; see behavior.md §7.3).
 pub fn linear_aggregate(blocks: &[(BlockIndex, ChunkDigest)]) -> ChunkDigest {
     debug_assert!(blocks.windows(2).all(|w| w[0].0 < w[1].0));
-    let mut hasher = Sha256::new();
+    let mut aggregate = LinearAggregate::default();
     for (_, digest) in blocks {
-        hasher.update(digest.0);
+        aggregate.add(digest);
     }
-    ChunkDigest(hasher.finalize().into())
+    aggregate.finish()
+}
+
+/// [`linear_aggregate`] computed as the digests stream past, in ascending index order
+/// (CompleteSnapshot reads the pending writes in pages).
+#[derive(Debug, Clone, Default)]
+pub struct LinearAggregate {
+    hasher: Sha256,
+}
+
+impl LinearAggregate {
+    /// Add the final content of the next written index.
+    pub fn add(&mut self, digest: &ChunkDigest) {
+        self.hasher.update(digest.0);
+    }
+
+    /// The aggregate of everything added.
+    pub fn finish(self) -> ChunkDigest {
+        ChunkDigest(self.hasher.finalize().into())
+    }
 }
 
 #[cfg(test)]
