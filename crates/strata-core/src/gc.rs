@@ -2,8 +2,10 @@
 //! The reasoning is in `docs/adr/0002-garbage-collection.md`; in short:
 //!
 //! - **Live** is decided from one consistent metadata view: the roots of completed
-//!   snapshots, the base roots of pending ones (the parent tree their writes apply to), and
-//!   the digests of pending writes. Everything reachable from a live root is live.
+//!   snapshots, the base roots of pending ones (the parent tree their writes apply to),
+//!   the subtrees a CompleteSnapshot of a pending one stored ahead of its seal (its staged
+//!   roots), and the digests of pending writes. Everything reachable from a live root is
+//!   live.
 //! - **Nodes** are deleted only if unreachable at the view *and* stamped before the view's
 //!   own stamp (see [`crate::ports::Stamp`]): the store stamps every node a seal writes (or
 //!   re-writes) when the seal commits, and checks the stamp in the transaction that
@@ -135,6 +137,11 @@ pub fn plan<N: NodeSource>(
             }
             SnapshotStatus::Error => expired_snapshots.push(record.id.clone()),
         }
+    }
+    // Nodes a Complete stored ahead of its seal (the view holds only those of pending
+    // snapshots): the seal will reference them.
+    for root in &view.staged {
+        mark(&view.reader, Some(*root), &mut live_nodes, &mut live_chunks)?;
     }
     for (id, digests) in &view.pending {
         // Writes of a snapshot missing from the view (deleted meanwhile) are garbage; of
@@ -279,6 +286,7 @@ mod tests {
             start: Stamp(start),
             records: Vec::new(),
             pending: Vec::new(),
+            staged: Vec::new(),
             nodes: Vec::new(),
             chunks: Vec::new(),
             reader: MemoryNodes::default(),
@@ -327,6 +335,7 @@ mod tests {
                 record("snap-0d", SnapshotStatus::Pending, None),
             ],
             pending: vec![(SnapshotId::parse("snap-0d").expect("id"), vec![digest(4)])],
+            staged: Vec::new(),
             nodes: all_nodes,
             chunks: (1..=4).map(|n| registered(n, 10)).collect(),
             reader: nodes,
@@ -426,5 +435,40 @@ mod tests {
         assert_eq!(plan.garbage_chunks, vec![(digest(2), 100)]);
         assert_eq!(plan.due_snapshots, vec![overdue.id]);
         assert_eq!(plan.expired_snapshots, vec![failed.id]);
+    }
+
+    /// The subtrees a Complete stored ahead of its seal are live, with the chunks they
+    /// name, although no record references them yet.
+    #[test]
+    fn staged_subtrees_are_live() {
+        let tree = apply(
+            &MemoryNodes::default(),
+            None,
+            &[
+                (BlockIndex::new(0), digest(1)),
+                (BlockIndex::new(5000), digest(2)),
+            ],
+            1 << 20,
+        )
+        .expect("tree");
+        let mut view = empty_view(100);
+        view.reader.store(&tree);
+        view.nodes = tree.new_nodes.iter().map(|(h, _)| (*h, Stamp(1))).collect();
+        view.chunks = vec![registered(1, 1), registered(2, 1)];
+        view.records = vec![record("snap-0a", SnapshotStatus::Pending, None)];
+        let unstaged = plan(&view, &[], 0, wall(), GcOptions::default()).expect("plan");
+        assert_eq!(unstaged.garbage_nodes.len(), tree.new_nodes.len());
+        // The level-1 subtree holding block 0: its two nodes (and chunk 1) stay.
+        let level_one = tree
+            .new_nodes
+            .iter()
+            .find(|(_, encoded)| encoded[0] == 1)
+            .map(|(h, _)| *h)
+            .expect("a level-1 node");
+        view.staged = vec![level_one];
+        let staged = plan(&view, &[], 0, wall(), GcOptions::default()).expect("plan");
+        assert_eq!(staged.garbage_nodes.len(), tree.new_nodes.len() - 2);
+        assert!(!staged.garbage_nodes.contains(&level_one));
+        assert_eq!(staged.garbage_chunks.len(), 1);
     }
 }

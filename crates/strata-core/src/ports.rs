@@ -274,7 +274,8 @@ pub trait MetadataStore: Send + Sync + 'static {
         change: RecordChange,
     ) -> impl Future<Output = Result<Option<SnapshotRecord>, StoreError>> + Send;
 
-    /// Remove a snapshot in any state: its record, pending writes and client-token entry.
+    /// Remove a snapshot in any state: its record, pending writes, staged roots and
+    /// client-token entry.
     /// Returns false if it did not exist. Its tree nodes and chunks are left to GC.
     fn delete_snapshot(
         &self,
@@ -299,16 +300,78 @@ pub trait MetadataStore: Send + Sync + 'static {
         write: BlockWrite,
     ) -> impl Future<Output = Result<(), RecordBlockError>> + Send;
 
-    /// The recorded writes of a pending snapshot, in one consistent view.
+    /// One page of the recorded writes of a pending snapshot (or of one in `error`):
+    /// up to `limit` writes at indexes after `after` (from the first when `None`),
+    /// ascending, with the checksums of those writes and the snapshot's write sequence,
+    /// all of one consistent view. Empty for a snapshot that does not exist or is
+    /// completed. Pages whose sequences are equal are pages of one state of the writes
+    /// (a write bumps the sequence), so a reader that finds every page's sequence equal
+    /// read one consistent whole, in bounded memory.
+    fn pending_writes_page(
+        &self,
+        id: &SnapshotId,
+        after: Option<BlockIndex>,
+        limit: usize,
+    ) -> impl Future<Output = Result<PendingWrites, StoreError>> + Send;
+
+    /// Every recorded write of a pending snapshot, in one consistent view: the pages of
+    /// [`MetadataStore::pending_writes_page`] read again from the start whenever a write
+    /// moved the sequence between them. For small snapshots and tests; CompleteSnapshot
+    /// reads the pages itself.
     fn pending_writes(
         &self,
         id: &SnapshotId,
-    ) -> impl Future<Output = Result<PendingWrites, StoreError>> + Send;
+    ) -> impl Future<Output = Result<PendingWrites, StoreError>> + Send {
+        async move {
+            const PAGE: usize = 65_536;
+            'read: loop {
+                let mut all = PendingWrites::default();
+                let mut after = None;
+                let mut sequence = None;
+                loop {
+                    let page = self.pending_writes_page(id, after, PAGE).await?;
+                    if sequence.is_some_and(|s| s != page.sequence) {
+                        continue 'read;
+                    }
+                    sequence = Some(page.sequence);
+                    all.sequence = page.sequence;
+                    after = page.blocks.last().map(|(index, _)| *index);
+                    let full = page.blocks.len() >= PAGE;
+                    all.blocks.extend(page.blocks);
+                    all.checksums.extend(page.checksums);
+                    if !full {
+                        return Ok(all);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Store tree nodes of a snapshot being completed ahead of its seal, so that a seal
+    /// of millions of writes is not one huge transaction: in one transaction, only if
+    /// the snapshot is pending (else [`SealError::NotPending`]), store `nodes` (each
+    /// stamped with this transaction's stamp, whether new or already stored) and record
+    /// `roots` as staged for the snapshot. While the snapshot is stored as pending, every
+    /// node under a staged root is kept by GC ([`GcView::staged`]); the seal, a deletion
+    /// or a drop of its pending writes forgets its staged roots.
+    /// `nodes` must hold every node under `roots` that is not already stored under a
+    /// root GC keeps.
+    fn stage_nodes(
+        &self,
+        id: &SnapshotId,
+        roots: Vec<NodeHash>,
+        nodes: Vec<(NodeHash, Vec<u8>)>,
+    ) -> impl Future<Output = Result<(), SealError>> + Send;
 
     /// Seal a pending snapshot: store the nodes (each stamped with this transaction's
     /// stamp, whether new or already stored), complete the stored record
-    /// ([`SnapshotRecord::completed`]) and drop its pending writes, in one transaction; only
-    /// if its write sequence still equals `expected_sequence`.
+    /// ([`SnapshotRecord::completed`]), forget its staged roots and drop its pending
+    /// writes, in one transaction; only if its write sequence still equals
+    /// `expected_sequence`. The root may reference nodes staged before
+    /// ([`MetadataStore::stage_nodes`]). An adapter may drop the pending writes of a big
+    /// snapshot after the seal commits, in bounded steps: they are no longer read (see
+    /// [`MetadataStore::pending_writes_page`]) and GC keeps their chunks at most a little
+    /// longer.
     fn seal_snapshot(&self, seal: Seal) -> impl Future<Output = Result<(), SealError>> + Send;
 
     /// Announce that a Put of content `digest` is under way, and say whether the chunk is
@@ -396,7 +459,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<SnapshotRecord>, StoreError>> + Send;
 
     /// One consistent view for garbage collection: every record, the digests written to
-    /// every snapshot that has pending writes, every stored node and every registered
+    /// every snapshot that has pending writes, the staged roots of every snapshot stored as
+    /// pending, every stored node and every registered
     /// chunk with its stamp, and a node reader of the same instant; and the view's own
     /// stamp, `start`, issued so that every write visible in the view is stamped before it
     /// and every later one (every one not visible) at or after it.
@@ -411,8 +475,9 @@ pub trait MetadataStore: Send + Sync + 'static {
         stamped_before: Stamp,
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
-    /// Drop the pending writes of snapshots that are in `error` (timed out); a snapshot
-    /// that is not in `error` any more is left alone. Returns how many writes were dropped.
+    /// Drop the pending writes and staged roots of snapshots that are in `error` (timed
+    /// out); a snapshot that is not in `error` any more is left alone. Returns how many
+    /// writes were dropped.
     fn drop_pending_writes(
         &self,
         ids: Vec<SnapshotId>,
@@ -462,6 +527,9 @@ pub struct GcView<N> {
     pub records: Vec<SnapshotRecord>,
     /// Digests recorded as pending writes, per snapshot.
     pub pending: Vec<(SnapshotId, Vec<ChunkDigest>)>,
+    /// The staged roots ([`MetadataStore::stage_nodes`]) of snapshots stored as pending:
+    /// their subtrees are live.
+    pub staged: Vec<NodeHash>,
     /// Every stored node and the stamp of its last write.
     pub nodes: Vec<(NodeHash, Stamp)>,
     /// Every registered chunk.

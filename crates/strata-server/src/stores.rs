@@ -16,7 +16,7 @@ use strata_core::snapshot::SnapshotRecord;
 use strata_store_embedded::{EmbeddedStore, FsChunkStore, RedbMetadataStore, RedbNodes};
 use strata_store_postgres::{PgNodes, PostgresMetadataStore};
 use strata_store_s3::{S3ChunkStore, S3Location, S3Settings};
-use strata_types::{AccountId, ChunkDigest, SnapshotId};
+use strata_types::{AccountId, BlockIndex, ChunkDigest, SnapshotId};
 
 /// Where snapshot metadata lives (`--metadata`).
 #[derive(Clone, PartialEq, Eq)]
@@ -313,6 +313,7 @@ fn view_of<N>(view: GcView<N>, reader: impl FnOnce(N) -> Nodes) -> GcView<Nodes>
         start: view.start,
         records: view.records,
         pending: view.pending,
+        staged: view.staged,
         nodes: view.nodes,
         chunks: view.chunks,
         reader: reader(view.reader),
@@ -346,8 +347,22 @@ impl MetadataStore for Metadata {
         on_metadata!(self, s => s.record_block(write).await)
     }
 
-    async fn pending_writes(&self, id: &SnapshotId) -> Result<PendingWrites, StoreError> {
-        on_metadata!(self, s => s.pending_writes(id).await)
+    async fn pending_writes_page(
+        &self,
+        id: &SnapshotId,
+        after: Option<BlockIndex>,
+        limit: usize,
+    ) -> Result<PendingWrites, StoreError> {
+        on_metadata!(self, s => s.pending_writes_page(id, after, limit).await)
+    }
+
+    async fn stage_nodes(
+        &self,
+        id: &SnapshotId,
+        roots: Vec<NodeHash>,
+        nodes: Vec<(NodeHash, Vec<u8>)>,
+    ) -> Result<(), SealError> {
+        on_metadata!(self, s => s.stage_nodes(id, roots, nodes).await)
     }
 
     async fn seal_snapshot(&self, seal: Seal) -> Result<(), SealError> {

@@ -14,8 +14,11 @@
 //! | `condemned_chunks` | chunk digest (32 bytes) | `()`: a tombstone of a chunk being deleted |
 //! | `pending_checksums` | (snapshot id, block index) | the [`BlockWrite::checksum`] of the index's final write, if it carried one (32 bytes) |
 //! | `kms_keys` | key id | `KeyRecord` as JSON text |
+//! | `staged_roots` | (snapshot id, node hash) | `()`: a subtree stored ahead of the snapshot's seal |
+//! | `pending_purges` | snapshot id | `()`: a sealed or deleted snapshot whose pending writes are still being dropped |
 //!
-//! The last two came with encryption at rest. They are tables of their own, not new
+//! `pending_checksums` and `kms_keys` came with encryption at rest, the last two with
+//! the bounded-memory CompleteSnapshot. They are tables of their own, not new
 //! fields of existing values, so a file written before them opens unchanged: every table
 //! is created on open if missing, and a missing row means what it meant before (no
 //! checksum, no key).
@@ -40,6 +43,15 @@
 //!
 //! Reads open their own read transaction on the calling (blocking) thread and never wait
 //! for the writer.
+//!
+//! # Big seals and deletions
+//! A seal of a snapshot with more than [`PURGE_IN_SEAL`] writes, and every deletion, do
+//! not drop the pending writes in their own transaction (millions of rows would stall
+//! every other write behind it): they queue the snapshot in `pending_purges`, and the
+//! writes are dropped afterwards, [`PURGE_BATCH`] rows per write group, by a task the
+//! store starts (and, after a crash, when the store is opened). Nothing reads them
+//! meanwhile: pages of pending writes are empty for a snapshot that is gone or
+//! completed, and GC keeps their chunks only as long as the rows are there.
 //!
 //! # Announcements and condemned chunks
 //! Announcements live in memory ([`Announcements`]), with an in-memory copy of the
@@ -81,6 +93,19 @@ const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 const CHUNKS: TableDefinition<[u8; 32], (u64, u64)> = TableDefinition::new("chunks");
 const CONDEMNED: TableDefinition<[u8; 32], ()> = TableDefinition::new("condemned_chunks");
 const KEYS: TableDefinition<&str, &str> = TableDefinition::new("kms_keys");
+const STAGED: TableDefinition<(&str, [u8; 32]), ()> = TableDefinition::new("staged_roots");
+const PURGES: TableDefinition<&str, ()> = TableDefinition::new("pending_purges");
+
+/// The memory redb may use to cache the metadata file (its default is 1 GiB, and a
+/// Complete of millions of writes reads them all): the server's memory stays bounded
+/// whatever the store holds, and the kernel's page cache keeps the rest close.
+const METADATA_CACHE_BYTES: usize = 32 << 20;
+
+/// A seal drops at most this many pending writes in its own transaction; a bigger
+/// snapshot's are purged afterwards (module docs).
+const PURGE_IN_SEAL: u64 = 16_384;
+/// Pending writes dropped per purge step.
+const PURGE_BATCH: usize = 8_192;
 const CHUNK_REGISTRY_FILLED: &str = "chunk_registry";
 
 /// What [`RedbMetadataStore::backup_to`] copied.
@@ -151,6 +176,15 @@ enum WriteRequest {
         oneshot::Sender<Result<Option<SnapshotRecord>, StoreError>>,
     ),
     Delete(SnapshotId, oneshot::Sender<Result<bool, StoreError>>),
+    /// Drop up to [`PURGE_BATCH`] pending writes of a queued purge; answers whether the
+    /// purge is finished.
+    Purge(SnapshotId, oneshot::Sender<Result<bool, StoreError>>),
+    Stage(
+        SnapshotId,
+        Vec<NodeHash>,
+        Vec<(NodeHash, Vec<u8>)>,
+        oneshot::Sender<Result<(), SealError>>,
+    ),
     DeleteNodes(
         Vec<NodeHash>,
         Stamp,
@@ -158,7 +192,8 @@ enum WriteRequest {
     ),
     DropPending(Vec<SnapshotId>, oneshot::Sender<Result<usize, StoreError>>),
     RecordBlock(BlockWrite, oneshot::Sender<Result<(), RecordBlockError>>),
-    Seal(Box<Seal>, oneshot::Sender<Result<(), SealError>>),
+    /// Answers whether the pending writes were left to a purge.
+    Seal(Box<Seal>, oneshot::Sender<Result<bool, SealError>>),
     Secret(
         String,
         Vec<u8>,
@@ -191,10 +226,17 @@ enum Job {
         Answer<Option<SnapshotRecord>, StoreError>,
     ),
     Delete(SnapshotId, Answer<bool, StoreError>),
+    Purge(SnapshotId, Answer<bool, StoreError>),
+    Stage(
+        SnapshotId,
+        Vec<NodeHash>,
+        Vec<(NodeHash, Vec<u8>)>,
+        Answer<(), SealError>,
+    ),
     DeleteNodes(Vec<NodeHash>, Stamp, Answer<usize, StoreError>),
     DropPending(Vec<SnapshotId>, Answer<usize, StoreError>),
     RecordBlock(BlockWrite, Answer<(), RecordBlockError>),
-    Seal(Box<Seal>, Answer<(), SealError>),
+    Seal(Box<Seal>, Answer<bool, SealError>),
     Secret(String, Vec<u8>, Answer<Vec<u8>, StoreError>),
     CreateKey(KeyRecord, Answer<KeyRecord, StoreError>),
     SetKeyEnabled(String, bool, Answer<Option<KeyRecord>, StoreError>),
@@ -227,6 +269,10 @@ impl From<WriteRequest> for Job {
                 Job::Update(id, Change::Pending(change), Answer::new(tx))
             }
             WriteRequest::Delete(id, tx) => Job::Delete(id, Answer::new(tx)),
+            WriteRequest::Purge(id, tx) => Job::Purge(id, Answer::new(tx)),
+            WriteRequest::Stage(id, roots, nodes, tx) => {
+                Job::Stage(id, roots, nodes, Answer::new(tx))
+            }
             WriteRequest::DeleteNodes(hashes, before, tx) => {
                 Job::DeleteNodes(hashes, before, Answer::new(tx))
             }
@@ -263,7 +309,8 @@ impl Job {
         match self {
             Job::Create(_, answer) => answer.send(failure),
             Job::Update(_, _, answer) => answer.send(failure),
-            Job::Delete(_, answer) => answer.send(failure),
+            Job::Delete(_, answer) | Job::Purge(_, answer) => answer.send(failure),
+            Job::Stage(_, _, _, answer) => answer.send(failure),
             Job::DeleteNodes(_, _, answer) | Job::DropPending(_, answer) => answer.send(failure),
             Job::RecordBlock(_, answer) => answer.send(failure),
             Job::Seal(_, answer) => answer.send(failure),
@@ -320,7 +367,12 @@ fn encode_record(record: &SnapshotRecord) -> Result<Vec<u8>, StoreError> {
 impl RedbMetadataStore {
     /// Open or create the database at `path` and start its writer thread.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Arc::new(Database::create(path).map_err(backend)?);
+        let db = Arc::new(
+            redb::Builder::new()
+                .set_cache_size(METADATA_CACHE_BYTES)
+                .create(path)
+                .map_err(backend)?,
+        );
         // Create every table up front so readers never meet a missing one.
         let txn = db.begin_write().map_err(backend)?;
         txn.open_table(SNAPSHOTS).map_err(backend)?;
@@ -331,6 +383,8 @@ impl RedbMetadataStore {
         txn.open_table(SECRETS).map_err(backend)?;
         txn.open_table(CHUNKS).map_err(backend)?;
         txn.open_table(KEYS).map_err(backend)?;
+        txn.open_table(STAGED).map_err(backend)?;
+        txn.open_table(PURGES).map_err(backend)?;
         let announcements = Arc::new(Announcements::default());
         {
             // Tombstones left by a collection that stopped between its steps.
@@ -348,6 +402,7 @@ impl RedbMetadataStore {
             .map_err(backend)?
             .map_or(0, |v| v.value());
         txn.commit().map_err(backend)?;
+        finish_purges(&db)?;
 
         let stamps = Arc::new(Stamps {
             last: Mutex::new(last_stamp),
@@ -366,6 +421,41 @@ impl RedbMetadataStore {
             announcements,
             leases: Arc::default(),
         })
+    }
+
+    /// Drop the pending writes of a queued purge in the background, one bounded step per
+    /// write group, so the writes of other snapshots go on between the steps. The task
+    /// holds the writer only while it queues a step: dropping the store still releases
+    /// the database, and the next open finishes what is left ([`finish_purges`]).
+    fn spawn_purge(&self, id: SnapshotId) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let writer = Arc::downgrade(&self.writer);
+        runtime.spawn(async move {
+            loop {
+                let (tx, rx) = oneshot::channel();
+                let queued = writer
+                    .upgrade()
+                    .is_some_and(|writer| writer.send(WriteRequest::Purge(id.clone(), tx)).is_ok());
+                if !queued {
+                    return;
+                }
+                match rx.await {
+                    Ok(Ok(false)) => {}
+                    Ok(Ok(true)) | Err(_) => return,
+                    Ok(Err(error)) => {
+                        tracing::warn!(
+                            %error,
+                            snapshot = %id,
+                            "dropping the pending writes of a sealed or deleted snapshot failed; \
+                             the next start finishes it"
+                        );
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     /// Fill the chunk registry from the chunk store's own index, once: a data directory
@@ -425,6 +515,8 @@ impl RedbMetadataStore {
             copy.table(CHUNKS)?;
             copy.table(CONDEMNED)?;
             copy.table(KEYS)?;
+            copy.table(STAGED)?;
+            copy.table(PURGES)?;
             Ok(())
         })?;
         let bytes = std::fs::metadata(target)
@@ -501,6 +593,42 @@ fn commit(db: &Database, stamps: &Stamps, announcements: &Announcements, group: 
     }
 }
 
+/// Finish the purges a previous run left (it stopped before they were done): while the
+/// store is opened, before anything else writes.
+fn finish_purges(db: &Database) -> Result<(), StoreError> {
+    let queued: Vec<SnapshotId> = {
+        let txn = db.begin_read().map_err(backend)?;
+        let purges = txn.open_table(PURGES).map_err(backend)?;
+        let mut ids = Vec::new();
+        for entry in purges.iter().map_err(backend)? {
+            let id = entry.map_err(backend)?.0.value().to_owned();
+            ids.push(
+                SnapshotId::parse(&id)
+                    .map_err(|e| StoreError::Corrupt(format!("queued purge '{id}': {e}")))?,
+            );
+        }
+        ids
+    };
+    for id in queued {
+        loop {
+            let txn = db.begin_write().map_err(backend)?;
+            let done = {
+                let mut pending = Pending {
+                    blocks: txn.open_table(PENDING_BLOCKS).map_err(backend)?,
+                    checksums: txn.open_table(PENDING_CHECKSUMS).map_err(backend)?,
+                };
+                let mut purges = txn.open_table(PURGES).map_err(backend)?;
+                purge_step(&mut pending, &mut purges, &id)?
+            };
+            txn.commit().map_err(backend)?;
+            if done {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Why [`apply_group`] did not commit.
 enum GroupFailure {
     /// The job at this position failed.
@@ -548,12 +676,45 @@ fn apply_group(
                 Job::Create(record, answer) => create(&mut snapshots, &mut tokens, record)
                     .map(|r| answer.outcome = Some(Ok(r))),
                 Job::Update(id, change, answer) => apply_update(&mut snapshots, id, change, answer),
-                Job::Delete(id, answer) => delete(&mut snapshots, &mut tokens, &mut pending, id)
+                Job::Delete(id, answer) => txn
+                    .open_table(PURGES)
+                    .map_err(backend)
+                    .and_then(|mut purges| {
+                        let mut staged = txn.open_table(STAGED).map_err(backend)?;
+                        delete(&mut snapshots, &mut tokens, &mut purges, &mut staged, id)
+                    })
                     .map(|r| answer.outcome = Some(Ok(r))),
+                Job::Purge(id, answer) => txn
+                    .open_table(PURGES)
+                    .map_err(backend)
+                    .and_then(|mut purges| purge_step(&mut pending, &mut purges, id))
+                    .map(|r| answer.outcome = Some(Ok(r))),
+                Job::Stage(id, roots, staged_nodes, answer) => {
+                    stamped = true;
+                    txn.open_table(STAGED)
+                        .map_err(backend)
+                        .and_then(|mut staged| {
+                            stage(
+                                &mut snapshots,
+                                &mut nodes,
+                                &mut staged,
+                                id,
+                                roots,
+                                staged_nodes,
+                                stamp,
+                            )
+                        })
+                        .map(|r| answer.outcome = Some(r))
+                }
                 Job::DeleteNodes(hashes, before, answer) => {
                     delete_nodes(&mut nodes, hashes, *before).map(|r| answer.outcome = Some(Ok(r)))
                 }
-                Job::DropPending(ids, answer) => drop_pending(&mut snapshots, &mut pending, ids)
+                Job::DropPending(ids, answer) => txn
+                    .open_table(STAGED)
+                    .map_err(backend)
+                    .and_then(|mut staged| {
+                        drop_pending(&mut snapshots, &mut pending, &mut staged, ids)
+                    })
                     .map(|r| answer.outcome = Some(Ok(r))),
                 Job::RecordBlock(write, answer) => {
                     stamped = true;
@@ -610,8 +771,21 @@ fn apply_group(
                     .map(|r| answer.outcome = Some(Ok(r))),
                 Job::Seal(seal, answer) => {
                     stamped = true;
-                    seal_snapshot(&mut snapshots, &mut pending, &mut nodes, seal, stamp)
-                        .map(|r| answer.outcome = Some(r))
+                    let mut sealing = || -> Result<_, StoreError> {
+                        let mut tables = SealTables {
+                            staged: txn.open_table(STAGED).map_err(backend)?,
+                            purges: txn.open_table(PURGES).map_err(backend)?,
+                        };
+                        seal_snapshot(
+                            &mut snapshots,
+                            &mut pending,
+                            &mut nodes,
+                            &mut tables,
+                            seal,
+                            stamp,
+                        )
+                    };
+                    sealing().map(|r| answer.outcome = Some(r))
                 }
             };
             // Dropping the transaction (on return) undoes whatever the job half did.
@@ -932,12 +1106,106 @@ impl Pending<'_> {
             .map_err(backend)?;
         Ok(removed)
     }
+
+    /// Drop up to `limit` pending writes of `id` (the first ones), with their checksums;
+    /// returns how many writes.
+    fn remove_some(&mut self, id: &SnapshotId, limit: usize) -> Result<usize, StoreError> {
+        let mut last = None;
+        let mut count = 0;
+        for entry in self
+            .blocks
+            .range((id.as_str(), 0)..=(id.as_str(), u32::MAX))
+            .map_err(backend)?
+            .take(limit)
+        {
+            last = Some(entry.map_err(backend)?.0.value().1);
+            count += 1;
+        }
+        let Some(last) = last else {
+            return Ok(0);
+        };
+        let range = (id.as_str(), 0)..=(id.as_str(), last);
+        self.blocks
+            .retain_in(range.clone(), |_, _| false)
+            .map_err(backend)?;
+        self.checksums
+            .retain_in(range, |_, _| false)
+            .map_err(backend)?;
+        Ok(count)
+    }
+}
+
+/// Forget the staged roots of `id`.
+fn remove_staged(
+    staged: &mut Table<'_, (&'static str, [u8; 32]), ()>,
+    id: &SnapshotId,
+) -> Result<(), StoreError> {
+    staged
+        .retain_in(
+            (id.as_str(), [0; 32])..=(id.as_str(), [0xff; 32]),
+            |_, _| false,
+        )
+        .map_err(backend)
+}
+
+/// One step of a queued purge: drop up to [`PURGE_BATCH`] pending writes of `id`, and
+/// the queue entry once none is left. Returns whether the purge is finished.
+fn purge_step(
+    pending: &mut Pending<'_>,
+    purges: &mut Table<'_, &'static str, ()>,
+    id: &SnapshotId,
+) -> Result<bool, StoreError> {
+    if pending.remove_some(id, PURGE_BATCH)? < PURGE_BATCH {
+        purges.remove(id.as_str()).map_err(backend)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Store nodes ahead of a seal (see [`MetadataStore::stage_nodes`]).
+fn stage(
+    snapshots: &mut Records<'_>,
+    nodes: &mut Table<'_, [u8; 32], &[u8]>,
+    staged: &mut Table<'_, (&'static str, [u8; 32]), ()>,
+    id: &SnapshotId,
+    roots: &[NodeHash],
+    staged_nodes: &[(NodeHash, Vec<u8>)],
+    stamp: Stamp,
+) -> Result<Result<(), SealError>, StoreError> {
+    if snapshots
+        .load(id)?
+        .is_none_or(|r| r.status != SnapshotStatus::Pending)
+    {
+        return Ok(Err(SealError::NotPending));
+    }
+    store_nodes(nodes, staged_nodes, stamp)?;
+    for root in roots {
+        staged.insert((id.as_str(), root.0), ()).map_err(backend)?;
+    }
+    Ok(Ok(()))
+}
+
+/// Store (or re-stamp) nodes with `stamp`.
+fn store_nodes(
+    nodes: &mut Table<'_, [u8; 32], &[u8]>,
+    new_nodes: &[(NodeHash, Vec<u8>)],
+    stamp: Stamp,
+) -> Result<(), StoreError> {
+    let mut value = Vec::new();
+    for (hash, encoded) in new_nodes {
+        value.clear();
+        value.extend_from_slice(&stamp.0.to_le_bytes());
+        value.extend_from_slice(encoded);
+        nodes.insert(hash.0, value.as_slice()).map_err(backend)?;
+    }
+    Ok(())
 }
 
 fn delete(
     snapshots: &mut Records<'_>,
     tokens: &mut Table<'_, (&str, &str), &str>,
-    pending: &mut Pending<'_>,
+    purges: &mut Table<'_, &'static str, ()>,
+    staged: &mut Table<'_, (&'static str, [u8; 32]), ()>,
     id: &SnapshotId,
 ) -> Result<bool, StoreError> {
     let Some(record) = snapshots.load(id)? else {
@@ -948,7 +1216,9 @@ fn delete(
             .remove((record.owner.as_str(), token.as_str()))
             .map_err(backend)?;
     }
-    pending.remove(id)?;
+    // Its pending writes may be millions: dropped afterwards (module docs).
+    purges.insert(id.as_str(), ()).map_err(backend)?;
+    remove_staged(staged, id)?;
     snapshots.remove(id);
     Ok(true)
 }
@@ -1027,6 +1297,7 @@ fn secret(
 fn drop_pending(
     snapshots: &mut Records<'_>,
     pending: &mut Pending<'_>,
+    staged: &mut Table<'_, (&'static str, [u8; 32]), ()>,
     ids: &[SnapshotId],
 ) -> Result<usize, StoreError> {
     let mut dropped = 0;
@@ -1036,6 +1307,7 @@ fn drop_pending(
             .is_some_and(|r| r.status == SnapshotStatus::Error)
         {
             dropped += pending.remove(id)?;
+            remove_staged(staged, id)?;
         }
     }
     Ok(dropped)
@@ -1098,13 +1370,22 @@ fn record_block(
     Ok(Ok(()))
 }
 
+/// The tables a seal writes besides the records, pending writes and nodes.
+struct SealTables<'t> {
+    staged: Table<'t, (&'static str, [u8; 32]), ()>,
+    purges: Table<'t, &'static str, ()>,
+}
+
+/// Seal (see [`MetadataStore::seal_snapshot`]); the outcome says whether the pending
+/// writes were left to a purge.
 fn seal_snapshot(
     snapshots: &mut Records<'_>,
     pending: &mut Pending<'_>,
     nodes: &mut Table<'_, [u8; 32], &[u8]>,
+    tables: &mut SealTables<'_>,
     seal: &Seal,
     stamp: Stamp,
-) -> Result<Result<(), SealError>, StoreError> {
+) -> Result<Result<bool, SealError>, StoreError> {
     let id = &seal.snapshot;
     let stored = match snapshots.load(id)? {
         Some(stored) if stored.status == SnapshotStatus::Pending => stored,
@@ -1113,16 +1394,15 @@ fn seal_snapshot(
     if stored.write_sequence != seal.expected_sequence {
         return Ok(Err(SealError::Raced));
     }
-    let mut value = Vec::new();
-    for (hash, encoded) in &seal.new_nodes {
-        value.clear();
-        value.extend_from_slice(&stamp.0.to_le_bytes());
-        value.extend_from_slice(encoded);
-        nodes.insert(hash.0, value.as_slice()).map_err(backend)?;
-    }
+    store_nodes(nodes, &seal.new_nodes, stamp)?;
     snapshots.save(&stored.completed(seal.root, seal.changed_blocks, seal.completed_at_ms));
+    remove_staged(&mut tables.staged, id)?;
+    if seal.changed_blocks > PURGE_IN_SEAL {
+        tables.purges.insert(id.as_str(), ()).map_err(backend)?;
+        return Ok(Ok(true));
+    }
     pending.remove(id)?;
-    Ok(Ok(()))
+    Ok(Ok(false))
 }
 
 /// Condemn the digests not announced and not re-used since `cutoff` (see
@@ -1206,8 +1486,13 @@ impl MetadataStore for RedbMetadataStore {
     }
 
     async fn delete_snapshot(&self, id: &SnapshotId) -> Result<bool, StoreError> {
-        let id = id.clone();
-        self.write(|tx| WriteRequest::Delete(id, tx)).await?
+        let deleted = self
+            .write(|tx| WriteRequest::Delete(id.clone(), tx))
+            .await??;
+        if deleted {
+            self.spawn_purge(id.clone());
+        }
+        Ok(deleted)
     }
 
     async fn gc_view(&self) -> Result<GcView<RedbNodes>, StoreError> {
@@ -1240,6 +1525,24 @@ impl MetadataStore for RedbMetadataStore {
                     }
                 }
             }
+            let pending_ids: HashSet<&str> = records
+                .iter()
+                .filter(|r| r.status == SnapshotStatus::Pending)
+                .map(|r| r.id.as_str())
+                .collect();
+            let mut staged = Vec::new();
+            for entry in txn
+                .open_table(STAGED)
+                .map_err(backend)?
+                .iter()
+                .map_err(backend)?
+            {
+                let (key, _) = entry.map_err(backend)?;
+                let (id, root) = key.value();
+                if pending_ids.contains(id) {
+                    staged.push(NodeHash(root));
+                }
+            }
             let registry = txn.open_table(CHUNKS).map_err(backend)?;
             let mut chunks = Vec::new();
             for entry in registry.iter().map_err(backend)? {
@@ -1261,6 +1564,7 @@ impl MetadataStore for RedbMetadataStore {
                 start,
                 records,
                 pending,
+                staged,
                 nodes,
                 chunks,
                 reader: RedbNodes { table },
@@ -1317,44 +1621,78 @@ impl MetadataStore for RedbMetadataStore {
             .await?
     }
 
-    async fn pending_writes(&self, id: &SnapshotId) -> Result<PendingWrites, StoreError> {
+    async fn pending_writes_page(
+        &self,
+        id: &SnapshotId,
+        after: Option<BlockIndex>,
+        limit: usize,
+    ) -> Result<PendingWrites, StoreError> {
         let id = id.clone();
         self.read(move |db| {
             let txn = db.begin_read().map_err(backend)?;
             let snapshots = txn.open_table(SNAPSHOTS).map_err(backend)?;
-            let sequence = match snapshots.get(id.as_str()).map_err(backend)? {
-                Some(v) => decode_record(v.value())?.write_sequence,
+            let record = match snapshots.get(id.as_str()).map_err(backend)? {
+                Some(v) => decode_record(v.value())?,
+                // Its writes may still be there, waiting for their purge: not readable.
+                None => return Ok(PendingWrites::default()),
+            };
+            let mut page = PendingWrites {
+                sequence: record.write_sequence,
+                ..PendingWrites::default()
+            };
+            let first = match after {
+                Some(index) if index.get() == u32::MAX => return Ok(page),
+                Some(index) => index.get() + 1,
                 None => 0,
             };
+            if record.status == SnapshotStatus::Completed {
+                return Ok(page);
+            }
             let pending = txn.open_table(PENDING_BLOCKS).map_err(backend)?;
-            let mut blocks = Vec::new();
             for entry in pending
-                .range((id.as_str(), 0)..=(id.as_str(), u32::MAX))
+                .range((id.as_str(), first)..=(id.as_str(), u32::MAX))
                 .map_err(backend)?
+                .take(limit)
             {
                 let (key, value) = entry.map_err(backend)?;
-                blocks.push((BlockIndex::new(key.value().1), ChunkDigest(value.value())));
+                page.blocks
+                    .push((BlockIndex::new(key.value().1), ChunkDigest(value.value())));
             }
+            let Some(last) = page.blocks.last().map(|(index, _)| index.get()) else {
+                return Ok(page);
+            };
             let stored = txn.open_table(PENDING_CHECKSUMS).map_err(backend)?;
-            let mut checksums = Vec::new();
             for entry in stored
-                .range((id.as_str(), 0)..=(id.as_str(), u32::MAX))
+                .range((id.as_str(), first)..=(id.as_str(), last))
                 .map_err(backend)?
             {
                 let (key, value) = entry.map_err(backend)?;
-                checksums.push((BlockIndex::new(key.value().1), value.value()));
+                page.checksums
+                    .push((BlockIndex::new(key.value().1), value.value()));
             }
-            Ok(PendingWrites {
-                blocks,
-                checksums,
-                sequence,
-            })
+            Ok(page)
         })
         .await
     }
 
     async fn seal_snapshot(&self, seal: Seal) -> Result<(), SealError> {
-        self.write(|tx| WriteRequest::Seal(Box::new(seal), tx))
+        let id = seal.snapshot.clone();
+        let purge = self
+            .write(|tx| WriteRequest::Seal(Box::new(seal), tx))
+            .await??;
+        if purge {
+            self.spawn_purge(id);
+        }
+        Ok(())
+    }
+
+    async fn stage_nodes(
+        &self,
+        id: &SnapshotId,
+        roots: Vec<NodeHash>,
+        nodes: Vec<(NodeHash, Vec<u8>)>,
+    ) -> Result<(), SealError> {
+        self.write(|tx| WriteRequest::Stage(id.clone(), roots, nodes, tx))
             .await?
     }
 

@@ -10,6 +10,7 @@
 //! | `pending_writes` | (`snapshot`, `block_index`) | `digest` (32 bytes), `checksum` (the final write's `BlockWrite::checksum`, 32 bytes, or NULL) |
 //! | `nodes` | `hash` (32 bytes) | `stamp` of the last write, `bytes`: the encoded node |
 //! | `kms_keys` | `id` | `owner` (for listings), `record`: the `KeyRecord` as JSON text |
+//! | `staged_roots` | (`snapshot`, `root`) | none: a subtree stored ahead of the snapshot's seal, kept by GC while it is pending |
 //! | `strata_schema_version` | `version` | `name`, `applied_at`: the migrations applied |
 //!
 //! and the sequence `strata_stamps`. The tables live in the connection's `search_path`

@@ -32,6 +32,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/0004_any_text.sql"),
     ),
     (5, "keys", include_str!("../migrations/0005_keys.sql")),
+    (
+        6,
+        "staged_roots",
+        include_str!("../migrations/0006_staged_roots.sql"),
+    ),
 ];
 
 /// The advisory lock that serializes migrations of one database (any value, fixed

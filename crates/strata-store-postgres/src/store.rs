@@ -340,10 +340,33 @@ async fn seal(
     // Taken after the row lock, so a seal waiting for a record never holds the fence
     // meanwhile.
     let stamp = fenced_stamp(txn, fence).await?;
+    store_nodes(txn, stamp, &seal.new_nodes).await?;
+    execute(
+        txn,
+        "DELETE FROM pending_writes WHERE snapshot = $1",
+        &[&seal.snapshot.as_str()],
+    )
+    .await?;
+    execute(
+        txn,
+        "DELETE FROM staged_roots WHERE snapshot = $1",
+        &[&seal.snapshot.as_str()],
+    )
+    .await?;
+    let completed = stored.completed(seal.root, seal.changed_blocks, seal.completed_at_ms);
+    save_record(txn, &completed).await?;
+    Ok(Ok(()))
+}
+
+/// Store (or re-stamp) nodes with `stamp`.
+async fn store_nodes(
+    txn: &Transaction<'_>,
+    stamp: i64,
+    new_nodes: &[(NodeHash, Vec<u8>)],
+) -> Result<(), Failure> {
     // Sorted and unique: one row per node, and concurrent seals lock shared nodes in the
     // same order (no deadlock between them).
-    let nodes: BTreeMap<&[u8], &[u8]> = seal
-        .new_nodes
+    let nodes: BTreeMap<&[u8], &[u8]> = new_nodes
         .iter()
         .map(|(hash, bytes)| (hash.0.as_slice(), bytes.as_slice()))
         .collect();
@@ -359,14 +382,32 @@ async fn seal(
         )
         .await?;
     }
+    Ok(())
+}
+
+/// Store nodes ahead of a seal (see [`MetadataStore::stage_nodes`]).
+async fn stage(
+    txn: &Transaction<'_>,
+    fence: i64,
+    id: &SnapshotId,
+    roots: &[NodeHash],
+    nodes: &[(NodeHash, Vec<u8>)],
+) -> Result<Result<(), SealError>, Failure> {
+    match lock_record(txn, id).await? {
+        Some(stored) if stored.status == SnapshotStatus::Pending => {}
+        _ => return Ok(Err(SealError::NotPending)),
+    }
+    let stamp = fenced_stamp(txn, fence).await?;
+    store_nodes(txn, stamp, nodes).await?;
+    let roots: Vec<&[u8]> = roots.iter().map(|root| root.0.as_slice()).collect();
     execute(
         txn,
-        "DELETE FROM pending_writes WHERE snapshot = $1",
-        &[&seal.snapshot.as_str()],
+        "INSERT INTO staged_roots (snapshot, root)
+         SELECT $1, r FROM unnest($2::bytea[]) AS t (r)
+         ON CONFLICT DO NOTHING",
+        &[&id.as_str(), &roots],
     )
     .await?;
-    let completed = stored.completed(seal.root, seal.changed_blocks, seal.completed_at_ms);
-    save_record(txn, &completed).await?;
     Ok(Ok(()))
 }
 
@@ -427,6 +468,7 @@ async fn gc_view(
         Stamp,
         Vec<SnapshotRecord>,
         Vec<(SnapshotId, Vec<ChunkDigest>)>,
+        Vec<NodeHash>,
         Vec<(NodeHash, Stamp)>,
         Vec<RegisteredChunk>,
     ),
@@ -480,6 +522,23 @@ async fn gc_view(
             }
         }
     }
+    let pending_ids: std::collections::HashSet<&str> = records
+        .iter()
+        .filter(|r| r.status == SnapshotStatus::Pending)
+        .map(|r| r.id.as_str())
+        .collect();
+    let mut staged = Vec::new();
+    for row in txn
+        .query("SELECT snapshot, root FROM staged_roots", &[])
+        .await?
+    {
+        let id: String = column(&row, 0)?;
+        if pending_ids.contains(id.as_str()) {
+            let root = <[u8; 32]>::try_from(column::<Vec<u8>>(&row, 1)?)
+                .map_err(|_| StoreError::Corrupt("a staged root that is not 32 bytes".into()))?;
+            staged.push(NodeHash(root));
+        }
+    }
     let mut nodes = Vec::new();
     for row in txn.query("SELECT hash, stamp FROM nodes", &[]).await? {
         let hash = <[u8; 32]>::try_from(column::<Vec<u8>>(&row, 0)?)
@@ -499,7 +558,7 @@ async fn gc_view(
         });
     }
     txn.commit().await?;
-    Ok((start, records, pending, nodes, chunks))
+    Ok((start, records, pending, staged, nodes, chunks))
 }
 
 /// How long an announcement of a node that died before withdrawing it keeps its chunk
@@ -587,6 +646,12 @@ impl MetadataStore for PostgresMetadataStore {
                         &[&id.as_str()],
                     )
                     .await?;
+                    execute(
+                        txn,
+                        "DELETE FROM staged_roots WHERE snapshot = $1",
+                        &[&id.as_str()],
+                    )
+                    .await?;
                     Ok(true)
                 })
             },
@@ -598,8 +663,15 @@ impl MetadataStore for PostgresMetadataStore {
         self.writer.record(write).await
     }
 
-    async fn pending_writes(&self, id: &SnapshotId) -> Result<PendingWrites, StoreError> {
+    async fn pending_writes_page(
+        &self,
+        id: &SnapshotId,
+        after: Option<BlockIndex>,
+        limit: usize,
+    ) -> Result<PendingWrites, StoreError> {
         let id = id.clone();
+        let after = after.map_or(-1, |index| i64::from(index.get()));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         transact(
             &self.pool,
             "read pending writes",
@@ -614,35 +686,62 @@ impl MetadataStore for PostgresMetadataStore {
                         &[&id.as_str()],
                     )
                     .await?;
-                    let sequence = match rows.first() {
-                        Some(row) => decode_record(&column::<String>(row, 0)?)?.write_sequence,
-                        None => 0,
+                    let Some(row) = rows.first() else {
+                        return Ok(PendingWrites::default());
                     };
-                    let mut blocks = Vec::new();
-                    let mut checksums = Vec::new();
+                    let record = decode_record(&column::<String>(row, 0)?)?;
+                    let mut page = PendingWrites {
+                        sequence: record.write_sequence,
+                        ..PendingWrites::default()
+                    };
+                    if record.status == SnapshotStatus::Completed {
+                        return Ok(page);
+                    }
                     for row in query(
                         txn,
                         "SELECT block_index, digest, checksum FROM pending_writes
-                         WHERE snapshot = $1 ORDER BY block_index",
-                        &[&id.as_str()],
+                         WHERE snapshot = $1 AND block_index > $2
+                         ORDER BY block_index LIMIT $3",
+                        &[&id.as_str(), &after, &limit],
                     )
                     .await?
                     {
                         let index = index_of(column(&row, 0)?)?;
-                        blocks.push((index, digest_of(column(&row, 1)?)?));
+                        page.blocks.push((index, digest_of(column(&row, 1)?)?));
                         if let Some(checksum) = column::<Option<Vec<u8>>>(&row, 2)? {
-                            checksums.push((index, checksum_of(checksum)?));
+                            page.checksums.push((index, checksum_of(checksum)?));
                         }
                     }
-                    Ok(PendingWrites {
-                        blocks,
-                        checksums,
-                        sequence,
-                    })
+                    Ok(page)
                 })
             },
         )
         .await
+    }
+
+    async fn stage_nodes(
+        &self,
+        id: &SnapshotId,
+        roots: Vec<NodeHash>,
+        nodes: Vec<(NodeHash, Vec<u8>)>,
+    ) -> Result<(), SealError> {
+        let fence = self.fence;
+        let request = std::sync::Arc::new((id.clone(), roots, nodes));
+        transact(
+            &self.pool,
+            "store tree nodes ahead of a seal",
+            ReadCommitted,
+            // Storing the same nodes and roots again is harmless.
+            Repeat::Safe,
+            move |txn| {
+                let request = std::sync::Arc::clone(&request);
+                Box::pin(async move {
+                    let (id, roots, nodes) = &*request;
+                    stage(txn, fence, id, roots, nodes).await
+                })
+            },
+        )
+        .await?
     }
 
     async fn seal_snapshot(&self, request: Seal) -> Result<(), SealError> {
@@ -733,11 +832,12 @@ impl MetadataStore for PostgresMetadataStore {
         })
         .await
         .map_err(|e| StoreError::Backend(format!("the GC view task failed: {e}")))??;
-        let (start, records, pending, nodes, chunks) = view;
+        let (start, records, pending, staged, nodes, chunks) = view;
         Ok(GcView {
             start,
             records,
             pending,
+            staged,
             nodes,
             chunks,
             reader: self.nodes.reader(),
@@ -1055,6 +1155,12 @@ impl MetadataStore for PostgresMetadataStore {
                     if failed.is_empty() {
                         return Ok(0);
                     }
+                    execute(
+                        txn,
+                        "DELETE FROM staged_roots WHERE snapshot = ANY($1)",
+                        &[&failed],
+                    )
+                    .await?;
                     execute(
                         txn,
                         "DELETE FROM pending_writes WHERE snapshot = ANY($1)",

@@ -42,6 +42,9 @@ macro_rules! metadata_store_conformance {
             the_first_secret_stored_wins,
             keys_are_created_once_listed_by_owner_and_enabled_or_disabled,
             pending_writes_are_dropped_only_for_snapshots_in_error,
+            pending_writes_come_in_pages_of_one_sequence,
+            staged_subtrees_are_kept_while_pending_and_taken_over_by_the_seal,
+            staged_roots_go_with_a_deletion_a_drop_and_a_timeout,
             a_missing_node_is_corruption,
         );
     };
@@ -893,6 +896,211 @@ pub mod metadata {
                 .len(),
             2
         );
+    }
+
+    /// `pending_writes_page` pages through the writes in ascending order, each page with
+    /// the checksums of its own writes and the same sequence while nothing is written; a
+    /// write moves the sequence of later pages; a sealed or deleted snapshot has none.
+    pub async fn pending_writes_come_in_pages_of_one_sequence<M: MetadataStore>(store: &M) {
+        let id = snapshot_id(1);
+        create(store, pending(&id, &account(1), T0)).await;
+        for index in [9, 2, 7, 0, 4, 5, 11] {
+            let mut block = write(&id, index, index + 1, T0);
+            if index % 2 == 1 {
+                block.checksum = Some([index as u8; 32]);
+            }
+            store.record_block(block).await.expect("write");
+        }
+        let whole = store.pending_writes(&id).await.expect("pending");
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .pending_writes_page(&id, after, 3)
+                .await
+                .expect("page");
+            assert_eq!(page.sequence, whole.sequence);
+            assert!(page.blocks.len() <= 3);
+            for (index, checksum) in &page.checksums {
+                assert!(
+                    page.blocks.iter().any(|(i, _)| i == index),
+                    "its own writes"
+                );
+                assert_eq!(*checksum, [index.get() as u8; 32]);
+            }
+            paged.extend(page.blocks.iter().copied());
+            let Some((last, _)) = page.blocks.last() else {
+                break;
+            };
+            after = Some(*last);
+        }
+        assert_eq!(paged, whole.blocks);
+        let indexes: Vec<u32> = paged.iter().map(|(i, _)| i.get()).collect();
+        assert_eq!(indexes, vec![0, 2, 4, 5, 7, 9, 11]);
+
+        store
+            .record_block(write(&id, 1, 50, T0))
+            .await
+            .expect("write");
+        let later = store
+            .pending_writes_page(&id, Some(BlockIndex::new(4)), 3)
+            .await
+            .expect("page");
+        assert_ne!(later.sequence, whole.sequence);
+        let empty = store
+            .pending_writes_page(&id, Some(BlockIndex::new(u32::MAX)), 3)
+            .await
+            .expect("page");
+        assert!(empty.blocks.is_empty());
+
+        let seal = seal_of(store, &id).await;
+        store.seal_snapshot(seal).await.expect("seal");
+        let sealed = store
+            .pending_writes_page(&id, None, 100)
+            .await
+            .expect("page");
+        assert!(sealed.blocks.is_empty() && sealed.checksums.is_empty());
+
+        let gone = snapshot_id(2);
+        create(store, pending(&gone, &account(1), T0)).await;
+        store
+            .record_block(write(&gone, 3, 1, T0))
+            .await
+            .expect("write");
+        assert!(store.delete_snapshot(&gone).await.expect("delete"));
+        let deleted = store
+            .pending_writes_page(&gone, None, 100)
+            .await
+            .expect("page");
+        assert!(deleted.blocks.is_empty());
+    }
+
+    /// Writes at block 0 and 5,000 (two level-1 subtrees): the first subtree is finished
+    /// once the second starts, and is staged.
+    async fn staged_first_subtree<M: MetadataStore>(
+        store: &M,
+        id: &SnapshotId,
+    ) -> (NodeHash, block_map::TreeBuilder) {
+        create(store, pending(id, &account(1), T0)).await;
+        for (index, seed) in [(0, 1), (5_000, 2)] {
+            store
+                .record_block(write(id, index, seed, T0))
+                .await
+                .expect("write");
+        }
+        let writes = store.pending_writes(id).await.expect("pending");
+        let nodes = store.nodes().expect("nodes");
+        let mut builder = block_map::TreeBuilder::new(None, 1 << 20);
+        builder.push(&nodes, &writes.blocks).expect("build");
+        let batch = builder.take_batch();
+        assert_eq!(batch.roots.len(), 1);
+        let root = batch.roots[0];
+        store
+            .stage_nodes(id, batch.roots, batch.nodes)
+            .await
+            .expect("stage");
+        (root, builder)
+    }
+
+    /// `stage_nodes` stores nodes ahead of a seal, stamped by the store like a seal's, and
+    /// while the snapshot is pending the GC view lists their root as staged (and can
+    /// read them); the seal may then reference them and the view stops listing them.
+    /// Staging on a snapshot that is not pending is refused and stores nothing.
+    pub async fn staged_subtrees_are_kept_while_pending_and_taken_over_by_the_seal<
+        M: MetadataStore,
+    >(
+        store: &M,
+    ) {
+        let id = snapshot_id(1);
+        let before = store.gc_view().await.expect("view").start;
+        let (root, builder) = staged_first_subtree(store, &id).await;
+        let view = store.gc_view().await.expect("view");
+        assert_eq!(view.staged, vec![root]);
+        let stamp = view
+            .nodes
+            .iter()
+            .find(|(hash, _)| *hash == root)
+            .map(|(_, stamp)| *stamp)
+            .expect("the staged root is stored");
+        assert!(stamp > before && stamp < view.start);
+        view.reader.load(&root).expect("readable through the view");
+
+        let nodes = store.nodes().expect("nodes");
+        let update = builder.finish(&nodes).expect("finish");
+        let sequence = store.pending_writes(&id).await.expect("pending").sequence;
+        store
+            .seal_snapshot(Seal {
+                snapshot: id.clone(),
+                expected_sequence: sequence,
+                root: update.root,
+                changed_blocks: 2,
+                completed_at_ms: T0 + 1,
+                new_nodes: update.new_nodes,
+            })
+            .await
+            .expect("seal");
+        let view = store.gc_view().await.expect("view");
+        assert!(view.staged.is_empty());
+        let nodes = store.nodes().expect("nodes");
+        for (index, seed) in [(0, 1), (5_000, 2)] {
+            assert_eq!(
+                block_map::lookup(&nodes, update.root, BlockIndex::new(index)).expect("lookup"),
+                Some(digest(seed))
+            );
+        }
+
+        let node_count = view.nodes.len();
+        let (hash, encoded) = (NodeHash([7; 32]), vec![0u8, 1, 0, 0, 0, 0, 0, 0, 0]);
+        for refused in [&id, &snapshot_id(9)] {
+            let result = store
+                .stage_nodes(refused, vec![hash], vec![(hash, encoded.clone())])
+                .await;
+            assert!(matches!(result, Err(SealError::NotPending)), "{result:?}");
+        }
+        let view = store.gc_view().await.expect("view");
+        assert_eq!(
+            view.nodes.len(),
+            node_count,
+            "a refused staging stores no node"
+        );
+        assert!(view.staged.is_empty());
+    }
+
+    /// A deletion forgets the snapshot's staged roots; so does a drop of the pending
+    /// writes of a snapshot in error; and a snapshot stored in `error` has none in the
+    /// GC view even before the drop.
+    pub async fn staged_roots_go_with_a_deletion_a_drop_and_a_timeout<M: MetadataStore>(store: &M) {
+        let (deleted, failed) = (snapshot_id(1), snapshot_id(2));
+        staged_first_subtree(store, &deleted).await;
+        staged_first_subtree(store, &failed).await;
+        assert_eq!(store.gc_view().await.expect("view").staged.len(), 2);
+        assert!(store.delete_snapshot(&deleted).await.expect("delete"));
+        assert_eq!(store.gc_view().await.expect("view").staged.len(), 1);
+        let to_error: RecordChange = Box::new(|r| {
+            let mut record = r.clone();
+            record.status = SnapshotStatus::Error;
+            Some(record)
+        });
+        store
+            .update_snapshot(&failed, to_error)
+            .await
+            .expect("update");
+        assert!(store.gc_view().await.expect("view").staged.is_empty());
+        store
+            .drop_pending_writes(vec![failed.clone()])
+            .await
+            .expect("drop");
+        // Back to pending (no path of the service does this): nothing is staged any more.
+        let to_pending: RecordChange = Box::new(|r| {
+            let mut record = r.clone();
+            record.status = SnapshotStatus::Pending;
+            Some(record)
+        });
+        store
+            .update_snapshot(&failed, to_pending)
+            .await
+            .expect("update");
+        assert!(store.gc_view().await.expect("view").staged.is_empty());
     }
 
     /// `announce_put` says whether the chunk is registered: not before a write record

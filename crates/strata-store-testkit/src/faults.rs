@@ -25,7 +25,7 @@ use strata_core::ports::{
     PendingWrites, RecordBlockError, RecordChange, Seal, SealError, Stamp, StoreError, StoredChunk,
 };
 use strata_core::snapshot::SnapshotRecord;
-use strata_types::{AccountId, ChunkDigest, SnapshotId};
+use strata_types::{AccountId, BlockIndex, ChunkDigest, SnapshotId};
 use tokio::sync::watch;
 
 /// An operation of either port.
@@ -37,7 +37,9 @@ pub enum Op {
     UpdateSnapshot,
     DeleteSnapshot,
     RecordBlock,
+    /// Each page read ([`MetadataStore::pending_writes_page`]).
     PendingWrites,
+    StageNodes,
     SealSnapshot,
     AnnouncePut,
     WithdrawPut,
@@ -288,9 +290,26 @@ impl<M: MetadataStore> MetadataStore for FaultyMetadata<M> {
             .await
     }
 
-    async fn pending_writes(&self, id: &SnapshotId) -> Result<PendingWrites, StoreError> {
-        let call = self.inner.pending_writes(id);
+    async fn pending_writes_page(
+        &self,
+        id: &SnapshotId,
+        after: Option<BlockIndex>,
+        limit: usize,
+    ) -> Result<PendingWrites, StoreError> {
+        let call = self.inner.pending_writes_page(id, after, limit);
         self.faults.around(Op::PendingWrites, same, call).await
+    }
+
+    async fn stage_nodes(
+        &self,
+        id: &SnapshotId,
+        roots: Vec<NodeHash>,
+        nodes: Vec<(NodeHash, Vec<u8>)>,
+    ) -> Result<(), SealError> {
+        let call = self.inner.stage_nodes(id, roots, nodes);
+        self.faults
+            .around(Op::StageNodes, SealError::Store, call)
+            .await
     }
 
     async fn seal_snapshot(&self, seal: Seal) -> Result<(), SealError> {

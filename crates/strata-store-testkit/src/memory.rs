@@ -46,6 +46,8 @@ struct Metadata {
     chunks: BTreeMap<ChunkDigest, (u64, Stamp)>,
     /// Tombstones of chunks being deleted.
     condemned: BTreeSet<ChunkDigest>,
+    /// Subtree roots staged by a CompleteSnapshot ahead of its seal, per snapshot.
+    staged: BTreeSet<(SnapshotId, NodeHash)>,
 }
 
 impl Metadata {
@@ -63,6 +65,7 @@ impl Metadata {
         for key in &keys {
             self.pending.remove(key);
         }
+        self.staged.retain(|(staged_for, _)| staged_for != id);
         keys.len()
     }
 }
@@ -237,15 +240,22 @@ impl MetadataStore for MemoryMetadataStore {
         Ok(())
     }
 
-    async fn pending_writes(&self, id: &SnapshotId) -> Result<PendingWrites, StoreError> {
+    async fn pending_writes_page(
+        &self,
+        id: &SnapshotId,
+        after: Option<BlockIndex>,
+        limit: usize,
+    ) -> Result<PendingWrites, StoreError> {
         let state = self.lock();
         let sequence = state.snapshots.get(id).map_or(0, |r| r.write_sequence);
-        let writes = state
-            .pending
-            .range((id.clone(), BlockIndex::new(0))..=(id.clone(), BlockIndex::new(u32::MAX)));
+        let from = match after {
+            Some(index) => std::ops::Bound::Excluded((id.clone(), index)),
+            None => std::ops::Bound::Included((id.clone(), BlockIndex::new(0))),
+        };
+        let to = std::ops::Bound::Included((id.clone(), BlockIndex::new(u32::MAX)));
         let mut blocks = Vec::new();
         let mut checksums = Vec::new();
-        for ((_, index), write) in writes {
+        for ((_, index), write) in state.pending.range((from, to)).take(limit) {
             blocks.push((*index, write.digest));
             if let Some(checksum) = write.checksum {
                 checksums.push((*index, checksum));
@@ -256,6 +266,31 @@ impl MetadataStore for MemoryMetadataStore {
             checksums,
             sequence,
         })
+    }
+
+    async fn stage_nodes(
+        &self,
+        id: &SnapshotId,
+        roots: Vec<NodeHash>,
+        nodes: Vec<(NodeHash, Vec<u8>)>,
+    ) -> Result<(), SealError> {
+        let mut state = self.lock();
+        if state
+            .snapshots
+            .get(id)
+            .is_none_or(|r| r.status != SnapshotStatus::Pending)
+        {
+            return Err(SealError::NotPending);
+        }
+        let stamp = state.next_stamp();
+        let stored = Arc::make_mut(&mut state.nodes);
+        for (hash, encoded) in nodes {
+            stored.insert(hash, (stamp, encoded.into()));
+        }
+        state
+            .staged
+            .extend(roots.into_iter().map(|root| (id.clone(), root)));
+        Ok(())
     }
 
     async fn seal_snapshot(&self, seal: Seal) -> Result<(), SealError> {
@@ -387,10 +422,22 @@ impl MetadataStore for MemoryMetadataStore {
                 _ => pending.push((id.clone(), vec![write.digest])),
             }
         }
+        let staged = state
+            .staged
+            .iter()
+            .filter(|(id, _)| {
+                state
+                    .snapshots
+                    .get(id)
+                    .is_some_and(|r| r.status == SnapshotStatus::Pending)
+            })
+            .map(|(_, root)| *root)
+            .collect();
         Ok(GcView {
             start,
             records: state.snapshots.values().cloned().collect(),
             pending,
+            staged,
             nodes: state
                 .nodes
                 .iter()

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use strata_core::gc::GcOptions;
 use strata_core::ports::{ChunkStore, MetadataStore};
-use strata_core::service::{PageRequest, StartSnapshotInput};
+use strata_core::service::{CompleteLimits, PageRequest, StartSnapshotInput};
 use strata_core::snapshot::{SnapshotStatus, Tag};
 use strata_core::tokens::TokenIssuer;
 use strata_core::{ServiceError, SnapshotService};
@@ -36,6 +36,8 @@ macro_rules! race_scenarios {
             race_6_tags_changed_while_a_snapshot_completes_are_kept,
             race_7_a_complete_overtaken_by_another_answers_completed,
             race_8_a_put_finishes_the_deletion_a_dead_collection_left_behind,
+            race_9_subtrees_stored_ahead_of_a_seal_survive_a_collection,
+            race_9_a_write_between_pages_makes_the_complete_read_again,
             collections_and_sweeps_run_only_under_their_lease,
             io_errors_of_the_chunk_store_answer_cleanly_and_lose_nothing,
         );
@@ -484,6 +486,112 @@ pub async fn race_7_a_complete_overtaken_by_another_answers_completed<
 /// refused by a tombstone takes the GC lease if no live collection holds it, finishes that
 /// deletion itself (delete the object, finalize) and goes on; while a collection holds the
 /// lease, the Put is refused retryably and deletes nothing.
+/// Blocks in four level-1 subtrees (4,096 indexes each) of an 8 GiB volume.
+const SPREAD: [u32; 4] = [0, 4_096, 8_192, 12_288];
+
+/// A service that reads one pending write per page and stores every finished subtree
+/// ahead of the seal, as CompleteSnapshot does for millions of writes.
+fn staging_service<M: MetadataStore, C: ChunkStore>(h: &Harness<M, C>) -> Service<M, C> {
+    h.service.clone().with_complete_limits(CompleteLimits {
+        page: 1,
+        stage_bytes: 0,
+    })
+}
+
+async fn start_spread<M: MetadataStore, C: ChunkStore>(h: &Harness<M, C>) -> SnapshotId {
+    let input = StartSnapshotInput {
+        volume_size_gib: 8,
+        timeout_minutes: Some(60),
+        ..StartSnapshotInput::default()
+    };
+    let id = h
+        .service
+        .start_snapshot(&h.owner, input)
+        .await
+        .expect("start")
+        .id;
+    for (n, index) in SPREAD.iter().enumerate() {
+        put(&h.service, &h.owner, &id, *index, &content(10 + n as u32))
+            .await
+            .expect("put");
+    }
+    id
+}
+
+/// Bounded-memory CompleteSnapshot stores finished subtrees before its seal. A collection
+/// that runs entirely between the two finds them referenced by no record: unless the
+/// staged roots are live, it deletes them, and the seal then commits a tree whose nodes
+/// are gone.
+pub async fn race_9_subtrees_stored_ahead_of_a_seal_survive_a_collection<
+    M: MetadataStore,
+    C: ChunkStore,
+>(
+    h: Harness<M, C>,
+) {
+    let id = start_spread(&h).await;
+    let service = staging_service(&h);
+    let staged_before = h.faults.calls(Op::StageNodes);
+    let sealing = h.faults.gate_next(Op::SealSnapshot);
+    let complete = {
+        let (owner, id) = (h.owner.clone(), id.clone());
+        tokio::spawn(async move { service.complete_snapshot(&owner, &id, 4, None).await })
+    };
+    sealing.reached().await;
+    assert!(
+        h.faults.calls(Op::StageNodes) > staged_before,
+        "the complete stored subtrees ahead of its seal"
+    );
+    h.clock.advance_ms(1);
+    h.collect().await;
+    sealing.open();
+    let status = complete.await.expect("task").expect("complete");
+    assert_eq!(status, SnapshotStatus::Completed);
+    let blocks = h
+        .read_all(&id)
+        .await
+        .expect("every node of the completed snapshot is stored");
+    let expected: Vec<(u32, Vec<u8>)> = SPREAD
+        .iter()
+        .enumerate()
+        .map(|(n, index)| (*index, content(10 + n as u32)))
+        .collect();
+    assert_eq!(blocks, expected);
+    // Once sealed, what was staged is referenced by the snapshot: a collection keeps it.
+    h.collect().await;
+    assert_eq!(h.read_all(&id).await.expect("read after GC"), expected);
+}
+
+/// A block written while CompleteSnapshot reads its pages moves the write sequence: the
+/// pages read before it no longer belong to the same state, so the complete reads again
+/// and its tree holds the new block.
+pub async fn race_9_a_write_between_pages_makes_the_complete_read_again<
+    M: MetadataStore,
+    C: ChunkStore,
+>(
+    h: Harness<M, C>,
+) {
+    let id = start_spread(&h).await;
+    let service = staging_service(&h);
+    let second_page = h
+        .faults
+        .gate(Op::PendingWrites, h.faults.calls(Op::PendingWrites) + 2);
+    let complete = {
+        let (owner, id) = (h.owner.clone(), id.clone());
+        tokio::spawn(async move { service.complete_snapshot(&owner, &id, 4, None).await })
+    };
+    second_page.reached().await;
+    // Rewrites block 0, whose page was read already; the count stays 4.
+    put(&h.service, &h.owner, &id, SPREAD[0], &content(99))
+        .await
+        .expect("put");
+    second_page.open();
+    let status = complete.await.expect("task").expect("complete");
+    assert_eq!(status, SnapshotStatus::Completed);
+    let blocks = h.read_all(&id).await.expect("read");
+    assert_eq!(blocks[0], (SPREAD[0], content(99)));
+    assert_eq!(blocks.len(), 4);
+}
+
 pub async fn race_8_a_put_finishes_the_deletion_a_dead_collection_left_behind<
     M: MetadataStore,
     C: ChunkStore,

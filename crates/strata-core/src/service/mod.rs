@@ -37,7 +37,7 @@ use crate::retry::RetryPolicy;
 use crate::snapshot::{SnapshotRecord, SnapshotStatus};
 use crate::tokens::TokenIssuer;
 
-pub use complete::AggregateChecksum;
+pub use complete::{AggregateChecksum, CompleteLimits};
 pub use gc::{GC_LEASE, LEASE_TTL, TIMEOUT_SWEEP_LEASE};
 pub use keys::{EncryptionConfig, KEY_CACHE_TTL};
 pub use put::WritePermit;
@@ -56,6 +56,7 @@ pub struct SnapshotService<M, C> {
     stats: Arc<crate::stats::ServiceStats>,
     encryption: Option<Arc<keys::Encryption>>,
     pending_limit: Option<usize>,
+    complete_limits: CompleteLimits,
 }
 
 impl<M, C> Clone for SnapshotService<M, C> {
@@ -69,6 +70,7 @@ impl<M, C> Clone for SnapshotService<M, C> {
             stats: Arc::clone(&self.stats),
             encryption: self.encryption.clone(),
             pending_limit: self.pending_limit,
+            complete_limits: self.complete_limits,
         }
     }
 }
@@ -90,7 +92,15 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
             stats: Arc::default(),
             encryption: None,
             pending_limit: None,
+            complete_limits: CompleteLimits::default(),
         }
+    }
+
+    /// The same service with other CompleteSnapshot page and batch sizes (for tests,
+    /// which stage nodes ahead of the seal with a few writes).
+    pub fn with_complete_limits(mut self, limits: CompleteLimits) -> Self {
+        self.complete_limits = limits;
+        self
     }
 
     /// The same service with at most `limit` pending snapshots per account (AWS: 100);
