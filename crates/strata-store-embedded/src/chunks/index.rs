@@ -130,10 +130,19 @@ impl Done {
     }
 }
 
+/// The memory redb may use to cache the chunk index (its default is 1 GiB): bounded, as
+/// the metadata's is; the kernel's page cache keeps the rest close.
+const INDEX_CACHE_BYTES: usize = 32 << 20;
+
 impl Index {
     /// Open the index at `path`; its committer places new chunks in `segments`.
     pub(super) fn open(path: &Path, segments: Arc<Segments>) -> Result<Self, StoreError> {
-        let db = Arc::new(Database::create(path).map_err(backend)?);
+        let db = Arc::new(
+            redb::Builder::new()
+                .set_cache_size(INDEX_CACHE_BYTES)
+                .create(path)
+                .map_err(backend)?,
+        );
         let txn = db.begin_write().map_err(backend)?;
         txn.open_table(CHUNKS).map_err(backend)?;
         txn.commit().map_err(backend)?;
