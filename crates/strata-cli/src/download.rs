@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata_types::{BLOCK_SIZE, BLOCKS_PER_GIB, BlockIndex, ChunkDigest, SnapshotId};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::api::SnapshotClient;
 use crate::error::{DownloadError, ImageError};
@@ -290,6 +290,11 @@ impl Downloader {
     }
 
     /// Fetch `todo`, `concurrency` at a time, checkpointing as blocks land.
+    ///
+    /// A checkpoint's data sync runs beside the fetches rather than in their way: waiting
+    /// for it here would drain the pipeline once a second (an fsync of a busy file takes
+    /// tens to hundreds of milliseconds), and the next fetches would start only after it.
+    /// Blocks that land during a sync wait for the next checkpoint.
     async fn fetch_all(
         &self,
         options: &DownloadOptions,
@@ -300,9 +305,11 @@ impl Downloader {
         let expected = options.expected.clone().map(Arc::new);
         let mut tasks: JoinSet<Result<(BlockIndex, ChunkDigest), DownloadError>> = JoinSet::new();
         let mut pending: Vec<(BlockIndex, ChunkDigest)> = Vec::new();
+        let mut syncing: Option<Checkpoint> = None;
         let mut last_checkpoint = Instant::now();
         let mut fetched = Fetched::default();
         let concurrency = options.concurrency.max(1);
+        let stop = options.stop.clone().unwrap_or_default();
         let mut queue = todo.iter();
         loop {
             while tasks.len() < concurrency {
@@ -324,13 +331,20 @@ impl Downloader {
             if tasks.is_empty() {
                 break;
             }
-            let stop = options.stop.clone().unwrap_or_default();
             let joined = tokio::select! {
                 joined = tasks.join_next() => joined,
+                recorded = wait_for(&mut syncing, destination), if syncing.is_some() => {
+                    if let Err(error) = recorded {
+                        // The output could not be made durable: nothing more is recorded.
+                        tasks.abort_all();
+                        return Err(error);
+                    }
+                    continue;
+                }
                 () = stop.stopped(), if options.stop.is_some() => {
                     tasks.abort_all();
                     // Blocks still in flight are not recorded; those done are saved.
-                    checkpoint(destination, &mut pending).await?;
+                    settle(destination, &mut syncing, &mut pending).await?;
                     return Err(DownloadError::Stopped);
                 }
             };
@@ -351,18 +365,19 @@ impl Downloader {
                 Err(error) => {
                     tasks.abort_all();
                     // Keep what is already written, so the next run resumes from here.
-                    let _ = checkpoint(destination, &mut pending).await;
+                    let _ = settle(destination, &mut syncing, &mut pending).await;
                     return Err(error);
                 }
             }
-            if pending.len() >= CHECKPOINT_BLOCKS
-                || last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL
+            if syncing.is_none()
+                && (pending.len() >= CHECKPOINT_BLOCKS
+                    || last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL)
             {
-                checkpoint(destination, &mut pending).await?;
+                syncing = Checkpoint::start(destination, &mut pending);
                 last_checkpoint = Instant::now();
             }
         }
-        checkpoint(destination, &mut pending).await?;
+        settle(destination, &mut syncing, &mut pending).await?;
         Ok(fetched)
     }
 }
@@ -373,25 +388,83 @@ struct Fetched {
     zeros: u64,
 }
 
-/// Make the blocks in `pending` durable, then record them (data first, so a recorded block
-/// is always really there).
-async fn checkpoint(
+/// Blocks written to the output whose data sync is under way; they are recorded when it ends
+/// (data first, so a recorded block is always really there).
+struct Checkpoint {
+    blocks: Vec<(BlockIndex, ChunkDigest)>,
+    /// `None` when there is no log to record into (a block device): nothing to wait for.
+    sync: Option<JoinHandle<Result<(), ImageError>>>,
+}
+
+impl Checkpoint {
+    /// Start syncing the data of every block in `pending` (all already written); `None` when
+    /// there are none.
+    fn start(
+        destination: &Destination,
+        pending: &mut Vec<(BlockIndex, ChunkDigest)>,
+    ) -> Option<Self> {
+        if pending.is_empty() {
+            return None;
+        }
+        let sync = destination.log.as_ref().map(|_| {
+            let target = Arc::clone(&destination.target);
+            tokio::task::spawn_blocking(move || target.sync_data())
+        });
+        Some(Self {
+            blocks: std::mem::take(pending),
+            sync,
+        })
+    }
+
+    /// The sync has ended with `synced`: on success, append the blocks to the log and count
+    /// them as done.
+    fn record(
+        self,
+        destination: &mut Destination,
+        synced: Result<(), DownloadError>,
+    ) -> Result<(), DownloadError> {
+        synced?;
+        if let Some(log) = destination.log.as_mut() {
+            log.append(&self.blocks)?;
+        }
+        for (index, digest) in self.blocks {
+            destination.saved.insert(index, digest);
+            destination.done.insert(index);
+        }
+        Ok(())
+    }
+}
+
+/// Wait for the checkpoint under way, if any, to finish its sync, then record it.
+/// Cancel-safe (it runs in a `select!`): until the sync ends the checkpoint stays in
+/// `syncing`, and nothing is awaited between its end and the record.
+async fn wait_for(
+    syncing: &mut Option<Checkpoint>,
     destination: &mut Destination,
+) -> Result<(), DownloadError> {
+    let synced = match syncing.as_mut().and_then(|c| c.sync.as_mut()) {
+        Some(sync) => match sync.await {
+            Ok(synced) => synced.map_err(DownloadError::from),
+            Err(e) => Err(DownloadError::Internal(format!("a sync task failed: {e}"))),
+        },
+        None => Ok(()),
+    };
+    match syncing.take() {
+        Some(checkpoint) => checkpoint.record(destination, synced),
+        None => Ok(()),
+    }
+}
+
+/// Record every written block before the download ends: the checkpoint under way, then
+/// what landed since.
+async fn settle(
+    destination: &mut Destination,
+    syncing: &mut Option<Checkpoint>,
     pending: &mut Vec<(BlockIndex, ChunkDigest)>,
 ) -> Result<(), DownloadError> {
-    if pending.is_empty() {
-        return Ok(());
-    }
-    if let Some(log) = destination.log.as_mut() {
-        let target = Arc::clone(&destination.target);
-        blocking(move || target.sync_data()).await??;
-        log.append(pending)?;
-    }
-    for (index, digest) in pending.drain(..) {
-        destination.saved.insert(index, digest);
-        destination.done.insert(index);
-    }
-    Ok(())
+    wait_for(syncing, destination).await?;
+    let mut last = Checkpoint::start(destination, pending);
+    wait_for(&mut last, destination).await
 }
 
 /// Open or create the output (and, for files, resume an earlier run when its log matches).
