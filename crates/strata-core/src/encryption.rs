@@ -8,28 +8,34 @@
 //! ```
 //!
 //! A block of an encrypted snapshot is stored as an envelope
-//! `"SEB1" ‖ nonce (12) ‖ AES-256-GCM(plaintext) ‖ tag (16)`, named like every chunk by the
+//! `"SEB2" ‖ nonce (12) ‖ AES-256-GCM(plaintext) ‖ tag (16)`, named like every chunk by the
 //! SHA-256 of what is stored, so the chunk stores, GC and scrub work unchanged and never
-//! need a key. The nonce is an HMAC of the plaintext under the key's nonce key (a
-//! synthetic IV): the same plaintext under the same key gives the same envelope, so
-//! content is stored once per key ("dedup only within one key"); under two keys it gives
-//! two unrelated envelopes. A nonce repeats only for an identical plaintext, which then
-//! repeats the whole envelope and reveals nothing but that equality.
+//! need a key. The nonce is an HMAC of the block index and the plaintext under the key's
+//! nonce key (a synthetic IV): the same plaintext at the same index under the same key
+//! gives the same envelope, so a block is stored once per key and position (a child's
+//! rewrite of an unchanged block, the same image uploaded twice: "dedup only within one
+//! key"); under two keys it gives two unrelated envelopes. A nonce repeats only for an
+//! identical index and plaintext, which then repeats the whole envelope and reveals nothing
+//! but that equality.
 //!
-//! The associated data binds the envelope to its format and its key. It does not bind
-//! the snapshot and block index: an envelope shared by two positions (an unchanged block
-//! of a child, a repeated block) could not then be shared. Positions are bound by the
-//! block map instead, whose nodes name each block's envelope by its SHA-256.
+//! The associated data binds the envelope to its format, its key and its block index, so
+//! an envelope moved to another position of the block map (by someone who can rewrite the
+//! metadata store) does not open there. It does not bind the snapshot: a child reads its
+//! parent's envelopes for every block it did not write, and children always share their
+//! parent's key. Envelopes of the first format, `"SEB1"` (bound to format and key only),
+//! still open, at any index.
 
 use hmac::{Hmac, Mac};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hkdf;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use strata_types::{AccountId, ChunkDigest};
+use strata_types::{AccountId, BlockIndex, ChunkDigest};
 
-/// The envelope's format tag.
-const BLOCK_MAGIC: &[u8; 4] = b"SEB1";
+/// The envelope's format tag: key id and block index in the associated data.
+const BLOCK_MAGIC: &[u8; 4] = b"SEB2";
+/// The first format's tag (associated data: the key id only); still opened.
+const BLOCK_MAGIC_V1: &[u8; 4] = b"SEB1";
 /// The wrapped key material's format tag.
 const WRAP_MAGIC: &[u8; 4] = b"SKW1";
 const TAG_LEN: usize = 16;
@@ -246,13 +252,20 @@ impl DataKey {
         }
     }
 
-    fn aad(&self) -> Aad<Vec<u8>> {
-        Aad::from([BLOCK_MAGIC.as_slice(), self.key_id.as_bytes()].concat())
+    /// The associated data of an envelope of format `magic` at `index`.
+    fn aad(&self, magic: &[u8; 4], index: BlockIndex) -> Aad<Vec<u8>> {
+        let mut aad = [magic.as_slice(), self.key_id.as_bytes()].concat();
+        if magic == BLOCK_MAGIC {
+            aad.extend_from_slice(&index.get().to_be_bytes());
+        }
+        Aad::from(aad)
     }
 
-    /// The envelope of `plaintext` under this key: the same for the same plaintext.
-    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+    /// The envelope of `plaintext` at block `index` under this key: the same for the same
+    /// plaintext at the same index.
+    pub fn seal(&self, index: BlockIndex, plaintext: &[u8]) -> Vec<u8> {
         let mut mac = hmac_of(&self.nonce_key);
+        mac.update(&index.get().to_be_bytes());
         mac.update(plaintext);
         let tag = mac.finalize().into_bytes();
         let mut nonce = [0u8; NONCE_LEN];
@@ -266,7 +279,7 @@ impl DataKey {
             .cipher
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
-                self.aad(),
+                self.aad(BLOCK_MAGIC, index),
                 &mut envelope[header..],
             )
             .unwrap_or_else(|_| unreachable!("a block is far below GCM's length limit"));
@@ -274,12 +287,15 @@ impl DataKey {
         envelope
     }
 
-    /// The plaintext of an envelope sealed under this key; any other input is refused.
-    pub fn open(&self, envelope: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    /// The plaintext of an envelope sealed at block `index` under this key (or of a
+    /// first-format envelope under this key, at any index); any other input is refused.
+    pub fn open(&self, index: BlockIndex, envelope: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let fail = || CryptoError::Open(self.key_id.clone());
-        let rest = envelope
-            .strip_prefix(BLOCK_MAGIC.as_slice())
-            .ok_or_else(fail)?;
+        let (magic, rest) = match envelope.split_first_chunk::<4>() {
+            Some((magic, rest)) if magic == BLOCK_MAGIC => (BLOCK_MAGIC, rest),
+            Some((magic, rest)) if magic == BLOCK_MAGIC_V1 => (BLOCK_MAGIC_V1, rest),
+            _ => return Err(fail()),
+        };
         if rest.len() < NONCE_LEN + TAG_LEN {
             return Err(fail());
         }
@@ -288,7 +304,7 @@ impl DataKey {
         let mut sealed = sealed.to_vec();
         let plaintext_len = self
             .cipher
-            .open_in_place(nonce, self.aad(), &mut sealed)
+            .open_in_place(nonce, self.aad(magic, index), &mut sealed)
             .map_err(|_| fail())?
             .len();
         sealed.truncate(plaintext_len);
@@ -337,20 +353,25 @@ mod tests {
         let master = MasterKey::generate();
         let data_key = key(&master, "k1").data_key(&master).expect("unwrap");
         let block = vec![7u8; 4096];
-        let sealed = data_key.seal(&block);
+        let at = BlockIndex::new(3);
+        let sealed = data_key.seal(at, &block);
         assert_eq!(sealed.len(), block.len() + ENVELOPE_OVERHEAD);
         assert_eq!(
-            data_key.seal(&block),
+            data_key.seal(at, &block),
             sealed,
-            "deterministic within one key"
+            "deterministic within one key and index"
         );
         assert!(
             !sealed.windows(64).any(|w| w == &block[..64]),
             "no plaintext"
         );
-        assert_eq!(data_key.open(&sealed).expect("open"), block);
+        assert_eq!(data_key.open(at, &sealed).expect("open"), block);
         let other = vec![8u8; 4096];
-        assert_ne!(data_key.seal(&other)[4..16], sealed[4..16], "another nonce");
+        assert_ne!(
+            data_key.seal(at, &other)[4..16],
+            sealed[4..16],
+            "another nonce"
+        );
     }
 
     #[test]
@@ -359,24 +380,82 @@ mod tests {
         let first = key(&master, "k1").data_key(&master).expect("unwrap");
         let second = key(&master, "k2").data_key(&master).expect("unwrap");
         let block = vec![1u8; 1024];
-        assert_ne!(first.seal(&block), second.seal(&block));
-        assert!(second.open(&first.seal(&block)).is_err());
+        let at = BlockIndex::new(0);
+        assert_ne!(first.seal(at, &block), second.seal(at, &block));
+        assert!(second.open(at, &first.seal(at, &block)).is_err());
     }
 
     #[test]
     fn a_flipped_bit_anywhere_in_an_envelope_is_refused() {
         let master = MasterKey::generate();
         let data_key = key(&master, "k1").data_key(&master).expect("unwrap");
-        let sealed = data_key.seal(&[3u8; 256]);
+        let at = BlockIndex::new(1);
+        let sealed = data_key.seal(at, &[3u8; 256]);
         for position in [0, 5, 20, sealed.len() - 1] {
             let mut damaged = sealed.clone();
             damaged[position] ^= 1;
             assert!(
-                data_key.open(&damaged).is_err(),
+                data_key.open(at, &damaged).is_err(),
                 "bit flipped at {position}"
             );
         }
-        assert!(data_key.open(&sealed[..10]).is_err());
+        assert!(data_key.open(at, &sealed[..10]).is_err());
+    }
+
+    #[test]
+    fn an_envelope_opens_only_at_the_index_it_was_sealed_for() {
+        let master = MasterKey::generate();
+        let data_key = key(&master, "k1").data_key(&master).expect("unwrap");
+        let block = vec![5u8; 2048];
+        let sealed = data_key.seal(BlockIndex::new(7), &block);
+        assert_eq!(
+            data_key.open(BlockIndex::new(7), &sealed).expect("open"),
+            block
+        );
+        for elsewhere in [0, 6, 8, 7 + (1 << 16)] {
+            assert!(
+                data_key.open(BlockIndex::new(elsewhere), &sealed).is_err(),
+                "an envelope of block 7 opened as block {elsewhere}"
+            );
+        }
+        assert_ne!(
+            data_key.seal(BlockIndex::new(8), &block),
+            sealed,
+            "the same plaintext at another index is another envelope"
+        );
+    }
+
+    #[test]
+    fn first_format_envelopes_still_open() {
+        let master = MasterKey::generate();
+        let data_key = key(&master, "k1").data_key(&master).expect("unwrap");
+        let block = vec![9u8; 1024];
+        // Sealed as the first format did: "SEB1", the key id alone as associated data.
+        let nonce = [4u8; NONCE_LEN];
+        let mut envelope = [BLOCK_MAGIC_V1.as_slice(), &nonce, &block].concat();
+        let tag = data_key
+            .cipher
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from([BLOCK_MAGIC_V1.as_slice(), b"k1"].concat()),
+                &mut envelope[BLOCK_MAGIC_V1.len() + NONCE_LEN..],
+            )
+            .expect("seal");
+        envelope.extend_from_slice(tag.as_ref());
+        for index in [0, 41] {
+            assert_eq!(
+                data_key
+                    .open(BlockIndex::new(index), &envelope)
+                    .expect("open"),
+                block
+            );
+        }
+        let mut relabelled = envelope.clone();
+        relabelled[..4].copy_from_slice(BLOCK_MAGIC);
+        assert!(
+            data_key.open(BlockIndex::new(0), &relabelled).is_err(),
+            "a first-format envelope relabelled as the second does not open"
+        );
     }
 
     #[test]

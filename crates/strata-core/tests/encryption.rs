@@ -158,8 +158,9 @@ async fn an_encrypted_snapshot_stores_no_plaintext_and_reads_back_identical() {
     let listed = stored(&chunks).await;
     assert_eq!(
         listed.len(),
-        2,
-        "two distinct non-zero blocks, each stored once"
+        3,
+        "three non-zero blocks, one repeated at another index: an envelope is bound to its \
+         index, so the repeat is an envelope of its own"
     );
     for chunk in &listed {
         let bytes = chunks

@@ -253,7 +253,7 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
                 })?;
                 let sealing = Arc::clone(key);
                 let envelope = Bytes::from(
-                    tokio::task::spawn_blocking(move || sealing.seal(&plaintext))
+                    tokio::task::spawn_blocking(move || sealing.seal(index, &plaintext))
                         .await
                         .map_err(|e| {
                             ServiceError::Store(StoreError::Backend(format!("worker failed: {e}")))

@@ -225,7 +225,7 @@ impl<M: MetadataStore, C: ChunkStore> SnapshotService<M, C> {
                     // The envelope is intact (the chunk store verified it), so a failure
                     // to open it is a key that does not match, not damage to forget.
                     let opened = tokio::task::spawn_blocking(move || {
-                        key.open(&data).map(|plaintext| {
+                        key.open(index, &data).map(|plaintext| {
                             let digest = ChunkDigest::of(&plaintext);
                             (Bytes::from(plaintext), digest)
                         })
